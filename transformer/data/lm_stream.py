@@ -25,7 +25,7 @@ def lm_documents(
     """n documents of min..max_sentences Toy English sentences each, deterministic for a seed.
 
     With probability p_repeat a document also contains a repeated span: half the time one of
-    its sentences is repeated later in the document, otherwise a random word sequence of
+    its sentences (of at least span_len[0] words) is repeated later in the document, otherwise a random word sequence of
     span_len words (drawn from the Toy English vocabulary, so it looks unlike grammar) is
     inserted at two sentence boundaries. kw goes to generate_sentence.
     """
@@ -35,9 +35,11 @@ def lm_documents(
     for _ in range(n):
         sentences = [generate_sentence(rng, **kw).text for _ in range(rng.randint(min_sentences, max_sentences))]
         if rng.random() < p_repeat:
-            if rng.random() < 0.5:
+            # Only sentences of span_len[0]+ words are worth repeating ("he runs ." is too short).
+            long_ones = [i for i, sent in enumerate(sentences) if sent.count(" ") + 1 >= span_len[0]]
+            if long_ones and rng.random() < 0.5:
                 # Re-insert an existing sentence somewhere after its first occurrence.
-                i = rng.randrange(len(sentences))
+                i = rng.choice(long_ones)
                 sentences.insert(rng.randint(i + 1, len(sentences)), sentences[i])
             else:
                 span = " ".join(rng.choices(words, k=rng.randint(*span_len)))

@@ -484,7 +484,7 @@ class _Builder:
         rng, cfg = self.rng, self.cfg
         r = rng.random()
         if r < cfg.p_copula:
-            verb = self.add(COPULA[number == "pl"])
+            verb = self.add(COPULA[1] if number == "pl" else COPULA[0])
             self.facts.append((verb, subject, number, in_rc))
             return VerbPhrase(verb, adj=self.add(rng.choice(ADJECTIVES)))
         transitive = r < cfg.p_copula + cfg.p_transitive
