@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS_ENV = "ATTNVIZ_ASSETS"  # another folder of shipped-style checkpoints (tests, private models)
+NO_MINILM_ENV = "ATTNVIZ_NO_MINILM"  # set to 1 to leave MiniLM out (tests that need a small catalogue)
 
 # name -> (label, file in assets/)
 SHIPPED = {
@@ -40,13 +43,19 @@ def minilm_dir() -> Path | None:
     return None
 
 
+def assets_dir() -> Path:
+    """The folder the shipped checkpoints are read from: $ATTNVIZ_ASSETS if set, else assets/."""
+    return Path(os.environ[ASSETS_ENV]) if os.environ.get(ASSETS_ENV) else ASSETS
+
+
 def available() -> dict[str, CatalogEntry]:
     """Every checkpoint present on this machine, in display order."""
+    assets = assets_dir()
     out = {}
     for name, (label, file) in SHIPPED.items():
-        if (ASSETS / file).is_file():
-            out[name] = CatalogEntry(name, label, ASSETS / file)
-    folder = minilm_dir()
+        if (assets / file).is_file():
+            out[name] = CatalogEntry(name, label, assets / file)
+    folder = None if os.environ.get(NO_MINILM_ENV) else minilm_dir()
     if folder is not None:
         out[MINILM] = CatalogEntry(MINILM, "all-MiniLM-L6-v2 (real English, BERT-style encoder)", folder, hf_dir=True)
     return out

@@ -1,0 +1,52 @@
+"""Attention, layer by layer and head by head: the Streamlit entry point (`make run` / `streamlit run app.py`).
+
+This file sets up the page, the sidebar and the URL state, then runs one of the five pages in
+`pages/`. The model runs once per (checkpoint, text, target); pages only draw from the cached trace.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from transformer import catalog
+from viz import state
+
+state.leave_legacy_pages_mode()
+st.set_page_config(page_title="Attention explorer", page_icon=":material/grid_on:", layout="wide")
+
+PAGES = {
+    "attention": st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:", url_path="attention"),
+    "qkv": st.Page("pages/qkv.py", title="Q, K, V", icon=":material/calculate:", url_path="qkv"),
+    "model_view": st.Page("pages/model_view.py", title="Model view", icon=":material/apps:", url_path="model_view"),
+    "checkpoint": st.Page("pages/checkpoint.py", title="Checkpoint", icon=":material/memory:", url_path="checkpoint"),
+    "output": st.Page("pages/output.py", title="Output", icon=":material/output:", url_path="output"),
+}
+
+
+def _home() -> None:
+    """The bare URL "/" opens the Attention page, so that every page, Attention included, has its own path."""
+    st.switch_page(PAGES["attention"])
+
+
+HOME = st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden")
+
+entries = catalog.available()
+state.init_session(entries, tuple(PAGES))
+page = st.navigation([HOME, *PAGES.values()], position="top")
+
+goto = st.session_state.pop("_goto", None)  # a link's ?page=..., or a click in the model view
+if goto in PAGES and PAGES[goto].url_path != page.url_path:
+    st.switch_page(PAGES[goto])
+
+if st.session_state.get("sel_presentation"):
+    # Larger text everywhere for a projector (figures enlarge their own fonts).
+    st.html("<style>html, .stMarkdown, .stText, [data-testid='stWidgetLabel'] p {font-size: 1.15rem !important;}</style>")
+
+if page.url_path == HOME.url_path or page.url_path == "":
+    st.switch_page(PAGES["attention"])
+
+ctx = state.sidebar(entries)
+st.session_state["_ctx"] = ctx
+state.sync_url(ctx, with_query=page.url_path == "qkv")
+state.show_messages(ctx)
+page.run()

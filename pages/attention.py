@@ -1,0 +1,100 @@
+"""Page 1 — Attention: one head's weights as a heatmap, stepping through layers and heads."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from viz import figures, grid, jobs, state, ui
+
+ctx = state.context()
+trace = state.require_trace(ctx)
+kind = ctx.kind
+
+top = st.columns([3, 2, 2], vertical_alignment="center")
+with top[0]:
+    ui.kind_picker(ctx, "attn_kind")
+with top[1]:
+    stretch = st.toggle(
+        "Stretch colours to this head",
+        key="attn_stretch",
+        help="Off: colours span weights 0–1, comparable across heads. On: they span this head's own smallest to largest weight.",
+    )
+with top[2]:
+    autoplay = st.toggle(
+        "Autoplay",
+        key="autoplay",
+        help=f"Steps through every layer and head, one head every {state.AUTOPLAY_SECONDS:g} s.",
+    )
+
+
+def main_view() -> None:
+    """Layer and head selectors and the heatmap of the selected head."""
+    n_layers, n_heads = trace.n_layers(kind), ctx.n_heads
+    if autoplay:
+        state.advance_autoplay(n_layers, n_heads)
+    ui.layer_head_controls(ctx, n_layers, n_heads, "attn")
+    layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
+    fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation, stretch)
+    ui.heatmap(
+        fig,
+        trace.head(kind, layer, head)["weights"],
+        trace.query_tokens(kind),
+        trace.key_tokens(kind),
+        key="attn_heatmap",
+        filename=f"weights_{kind.replace(' ', '_')}_L{layer}_H{head}",
+    )
+    label = jobs.label(ctx, kind, layer, head)
+    if label:
+        st.caption(f"Head job (from the analysis): {label}")
+    state.sync_url(ctx)
+
+
+def layer_view() -> None:
+    """Mean over heads and every head of the current layer (follows the selection and autoplay)."""
+    layer = st.session_state["sel_layer"]
+    st.divider()
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Mean over heads", anchor=False)
+        mean = trace.attention(kind, layer).weights[0].mean(0)
+        ui.heatmap(
+            figures.mean_heads_figure(trace, kind, layer, ctx.presentation, stretch),
+            mean,
+            trace.query_tokens(kind),
+            trace.key_tokens(kind),
+            key="attn_mean",
+            filename=f"mean_weights_{kind.replace(' ', '_')}_L{layer}",
+        )
+    with right:
+        st.subheader("All heads of this layer", anchor=False)
+        st.caption("Click a thumbnail to show that head above.")
+
+        def _pick_head() -> None:
+            picked = grid.pick_from_selection(st.session_state["attn_layer_grid"].selection.points)
+            if picked is not None:
+                state.set_selection(head=picked[1])
+
+        ui.chart(
+            grid.head_grid(
+                trace, kind, [layer], selected=(layer, st.session_state["sel_head"]), presentation=ctx.presentation, title=" "
+            ),
+            key="attn_layer_grid",
+            on_select=_pick_head,
+            selection_mode="points",
+        )
+        table = jobs.table(ctx, kind)
+        if table is not None:
+            st.caption("Head-job scores for this layer (from the analysis functions)")
+            st.dataframe(table[table.index.get_level_values(0) == layer] if table.index.nlevels > 1 else table)
+
+
+def page() -> None:
+    """The whole view below the toggles: a fragment on a timer while autoplay is on."""
+    main_view()
+    layer_view()
+
+
+if autoplay:
+    st.fragment(run_every=state.AUTOPLAY_SECONDS)(page)()
+else:
+    page()

@@ -1,0 +1,75 @@
+"""Page 5 — Output: what the model does with the text (translation, next tokens, or class probabilities)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from viz import figures, metrics, state, ui
+
+ctx = state.context()
+trace = state.require_trace(ctx)
+cfg, tok = ctx.ckpt.config, ctx.ckpt.tokenizer
+size = figures.font_size(ctx.presentation)
+
+if cfg.kind == "encoder-decoder":
+    st.subheader("Greedy translation", anchor=False)
+    if ctx.target is None:
+        st.code(trace.target.text or "(empty: the model predicted [EOS] first)", language=None)
+    else:
+        st.code(state.greedy_trace(ctx).target.text or "(empty: the model predicted [EOS] first)", language=None)
+        st.caption("The tables below are for your own target text from the sidebar:")
+        st.code(ctx.target, language=None)
+    st.markdown("**Next-token predictions at each decoder position** (top 5, probability in brackets):")
+    st.dataframe(metrics.top_k_table(trace, tok.id_to_token), key="out_topk")
+elif cfg.kind == "decoder":
+    st.subheader("Top next tokens at each position", anchor=False)
+    st.caption("Row “3·cat” shows what the model predicts right after reading up to token 3.")
+    st.dataframe(metrics.top_k_table(trace, tok.id_to_token), key="out_topk")
+elif cfg.n_classes > 0:
+    st.subheader("Class probabilities", anchor=False)
+    names = list(cfg.class_names) or [f"class {i}" for i in range(cfg.n_classes)]
+    probs = trace.probs[0].float().numpy()
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=names,
+            orientation="h",
+            marker_color="#3b528b",
+            hovertemplate="%{y}: %{x:.6f}<extra></extra>",
+            text=[f"{p:.3f}" for p in probs],
+            textposition="auto",
+        )
+    )
+    fig.update_layout(
+        yaxis=dict(autorange="reversed", tickfont=dict(size=size)),
+        xaxis=dict(range=[0, 1], title="probability", tickfont=dict(size=size)),
+        height=120 + 50 * len(names),
+        font=dict(size=size),
+        margin=dict(l=10, r=10, t=20, b=10),
+    )
+    ui.chart(fig, key="out_classes")
+    st.text(f"Prediction: {names[int(probs.argmax())]} ({float(probs.max()):.3f})")
+else:
+    st.subheader("No output head", anchor=False)
+    st.info(
+        "This encoder has no classification head: its output is one vector per token (the hidden states). "
+        "Below: how similar the final vectors of the tokens are to each other (cosine similarity)."
+    )
+    tokens = trace.source.tokens
+    sim = metrics.cosine_similarity(trace.encoder.final[0])
+    fig = figures.token_heatmap(
+        sim,
+        tokens,
+        tokens,
+        title="cosine similarity of the final token vectors",
+        value_name="cosine",
+        row_name="token",
+        col_name="token",
+        colorscale=figures.SIGNED_SCALE,
+        zmin=-1.0,
+        zmax=1.0,
+        fmt=".4f",
+        presentation=ctx.presentation,
+    )
+    ui.heatmap(fig, sim, tokens, tokens, key="out_similarity", filename="cosine_similarity")

@@ -1,0 +1,316 @@
+"""The pure figure builders (viz/): every number drawn is the trace's number, labels are the tokens, payloads are small."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+
+from transformer.api import build_model, trace_text
+from transformer.checkpoint import Checkpoint
+from transformer.config import ModelConfig
+from transformer.data.toy_english import generate_corpus
+from transformer.tokenizer import train_tokenizer
+from transformer.trace import AttentionTrace, LayerTrace, StackTrace, Stream, Trace
+from viz import figures, grid, jsonfig, metrics, urlstate, worked
+from viz.labels import plotly_text, unique_labels
+
+TEXT = "the dog near the cats sees the dog ."  # repeated tokens: "the" ×3, "dog" ×2
+
+
+@pytest.fixture(scope="module")
+def tokenizers():
+    texts = [s.text for s in generate_corpus(200, 0)]
+    return {kind: train_tokenizer(texts, kind, vocab_size=150, min_frequency=1) for kind in ("encoder-decoder", "decoder")}
+
+
+def _ckpt(tok, kind: str, seed: int = 0) -> Checkpoint:
+    cfg = ModelConfig(kind=kind, vocab_size=tok.vocab_size, n_layers=2, n_heads=3, d_model=24, d_ff=32, max_len=40)
+    model = build_model(cfg, seed=seed).eval()
+    # Sharpen attention so heads differ visibly from the uniform pattern of a fresh model.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "q_proj.weight" in name or "k_proj.weight" in name:
+                p.mul_(8.0)
+    return Checkpoint(model=model, tokenizer=tok)
+
+
+@pytest.fixture(scope="module")
+def enc_dec(tokenizers):
+    return trace_text(_ckpt(tokenizers["encoder-decoder"], "encoder-decoder"), TEXT, "a b c")
+
+
+@pytest.fixture(scope="module")
+def lm_ckpt(tokenizers):
+    return _ckpt(tokenizers["decoder"], "decoder", seed=1)
+
+
+@pytest.fixture(scope="module")
+def lm(lm_ckpt):
+    return trace_text(lm_ckpt, TEXT)
+
+
+def _heatmap(fig: go.Figure) -> dict:
+    """The first trace of the figure as the browser receives it (JSON, base64 arrays decoded)."""
+    return jsonfig.parse(fig.to_json())["data"][0]
+
+
+@pytest.mark.parametrize("kind", ["encoder self", "decoder self", "cross"])
+def test_attention_heatmap_is_the_traces_weights(enc_dec, kind):
+    for layer in range(2):
+        for head in range(3):
+            data = _heatmap(figures.attention_figure(enc_dec, kind, layer, head))
+            expected = enc_dec.attention(kind, layer).weights[0, head].numpy()
+            assert data["z"].dtype == np.float32
+            np.testing.assert_array_equal(data["z"], expected)  # exactly, not approximately
+
+
+def test_axes_are_the_tokens_in_order(enc_dec):
+    fig = figures.attention_figure(enc_dec, "cross", 1, 2)
+    layout = jsonfig.parse(fig.to_json())["layout"]
+    data = _heatmap(fig)
+    q_tokens, k_tokens = enc_dec.target.tokens, enc_dec.source.tokens
+    assert layout["yaxis"]["ticktext"] == [plotly_text(t) for t in q_tokens]
+    assert layout["xaxis"]["ticktext"] == [plotly_text(t) for t in k_tokens]
+    # Category values are unique per position, so the repeated "the" and "dog" do not merge.
+    assert data["x"] == [plotly_text(x) for x in unique_labels(k_tokens)]
+    assert len(set(data["x"])) == len(k_tokens)
+    assert k_tokens.count("the") >= 2
+    assert layout["yaxis"]["autorange"] == "reversed"  # first query token at the top
+    assert layout["yaxis"]["tickvals"] == data["y"]
+
+
+def test_hover_names_query_key_and_value(enc_dec):
+    data = _heatmap(figures.attention_figure(enc_dec, "encoder self", 0, 0))
+    template = data["hovertemplate"]
+    assert "query: %{y}" in template and "key: %{x}" in template and "%{z:.6f}" in template
+
+
+def test_perceptually_uniform_colour_scales(enc_dec):
+    viridis = go.Heatmap(colorscale="Viridis").colorscale
+    cividis = go.Heatmap(colorscale="Cividis").colorscale
+    fig = figures.attention_figure(enc_dec, "encoder self", 0, 0)
+    assert fig.data[0].colorscale == viridis
+    assert (fig.data[0].zmin, fig.data[0].zmax) == (0.0, 1.0)
+    stretched = figures.attention_figure(enc_dec, "encoder self", 0, 0, stretch=True)
+    assert stretched.data[0].zmin is None and stretched.data[0].zmax is None
+    for name, f in figures.head_figures(enc_dec, "decoder self", 1, 1).items():
+        assert f.data[0].colorscale in (viridis, cividis), name
+
+
+def test_presentation_enlarges_fonts(enc_dec):
+    small = figures.attention_figure(enc_dec, "encoder self", 0, 0)
+    big = figures.attention_figure(enc_dec, "encoder self", 0, 0, presentation=True)
+    assert big.layout.font.size > small.layout.font.size
+    assert big.layout.yaxis.tickfont.size > small.layout.yaxis.tickfont.size
+
+
+def test_html_in_tokens_is_escaped_for_plotly():
+    fig = figures.token_heatmap(np.eye(3), ["<b>", "&", "x"], ["<b>", "&", "x"], title="t")
+    layout = fig.layout
+    assert list(layout.yaxis.ticktext) == ["&lt;b&gt;", "&amp;", "x"]
+    assert "<b>" not in "".join(fig.data[0].y)
+
+
+def test_mean_over_heads(enc_dec):
+    data = _heatmap(figures.mean_heads_figure(enc_dec, "decoder self", 1))
+    w = enc_dec.attention("decoder self", 1).weights[0].numpy()
+    np.testing.assert_allclose(data["z"], w.mean(0), rtol=0, atol=1e-7)
+
+
+def test_head_figures_show_the_trace_in_computation_order(enc_dec):
+    figs = figures.head_figures(enc_dec, "cross", 1, 2)
+    assert list(figs) == ["q", "k", "v", "scores", "mask", "weights", "output"]
+    head = enc_dec.head("cross", 1, 2)
+    for name, fig in figs.items():
+        np.testing.assert_array_equal(_heatmap(fig)["z"], head[name].float().numpy(), err_msg=name)
+    d = head["q"].shape[-1]
+    assert f"({len(enc_dec.target.tokens)} × {d})" in figs["q"].layout.title.text
+    assert "Q Kᵀ / √" in figs["scores"].layout.title.text
+
+
+def test_cell_picker_hover_matches_heatmap(lm):
+    fig = figures.add_cell_picker(figures.attention_figure(lm, "decoder self", 0, 0))
+    picker = fig.data[1]
+    w = lm.attention("decoder self", 0).weights[0, 0].numpy()
+    np.testing.assert_array_equal(np.asarray(picker.marker.color), w.reshape(-1))
+    n = len(lm.source.tokens)
+    assert list(picker.y[:n]) == [fig.data[0].y[0]] * n and list(picker.x[:n]) == list(fig.data[0].x)
+
+
+# ---------------------------------------------------------------------------------------------
+# The worked row of the Q, K, V page.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["encoder self", "decoder self", "cross"])
+def test_worked_row_reproduces_the_trace(enc_dec, kind):
+    for query in range(len(enc_dec.query_tokens(kind))):
+        row = worked.worked_row(enc_dec, kind, 1, 1, query)
+        head = enc_dec.head(kind, 1, 1)
+        np.testing.assert_array_equal(row.q, head["q"][query].numpy())
+        np.testing.assert_array_equal(row.weights, head["weights"][query].numpy())
+        np.testing.assert_array_equal(row.trace_output, head["output"][query].numpy())
+        # q·k / √d_head recomputed from q and k equals the model's scores; softmax and Σ weight·v equal its outputs.
+        np.testing.assert_allclose(row.scaled, head["scores"][query].numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(row.softmax_check, row.weights, rtol=1e-5, atol=1e-6)
+        assert row.max_abs_diff < 1e-5
+        assert math.isclose(row.scale, math.sqrt(head["q"].shape[-1]))
+
+
+def test_worked_row_respects_the_causal_mask(lm):
+    row = worked.worked_row(lm, "decoder self", 0, 2, 3)
+    assert row.allowed.tolist() == [True] * 4 + [False] * (len(row.allowed) - 4)
+    assert (row.weights[~row.allowed] == 0).all()
+    assert math.isclose(float(row.weights.sum()), 1.0, rel_tol=1e-5)
+    table = row.steps_table()
+    assert list(table.index) == unique_labels(lm.source.tokens)
+    np.testing.assert_array_equal(table["softmax weight"].to_numpy(), row.weights)
+    sums = row.sum_table()
+    np.testing.assert_allclose(sums.iloc[:-2].sum().to_numpy(), row.output, atol=1e-6)
+
+
+def test_worked_row_rejects_out_of_range(lm):
+    with pytest.raises(IndexError):
+        worked.worked_row(lm, "decoder self", 0, 0, 999)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model view: pooled thumbnails in one compact heatmap.
+# ---------------------------------------------------------------------------------------------
+
+
+def synthetic_trace(n_layers: int, n_heads: int, n_tokens: int, seed: int = 0) -> Trace:
+    """A decoder-only trace with random (row-normalised) weights; other tensors are tiny stand-ins."""
+    g = torch.Generator().manual_seed(seed)
+    tiny = torch.zeros(1, n_heads, 1, 1)
+    layers = []
+    for _ in range(n_layers):
+        w = torch.rand(1, n_heads, n_tokens, n_tokens, generator=g)
+        w = w / w.sum(-1, keepdim=True)
+        att = AttentionTrace(
+            q=tiny, k=tiny, v=tiny, scores=w, mask=torch.ones(1, 1, 1, 1, dtype=torch.bool), weights=w, output=tiny
+        )
+        layers.append(LayerTrace(self_attn=att, resid_attn=torch.zeros(1), resid_ff=torch.zeros(1)))
+    stack = StackTrace(embed=torch.zeros(1), layers=tuple(layers), final=torch.zeros(1))
+    tokens = tuple(f"t{i}" for i in range(n_tokens))
+    source = Stream(text=" ".join(tokens), ids=tuple(range(n_tokens)), tokens=tokens, offsets=((0, 0),) * n_tokens)
+    return Trace(encoder=None, decoder=stack, logits=torch.zeros(1), probs=torch.zeros(1), source=source)
+
+
+def test_model_view_payload_at_128_tokens():
+    trace = synthetic_trace(6, 12, 128)
+    fig = grid.head_grid(trace, "decoder self")
+    size = len(fig.to_json())
+    assert size <= 2_000_000, size
+    data = _heatmap(fig)
+    assert data["z"].dtype == np.uint8 and data["z"].shape == (6 * 64, 12 * 64)
+    # Thumbnail of layer 2, head 5 is the 2×2 block max of that head's weights, in percent.
+    w = trace.attention("decoder self", 2).weights[0, 5].numpy()
+    expected = np.round(w.reshape(64, 2, 64, 2).max(axis=(1, 3)) * 100).astype(np.uint8)
+    np.testing.assert_array_equal(data["z"][2 * 64 : 3 * 64, 5 * 64 : 6 * 64], expected)
+
+
+def test_model_view_unpooled_when_short(enc_dec):
+    fig = grid.head_grid(enc_dec, "cross")
+    data = _heatmap(fig)
+    tq, tk = len(enc_dec.target.tokens), len(enc_dec.source.tokens)
+    assert data["z"].shape == (2 * tq, 3 * tk)
+    w = enc_dec.attention("cross", 1).weights[0, 2].numpy()
+    np.testing.assert_array_equal(data["z"][tq:, 2 * tk :], np.round(w * 100).astype(np.uint8))
+    # Clickable centres: one point per (layer, head) with x = head and y = layer.
+    points = jsonfig.parse(fig.to_json())["data"][1]
+    assert sorted(zip(points["y"].tolist(), points["x"].tolist())) == [(la, h) for la in range(2) for h in range(3)]
+    assert grid.pick_from_selection([{"x": 2.0, "y": 1.0}]) == (1, 2)
+    assert grid.pick_from_selection([]) is None
+
+
+@pytest.mark.slow
+def test_model_view_at_2048_tokens():
+    trace = synthetic_trace(6, 12, 2048)
+    start = time.perf_counter()
+    fig = grid.head_grid(trace, "decoder self")
+    payload = fig.to_json()
+    elapsed = time.perf_counter() - start
+    assert len(payload) <= 2_000_000
+    assert _heatmap(fig)["z"].shape == (6 * 64, 12 * 64)
+    assert elapsed < 30, elapsed
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics and URL parsing.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_head_projections_reproduce_the_traced_q(lm, lm_ckpt):
+    model = lm_ckpt.model
+    layer0 = model.decoder.layers[0]
+    with torch.no_grad():
+        x = layer0.attn_block.norm(lm.decoder.embed[0])  # pre-LN: attention reads the normalised embeddings
+    d = model.cfg.d_head
+    for head in range(model.cfg.n_heads):
+        w = metrics.head_projections(model, "decoder self", 0, head)
+        bias = layer0.self_attn.q_proj.bias.detach()[head * d : (head + 1) * d]
+        q = x @ torch.from_numpy(w["W_Q"]) + bias
+        torch.testing.assert_close(q, lm.head("decoder self", 0, head)["q"], rtol=1e-5, atol=1e-5)
+        assert w["W_O"].shape == (d, model.cfg.d_model)
+
+
+def test_parameter_table_counts_everything(lm_ckpt):
+    table = metrics.parameter_table(lm_ckpt.model)
+    total = sum(p.numel() for p in lm_ckpt.model.parameters())
+    assert table.loc["total", "parameters"] == total
+    assert table.drop("total")["parameters"].sum() == total
+    assert metrics.stack_totals(lm_ckpt.model)["parameters"].sum() == total
+
+
+def test_attention_entropy(lm):
+    ent = metrics.attention_entropy(lm, "decoder self")
+    w = lm.attention("decoder self", 1).weights[0, 2].double().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rows = -np.nansum(np.where(w > 0, w * np.log2(w), 0.0), axis=-1)
+    assert ent.shape == (2, 3)
+    assert math.isclose(float(ent[1, 2]), float(rows.mean()), rel_tol=1e-5)
+    assert (ent >= 0).all()
+
+
+def test_top_k_table(lm, lm_ckpt):
+    table = metrics.top_k_table(lm, lm_ckpt.tokenizer.id_to_token, k=3)
+    assert list(table.index) == unique_labels(lm.source.tokens)
+    p, idx = lm.probs[0, 2].topk(1)
+    assert table.iloc[2]["#1"] == f"{lm_ckpt.tokenizer.id_to_token(int(idx))}  ({float(p):.3f})"
+
+
+def test_url_parsing_validates_everything():
+    view = urlstate.parse(
+        {"checkpoint": "nope", "layer": "x", "head": "3", "kind": "cross", "text": "a" * 30_000, "q": "-1", "page": "qkv"},
+        ("translator", "lm"),
+        ("attention", "qkv"),
+    )
+    assert view.checkpoint is None and view.layer is None and view.head == 3 and view.kind == "cross"
+    assert view.query is None and view.page == "qkv"
+    assert len(view.text) == urlstate.MAX_TEXT_CHARS
+    assert len(view.warnings) == 4  # checkpoint, layer, text length, q
+    assert urlstate.parse({"kind": "<script>"}, ("lm",)).kind is None
+    warnings: list[str] = []
+    assert urlstate.clamp(7, 3, "layer", warnings) == 2 and "out of range" in warnings[0]
+    assert urlstate.clamp(1, 3, "layer", warnings) == 1 and len(warnings) == 1
+
+
+def test_csv_of_the_matrix_shown_round_trips(enc_dec):
+    import io
+
+    import pandas as pd
+
+    from viz.ui import matrix_frame
+
+    w = enc_dec.attention("cross", 0).weights[0, 1].numpy()
+    frame = matrix_frame(w, enc_dec.target.tokens, enc_dec.source.tokens)
+    back = pd.read_csv(io.StringIO(frame.to_csv()), index_col=0)
+    assert list(back.index) == unique_labels(enc_dec.target.tokens)
+    assert list(back.columns) == unique_labels(enc_dec.source.tokens)
+    np.testing.assert_array_equal(back.to_numpy().astype(np.float32), w)

@@ -1,0 +1,222 @@
+"""Heatmaps of attention and of the matrices behind it, as pure functions `trace → go.Figure` (no Streamlit)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from transformer.trace import Trace
+
+from .labels import plotly_text, tick_step, unique_labels
+
+WEIGHTS_SCALE = "Viridis"  # perceptually uniform; attention weights in [0, 1]
+SIGNED_SCALE = "Cividis"  # perceptually uniform and colour-blind safe; Q, K, V, scores, projection weights
+PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}  # modebar "download as PNG"
+
+
+def font_size(presentation: bool) -> int:
+    """Base font size: larger for a projector."""
+    return 20 if presentation else 13
+
+
+def as_array(x) -> np.ndarray:
+    """A float32 numpy copy of a tensor or array (Plotly 7 sends float32 arrays as compact base64)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def _token_axis(tokens: Sequence[str], title: str, size: int) -> tuple[list[str], dict]:
+    """Unique category values for an axis of tokens, and axis settings whose tick labels are the bare tokens."""
+    values = [plotly_text(label) for label in unique_labels(tokens)]
+    step = tick_step(len(tokens))
+    axis = dict(
+        title=dict(text=title, font=dict(size=size)),
+        type="category",
+        tickmode="array",
+        tickvals=values[::step],
+        ticktext=[plotly_text(t) for t in tokens][::step],
+        tickfont=dict(size=size),
+        showgrid=False,
+    )
+    return values, axis
+
+
+def token_heatmap(
+    z,
+    row_tokens: Sequence[str],
+    col_tokens: Sequence[str] | None,
+    *,
+    title: str,
+    value_name: str = "weight",
+    row_name: str = "query",
+    col_name: str = "key",
+    colorscale: str = WEIGHTS_SCALE,
+    zmin: float | None = None,
+    zmax: float | None = None,
+    fmt: str = ".6f",
+    presentation: bool = False,
+) -> go.Figure:
+    """A heatmap with tokens down the rows (top to bottom, in order) and tokens, or vector dimensions, across.
+
+    `col_tokens=None` means the columns are dimensions 0..n-1 of a vector (Q, K, V, head output).
+    """
+    z = as_array(z)
+    size = font_size(presentation)
+    y, yaxis = _token_axis(row_tokens, row_name, size)
+    yaxis["autorange"] = "reversed"  # first token at the top, like reading the sentence
+    if col_tokens is None:
+        x = list(range(z.shape[1]))
+        xaxis = dict(title=dict(text=col_name, font=dict(size=size)), tickfont=dict(size=size), showgrid=False)
+        hover_x = f"{col_name} %{{x}}"
+    else:
+        x, xaxis = _token_axis(col_tokens, col_name, size)
+        xaxis["tickangle"] = -60
+        hover_x = f"{col_name}: %{{x}}"
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=x,
+            y=y,
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            colorbar=dict(title=dict(text=value_name, font=dict(size=size)), tickfont=dict(size=size)),
+            hovertemplate=f"{row_name}: %{{y}}<br>{hover_x}<br>{value_name}: %{{z:{fmt}}}<extra></extra>",
+            hoverongaps=False,
+        )
+    )
+    rows = z.shape[0]
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=size + 2)),
+        xaxis=xaxis,
+        yaxis=yaxis,
+        height=int(min(900, max(320, (30 if presentation else 22) * rows + 170))),
+        margin=dict(l=10, r=10, t=60 if title else 20, b=10),
+        font=dict(size=size),
+        hoverlabel=dict(font=dict(size=size)),
+    )
+    return fig
+
+
+def _layer_head_title(kind: str, layer: int, head: int | None, what: str) -> str:
+    where = f"{kind} · layer {layer}" + ("" if head is None else f" · head {head}")
+    return f"{where} — {what}"
+
+
+def attention_figure(
+    trace: Trace, kind: str, layer: int, head: int, presentation: bool = False, stretch: bool = False
+) -> go.Figure:
+    """The softmax attention weights of one head: row i says how much query token i takes from each key token.
+
+    Colours span 0..1 so heads compare at a glance; `stretch` spans this head's own min..max instead.
+    """
+    w = trace.head(kind, layer, head)["weights"]
+    return token_heatmap(
+        w,
+        trace.query_tokens(kind),
+        trace.key_tokens(kind),
+        title=_layer_head_title(kind, layer, head, "attention weights"),
+        zmin=None if stretch else 0.0,
+        zmax=None if stretch else 1.0,
+        presentation=presentation,
+    )
+
+
+def mean_heads_figure(trace: Trace, kind: str, layer: int, presentation: bool = False, stretch: bool = False) -> go.Figure:
+    """The attention weights averaged over all heads of a layer."""
+    w = trace.attention(kind, layer).weights[0].mean(0)  # (Tq, Tk)
+    return token_heatmap(
+        w,
+        trace.query_tokens(kind),
+        trace.key_tokens(kind),
+        title=_layer_head_title(kind, layer, None, "mean weight over heads"),
+        value_name="mean weight",
+        zmin=None if stretch else 0.0,
+        zmax=None if stretch else 1.0,
+        presentation=presentation,
+    )
+
+
+def add_cell_picker(fig: go.Figure) -> go.Figure:
+    """Overlay invisible, clickable points on every cell of a token heatmap (Plotly heatmaps have no point selection).
+
+    The points carry the cell's value as their colour, so their hover shows the same numbers as the heatmap's.
+    """
+    hm = fig.data[0]
+    z = np.asarray(hm.z)
+    xs = np.tile(np.asarray(hm.x, dtype=object), z.shape[0])
+    ys = np.repeat(np.asarray(hm.y, dtype=object), z.shape[1])
+    fig.add_trace(
+        go.Scatter(
+            x=list(xs),
+            y=list(ys),
+            mode="markers",
+            marker=dict(size=14, symbol="square", opacity=0, color=z.reshape(-1)),
+            hovertemplate=hm.hovertemplate.replace("%{z", "%{marker.color"),
+            showlegend=False,
+        )
+    )
+    fig.data[0].hoverinfo = "skip"
+    fig.update_layout(clickmode="event+select", dragmode=False)
+    return fig
+
+
+def highlight_row(fig: go.Figure, row: int, color: str = "#e4002b") -> go.Figure:
+    """Frame row `row` of a token heatmap (category axes place row i at i ± 0.5)."""
+    n_cols = len(fig.data[0].x)
+    fig.add_shape(type="rect", x0=-0.5, x1=n_cols - 0.5, y0=row - 0.5, y1=row + 0.5, line=dict(color=color, width=3))
+    return fig
+
+
+def head_figures(trace: Trace, kind: str, layer: int, head: int, presentation: bool = False) -> dict[str, go.Figure]:
+    """The Q, K, V page's matrices in computation order: q, k, v, scores, mask, weights, output."""
+    h = trace.head(kind, layer, head)
+    qt, kt = trace.query_tokens(kind), trace.key_tokens(kind)
+    d = h["q"].shape[-1]
+    where = f"{kind} · layer {layer} · head {head}"
+    common = dict(presentation=presentation)
+    signed = dict(colorscale=SIGNED_SCALE, fmt=".5g", **common)
+    return {
+        "q": token_heatmap(h["q"], qt, None, title=f"Q  ({len(qt)} × {d}) — {where}", value_name="q", col_name="dim", **signed),
+        "k": token_heatmap(
+            h["k"], kt, None, title=f"K  ({len(kt)} × {d})", value_name="k", row_name="key", col_name="dim", **signed
+        ),
+        "v": token_heatmap(
+            h["v"], kt, None, title=f"V  ({len(kt)} × {d})", value_name="v", row_name="key", col_name="dim", **signed
+        ),
+        "scores": token_heatmap(
+            h["scores"],
+            qt,
+            kt,
+            title=f"scores = Q Kᵀ / √{d}  ({len(qt)} × {len(kt)}), before the mask",
+            value_name="score",
+            **signed,
+        ),
+        "mask": token_heatmap(
+            h["mask"].float(),
+            qt,
+            kt,
+            title=f"mask  ({len(qt)} × {len(kt)}): 1 = may attend",
+            value_name="may attend",
+            colorscale=SIGNED_SCALE,
+            zmin=0.0,
+            zmax=1.0,
+            fmt=".0f",
+            **common,
+        ),
+        "weights": token_heatmap(
+            h["weights"],
+            qt,
+            kt,
+            title=f"weights = softmax(masked scores)  ({len(qt)} × {len(kt)}), rows sum to 1",
+            zmin=0.0,
+            zmax=1.0,
+            **common,
+        ),
+        "output": token_heatmap(
+            h["output"], qt, None, title=f"output = weights · V  ({len(qt)} × {d})", value_name="output", col_name="dim", **signed
+        ),
+    }

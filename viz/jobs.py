@@ -1,0 +1,46 @@
+"""Head-job scores and labels from `transformer.analysis`, cached per checkpoint; silently absent if unavailable."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from . import state
+
+THRESHOLD = 0.5
+
+
+@st.cache_resource(max_entries=8, show_spinner="Scoring head jobs on probe sentences…")
+def _scores(identity: str, _ckpt) -> dict | None:
+    """{"job (kind)": (n_layers, n_heads) tensor} for one checkpoint, or None when the analysis cannot run."""
+    try:
+        from transformer import analysis
+    except ImportError:
+        return None
+    try:
+        return analysis.head_scores(_ckpt)
+    except Exception:  # a checkpoint the probes do not fit (e.g. an upload with another vocabulary)
+        return None
+
+
+def table(ctx: state.Context, kind: str) -> pd.DataFrame | None:
+    """Scores of every job for attention `kind`, one row per (layer, head); None when there are none."""
+    scores = _scores(ctx.identity, ctx.ckpt)
+    if not scores:
+        return None
+    cols = {key[: key.index(" (")]: t for key, t in scores.items() if key.endswith(f"({kind})")}
+    if not cols:
+        return None
+    first = next(iter(cols.values()))
+    index = pd.MultiIndex.from_product([range(first.shape[0]), range(first.shape[1])], names=["layer", "head"])
+    return pd.DataFrame({job: t.reshape(-1).float().numpy() for job, t in cols.items()}, index=index)
+
+
+def label(ctx: state.Context, kind: str, layer: int, head: int) -> str | None:
+    """e.g. "previous-token 0.93 · induction 0.71" for heads whose scores reach the threshold, else None."""
+    frame = table(ctx, kind)
+    if frame is None:
+        return None
+    row = frame.loc[(layer, head)]
+    jobs = [f"{job} {score:.2f}" for job, score in row.sort_values(ascending=False).items() if score >= THRESHOLD]
+    return " · ".join(jobs) if jobs else "no job above the threshold (0.5)"

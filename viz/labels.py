@@ -1,0 +1,25 @@
+"""Token labels for figures and tables: unique per position, and never interpreted as HTML by Plotly."""
+
+from __future__ import annotations
+
+import html
+
+SEP = "·"  # between position and token in a unique label: "3·the"
+
+
+def unique_labels(tokens: tuple[str, ...] | list[str]) -> list[str]:
+    """One label per position ("0·the", "1·cat", ...), so repeated tokens never merge on a categorical axis."""
+    return [f"{i}{SEP}{tok}" for i, tok in enumerate(tokens)]
+
+
+def plotly_text(text: str) -> str:
+    """Text safe inside Plotly labels: Plotly renders a subset of HTML (<b>, <br>, &amp;), so escape it.
+
+    Plotly turns the entities back into the literal characters on screen.
+    """
+    return html.escape(text, quote=False)
+
+
+def tick_step(n: int, max_ticks: int = 64) -> int:
+    """Show every k-th tick so that at most about `max_ticks` labels share an axis."""
+    return max(1, -(-n // max_ticks))

@@ -1,0 +1,432 @@
+"""The app's Streamlit layer: cached models and traces, the sidebar, the selection that lives in the URL.
+
+The model runs once per (checkpoint identity, text, target): both the loaded checkpoint and the trace
+are `st.cache_resource` entries (a trace is frozen and read-only, so sessions can share it without the
+pickling copy `st.cache_data` would make on every hit). Layer, head, kind and query token are plain
+session values ("sel_*"), so changing them re-draws figures from the cached trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from transformer import api, catalog
+from transformer.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from transformer.trace import Trace
+
+from . import urlstate
+from .urlstate import MAX_TEXT_CHARS
+
+UPLOAD = "upload"  # the checkpoint picker's "Upload…" choice
+DEFAULT_CHECKPOINT = "translator"
+EXAMPLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
+FALLBACK_TEXT = "the big dog near the old tables sees the cats ."
+AUTOPLAY_SECONDS = 1.5
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a page needs for this run: the checkpoint, its trace of the current text, and the selection."""
+
+    name: str  # catalogue name, or "upload"
+    label: str
+    identity: str  # what the caches are keyed by: path+mtime+size, or the upload's sha256
+    path: str
+    hf_dir: bool
+    ckpt: Checkpoint
+    trace: Trace | None  # None when the text is empty
+    text: str
+    target: str | None  # the user's decoder text; None = greedy decoding
+    kind: str
+    layer: int
+    head: int
+    query: int
+    presentation: bool
+    device: str
+
+    @property
+    def n_layers(self) -> int:
+        return self.trace.n_layers(self.kind) if self.trace is not None else self.ckpt.config.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.ckpt.config.n_heads
+
+
+# ---------------------------------------------------------------------------------------------
+# Caches: one loaded model per checkpoint identity, one trace per (identity, text, target).
+# ---------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint…")
+def load(identity: str, path: str, hf_dir: bool) -> Checkpoint:
+    """Load a checkpoint once per identity (path + mtime + size, or an upload's sha256)."""
+    if hf_dir:
+        from transformer import hf_import  # lazily: only MiniLM needs it
+
+        return hf_import.load_any(path)
+    return load_checkpoint(path)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Running the model…")  # a 512-token MiniLM trace is ~150 MB
+def trace_for(identity: str, path: str, hf_dir: bool, text: str, target: str | None) -> Trace:
+    """The model's full trace of `text` (and `target`), computed once and shared read-only."""
+    return api.trace_text(load(identity, path, hf_dir), text, target)
+
+
+def identity_of(path: Path) -> str:
+    stat = path.stat()
+    return f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
+
+
+def save_upload(data: bytes, filename: str) -> tuple[str, Path]:
+    """Write uploaded bytes to a temp folder named by their sha256 (never executed: loaded as safetensors only).
+
+    The file keeps a sanitised form of its name, so the loader's messages name the file the user chose.
+    """
+    digest = hashlib.sha256(data).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "attnviz-uploads" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).stem)[:80] or "upload"
+    path = folder / f"{stem}.safetensors"
+    if not path.exists():
+        path.write_bytes(data)
+    return f"upload:{digest}", path
+
+
+@st.cache_data
+def examples() -> dict[str, list[dict[str, str]]]:
+    try:
+        return json.loads(EXAMPLES_FILE.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def examples_for(name: str) -> list[dict[str, str]]:
+    data = examples()
+    return data.get(name) or data.get("generic") or [{"label": "Example", "text": FALLBACK_TEXT}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection state. Canonical values live under "sel_*" (plain session values survive page
+# switches); each widget has its own key "w_*" seeded from the canonical value before it is drawn.
+# ---------------------------------------------------------------------------------------------
+
+SELECTION = ("sel_kind", "sel_layer", "sel_head", "sel_query")
+
+
+def _copy(src: str, dst: str, then=None) -> None:
+    st.session_state[dst] = st.session_state[src]
+    if then is not None:
+        then()
+
+
+def bind(name: str, widget: str | None = None, on_change=None) -> dict:
+    """Keyword arguments for a widget that edits canonical value `name`; its widget key is `w_<name>`.
+
+    Widget state is dropped by Streamlit whenever a run does not draw the widget (another page, or
+    an interrupted run), so the value itself lives under the plain session key `name`.
+    """
+    key = widget or f"w_{name.removeprefix('sel_')}"
+    st.session_state[key] = st.session_state[name]
+    return dict(key=key, on_change=_copy, args=(key, name, on_change))
+
+
+def step(name: str, delta: int, n: int) -> None:
+    """Button callback: move a canonical index by delta, wrapping around 0..n-1."""
+    st.session_state[name] = (st.session_state[name] + delta) % n
+
+
+def set_selection(kind: str | None = None, layer: int | None = None, head: int | None = None) -> None:
+    for key, value in (("sel_kind", kind), ("sel_layer", layer), ("sel_head", head)):
+        if value is not None:
+            st.session_state[key] = value
+
+
+def advance_autoplay(n_layers: int, n_heads: int) -> None:
+    """Autoplay tick: next head, then the next layer's first head, around again; at most one step per interval."""
+    now = time.monotonic()
+    if now - st.session_state.get("_autoplay_at", 0.0) < AUTOPLAY_SECONDS * 0.8:
+        return
+    st.session_state["_autoplay_at"] = now
+    head = st.session_state["sel_head"] + 1
+    if head >= n_heads:
+        head = 0
+        st.session_state["sel_layer"] = (st.session_state["sel_layer"] + 1) % n_layers
+    st.session_state["sel_head"] = head
+
+
+# ---------------------------------------------------------------------------------------------
+# First run: the URL seeds the session.
+# ---------------------------------------------------------------------------------------------
+
+
+def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...]) -> None:
+    """On a session's first run, read the link's query parameters into session state (validated)."""
+    if st.session_state.get("_initialised"):
+        return
+    st.session_state["_initialised"] = True
+    view = urlstate.parse(st.query_params.to_dict(), tuple(entries), pages)
+    default = DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT in entries else next(iter(entries), UPLOAD)
+    name = view.checkpoint or default
+    st.session_state["sel_checkpoint"] = name
+    st.session_state["sel_text"] = view.text if view.text is not None else examples_for(name)[0]["text"]
+    st.session_state["sel_target"] = view.target
+    st.session_state["sel_auto_target"] = view.target is None
+    st.session_state["sel_presentation"] = view.presentation
+    st.session_state["sel_kind"] = view.kind or ""
+    st.session_state["sel_layer"] = view.layer or 0
+    st.session_state["sel_head"] = view.head or 0
+    st.session_state["sel_query"] = view.query or 0
+    st.session_state["_warnings"] = list(view.warnings)
+    st.session_state["_goto"] = view.page
+
+
+def _on_checkpoint_change() -> None:
+    name = st.session_state["sel_checkpoint"]
+    if name != UPLOAD:
+        st.session_state["sel_text"] = examples_for(name)[0]["text"]
+    st.session_state["sel_target"] = None
+    st.session_state["sel_auto_target"] = True
+    for key in SELECTION:
+        st.session_state[key] = "" if key == "sel_kind" else 0
+
+
+def _on_example() -> None:
+    choice = st.session_state.get("example")
+    if choice is None:
+        return
+    name = st.session_state["sel_checkpoint"]
+    for ex in examples_for(name if name != UPLOAD else "generic"):
+        if ex["label"] == choice:
+            st.session_state["sel_text"] = ex["text"]
+            st.session_state["sel_target"] = None
+            st.session_state["sel_auto_target"] = True
+    st.session_state["example"] = None
+
+
+def _on_auto_target() -> None:
+    if st.session_state["sel_auto_target"]:
+        st.session_state["sel_target"] = None
+    else:  # start editing from the greedy translation
+        st.session_state["sel_target"] = st.session_state.get("_greedy_text", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The sidebar and the per-run context.
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_error(message: str) -> None:
+    """Show a loading problem in the sidebar, and keep it for the page (which then shows it instead of a figure)."""
+    st.sidebar.error(message)
+    st.session_state["_load_error"] = message
+
+
+def _upload_limit_mb() -> int:
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
+    """Draw the sidebar (checkpoint, examples, text, target, presentation, device) and build this run's context."""
+    sb = st.sidebar
+    st.session_state["_load_error"] = None
+    names = [*entries, UPLOAD]
+    if st.session_state.get("sel_checkpoint") not in names:
+        st.session_state["sel_checkpoint"] = names[0]
+    sb.selectbox(
+        "Checkpoint",
+        names,
+        format_func=lambda n: "Upload…" if n == UPLOAD else entries[n].label,
+        **bind("sel_checkpoint", "w_checkpoint", _on_checkpoint_change),
+    )
+    name = st.session_state["sel_checkpoint"]
+    ckpt, label = None, ""
+    if name == UPLOAD:
+        limit = _upload_limit_mb()
+        upload = sb.file_uploader(
+            f"Upload a checkpoint (.safetensors, at most {limit} MB)",
+            type=["safetensors"],
+            key="upload",
+            help=f"One .safetensors file saved by this project's save_checkpoint. Size limit: {limit} MB.",
+        )
+        if upload is None:
+            sb.info(f"Choose a .safetensors checkpoint file (at most {limit} MB).")
+        else:
+            identity, path = save_upload(upload.getvalue(), upload.name)
+            try:
+                ckpt = load(identity, str(path), False)
+                label = f"Uploaded: {upload.name}"
+            except CheckpointError as e:
+                _load_error(f"Could not load the uploaded file: {e}")
+            except Exception as e:  # anything else the loader hits: a message, never a traceback
+                _load_error(f"Could not load the uploaded file {upload.name}: {type(e).__name__}: {e}")
+        identity_path = (identity, path, False) if ckpt is not None else None
+    else:
+        entry = entries[name]
+        identity = identity_of(entry.path) if not entry.hf_dir else f"hf:{entry.path}"
+        try:
+            ckpt = load(identity, str(entry.path), entry.hf_dir)
+            label = entry.label
+        except ImportError:
+            _load_error(f"{entry.label} needs transformer.hf_import, which is not available in this install.")
+        except Exception as e:
+            _load_error(f"Could not load {entry.label}: {e}")
+        identity_path = (identity, entry.path, entry.hf_dir)
+
+    ex_name = name if name != UPLOAD else "generic"
+    sb.selectbox(
+        "Examples",
+        [ex["label"] for ex in examples_for(ex_name)],
+        index=None,
+        placeholder="Pick an example sentence…",
+        key="example",
+        on_change=_on_example,
+    )
+    sb.text_area(
+        "Text",
+        max_chars=MAX_TEXT_CHARS,
+        height=100,
+        help="Press Ctrl+Enter (or click outside) to run the model on it.",
+        **bind("sel_text", "w_text"),
+    )
+    is_enc_dec = ckpt is not None and ckpt.config.kind == "encoder-decoder"
+    if is_enc_dec:
+        sb.toggle("Target: greedy decoding", **bind("sel_auto_target", "w_auto_target", _on_auto_target))
+        if not st.session_state["sel_auto_target"]:
+            if st.session_state.get("sel_target") is None:
+                st.session_state["sel_target"] = st.session_state.get("_greedy_text", "")
+            sb.text_input("Target (decoder input)", max_chars=MAX_TEXT_CHARS, **bind("sel_target", "w_target"))
+    sb.toggle("Presentation mode (large fonts)", **bind("sel_presentation", "w_presentation"))
+    if ckpt is not None:
+        sb.caption(
+            f"Device: `{ckpt.model.device}` · {ckpt.config.kind} · {ckpt.config.n_layers} layers × {ckpt.config.n_heads} heads"
+        )
+    if ckpt is None:
+        return None
+
+    text = st.session_state["sel_text"][:MAX_TEXT_CHARS]
+    target = None if not is_enc_dec or st.session_state["sel_auto_target"] else (st.session_state.get("sel_target") or "")
+    trace = None
+    if text.strip():
+        identity, path, hf_dir = identity_path
+        trace = trace_for(identity, str(path), hf_dir, text, target)
+        if is_enc_dec and target is None and trace.target is not None:
+            st.session_state["_greedy_text"] = trace.target.text
+    return _with_selection(name, label, identity_path, ckpt, trace, text, target)
+
+
+def _with_selection(name, label, identity_path, ckpt, trace, text, target) -> Context:
+    """Validate the canonical selection against this model (clamping with a warning) and freeze it."""
+    warnings = st.session_state.setdefault("_warnings", [])
+    kinds = ckpt.config.attention_kinds
+    kind = st.session_state.get("sel_kind") or kinds[0]
+    if kind not in kinds:
+        warnings.append(f"This model has no {kind} attention; showing {kinds[0]}.")
+        kind = kinds[0]
+    n_layers = ckpt.config.n_layers
+    layer = urlstate.clamp(int(st.session_state.get("sel_layer", 0)), n_layers, "layer", warnings)
+    head = urlstate.clamp(int(st.session_state.get("sel_head", 0)), ckpt.config.n_heads, "head", warnings)
+    n_q = len(trace.query_tokens(kind)) if trace is not None else 1
+    query = urlstate.clamp(int(st.session_state.get("sel_query", 0)), max(n_q, 1), "query token", warnings)
+    st.session_state.update(sel_kind=kind, sel_layer=layer, sel_head=head, sel_query=query)
+    return Context(
+        name=name,
+        label=label,
+        identity=identity_path[0],
+        path=str(identity_path[1]),
+        hf_dir=identity_path[2],
+        ckpt=ckpt,
+        trace=trace,
+        text=text,
+        target=target,
+        kind=kind,
+        layer=layer,
+        head=head,
+        query=query,
+        presentation=bool(st.session_state.get("sel_presentation")),
+        device=str(ckpt.model.device),
+    )
+
+
+def sync_url(ctx: Context | None, with_query: bool = False) -> None:
+    """Write the current view into the URL's query parameters (the page is in the path)."""
+    if ctx is None:
+        return
+    params = {"text": ctx.text}
+    if ctx.name != UPLOAD:
+        params["checkpoint"] = ctx.name
+    if ctx.target is not None:
+        params["target"] = ctx.target
+    params.update(kind=ctx.kind, layer=str(st.session_state["sel_layer"]), head=str(st.session_state["sel_head"]))
+    if with_query:
+        params["q"] = str(st.session_state["sel_query"])
+    if ctx.presentation:
+        params["present"] = "1"
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+
+
+def show_messages(ctx: Context | None) -> None:
+    """Warnings collected this run (URL problems, clamped values, truncated text), shown once."""
+    for message in st.session_state.pop("_warnings", []):
+        st.warning(message)
+    st.session_state["_warnings"] = []
+    if ctx is None or ctx.trace is None:
+        return
+    for stream, what in ((ctx.trace.source, "text"), (ctx.trace.target if ctx.target is not None else None, "target")):
+        if stream is not None and stream.truncated:
+            kept = len(stream.tokens)
+            st.warning(
+                f"The {what} is longer than this model reads ({ctx.ckpt.config.max_len} tokens): "
+                f"the last {stream.truncated} tokens were cut; {kept} are shown."
+            )
+
+
+def require_trace(ctx: Context | None) -> Trace:
+    """The trace for pages that need one; otherwise a hint and the page stops here (the sidebar keeps working)."""
+    if ctx is None:
+        error = st.session_state.get("_load_error")
+        if error:
+            st.error(error)
+        else:
+            st.info("Pick a checkpoint in the sidebar (or upload one) to begin.")
+        st.stop()
+    if ctx.trace is None:
+        st.info("The text is empty. Type a sentence in the sidebar, or pick one of the examples.")
+        st.stop()
+    return ctx.trace
+
+
+def greedy_trace(ctx: Context) -> Trace:
+    """The trace with the decoder's text decoded greedily (same cache as the main trace)."""
+    return trace_for(ctx.identity, ctx.path, ctx.hf_dir, ctx.text, None)
+
+
+def leave_legacy_pages_mode() -> None:
+    """Make sure app.py is the entry point, even though our pages live in a folder named `pages/`.
+
+    Streamlit runs a project with a `pages/` folder in its legacy multipage mode (each page file runs
+    on its own) until some script calls `st.navigation`. A shared link opened first on a fresh server
+    (e.g. /qkv) would then run pages/qkv.py without app.py's sidebar and state. Flip that flag and
+    rerun: from then on every run starts at app.py.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def context() -> Context | None:
+    """This run's context, built by app.py (every page starts here)."""
+    leave_legacy_pages_mode()
+    return st.session_state.get("_ctx")

@@ -1,0 +1,63 @@
+"""Streamlit pieces shared by the pages: a heatmap with its CSV download, and the layer/head controls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from . import state
+from .figures import PNG_CONFIG, as_array
+from .labels import unique_labels
+
+
+def matrix_frame(z, rows: Sequence[str], cols: Sequence[str] | None) -> pd.DataFrame:
+    """The matrix shown, as a table indexed by position·token (columns: key tokens, or dimensions)."""
+    z = as_array(z)
+    columns = unique_labels(cols) if cols is not None else [f"dim {d}" for d in range(z.shape[1])]
+    return pd.DataFrame(z, index=pd.Index(unique_labels(rows), name="query"), columns=columns)
+
+
+def chart(fig: go.Figure, key: str, **kwargs):
+    """A Plotly chart with the PNG export button (modebar camera) and a stable key."""
+    return st.plotly_chart(fig, key=key, config=PNG_CONFIG, width="stretch", **kwargs)
+
+
+def heatmap(fig: go.Figure, z, rows: Sequence[str], cols: Sequence[str] | None, key: str, filename: str, **kwargs):
+    """Draw a heatmap figure and offer the exact matrix it shows as CSV (values as float32 prints them)."""
+    event = chart(fig, key, **kwargs)
+    z, rows, cols = as_array(z), tuple(rows), None if cols is None else tuple(cols)
+    st.download_button(
+        "Download CSV",
+        lambda: matrix_frame(z, rows, cols).to_csv(),  # built only when clicked: a 512×512 CSV is megabytes
+        file_name=f"{filename}.csv",
+        mime="text/csv",
+        key=f"csv_{key}",
+        icon=":material/download:",
+    )
+    return event
+
+
+def layer_head_controls(ctx: state.Context, n_layers: int, n_heads: int, prefix: str) -> None:
+    """Sliders plus previous/next buttons for layer and head (all editing the canonical selection)."""
+    c_layer, c_head = st.columns(2)
+    for col, name, n, what in ((c_layer, "sel_layer", n_layers, "layer"), (c_head, "sel_head", n_heads, "head")):
+        with col:
+            if n > 1:
+                st.slider(what.capitalize(), 0, n - 1, **state.bind(name, f"{prefix}_{what}"))
+            else:
+                st.markdown(f"**{what.capitalize()}:** 0 (the only one)")
+            b1, b2 = st.columns(2)
+            b1.button(f"◀ Previous {what}", key=f"{prefix}_prev_{what}", on_click=state.step, args=(name, -1, n), width="stretch")
+            b2.button(f"Next {what} ▶", key=f"{prefix}_next_{what}", on_click=state.step, args=(name, 1, n), width="stretch")
+
+
+def kind_picker(ctx: state.Context, key: str) -> None:
+    """Choose the attention kind (only when the model has more than one)."""
+    kinds = list(ctx.ckpt.config.attention_kinds)
+    if len(kinds) > 1:
+        st.radio("Attention kind", kinds, horizontal=True, **state.bind("sel_kind", key))
+    else:
+        st.markdown(f"**Attention kind:** {kinds[0]} (the only one in this model)")
