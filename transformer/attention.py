@@ -25,7 +25,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Ten
     q: (B, H, Tq, d_head); k, v: (B, H, Tk, d_head); mask: (B, 1, Tq, Tk) bool, True = may attend.
     """
     d_head = q.shape[-1]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(d_head)  # (B, H, Tq, Tk)
+    scores = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+    scores /= math.sqrt(d_head)  # in place: a second (Tq, Tk) buffer per head costs more than this division
     masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
     weights = masked.softmax(dim=-1)  # (B, H, Tq, Tk)
     return weights @ v, weights, scores  # output: (B, H, Tq, d_head)

@@ -62,6 +62,9 @@ def save_checkpoint(path: str | os.PathLike, model: TransformerModel, tokenizer:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o644 & ~mask)  # mkstemp makes owner-only files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,312 @@
+"""The trace is what the model computed: same outputs as the fast path, and every stored tensor consistent.
+
+Also pins the dotted names the app and notebooks use, and checks the token streams that label the axes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from transformer.api import build_model, trace_text
+from transformer.config import ModelConfig
+from transformer.tokenizer import UNK
+
+D_MODEL, N_HEADS = 16, 2
+
+
+def tiny_model(kind: str, norm_first: bool = True, seed: int = 0, **overrides):
+    """A tiny model with large random weights: std-0.02 init would make every difference look small."""
+    cfg = ModelConfig(kind=kind, vocab_size=40, n_layers=2, n_heads=N_HEADS, d_model=D_MODEL, d_ff=32, max_len=32,
+                      norm_first=norm_first, **overrides)  # fmt: skip
+    model = build_model(cfg, seed=seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.normal_(1.0, 0.2)
+    return model.eval().requires_grad_(False)
+
+
+def keep_of(lengths, T):
+    return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T) bool
+
+
+def padded_batch(kind: str):
+    """Model inputs for a batch of 2 with right padding, and the (B, T) keep masks used."""
+    g = torch.Generator().manual_seed(1)
+    src, tgt = torch.randint(6, 40, (2, 7), generator=g), torch.randint(6, 40, (2, 5), generator=g)
+    src_keep, tgt_keep = keep_of((7, 4), 7), keep_of((5, 3), 5)
+    if kind == "encoder-decoder":
+        kwargs = dict(decoder_input_ids=tgt, attention_mask=src_keep.long(), decoder_attention_mask=tgt_keep.long())
+        return src, kwargs, src_keep, tgt_keep
+    if kind == "encoder":
+        return src, dict(attention_mask=src_keep.long()), src_keep, None
+    return tgt, dict(attention_mask=tgt_keep.long()), None, tgt_keep
+
+
+KINDS = ["encoder-decoder", "encoder", "decoder"]
+
+
+@pytest.mark.parametrize("norm_first", [True, False], ids=["pre-LN", "post-LN"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_traced_path_equals_fast_path_with_padding(kind, norm_first):
+    model = tiny_model(kind, norm_first, n_classes=3 if kind == "encoder" else 0)
+    ids, kwargs, _, _ = padded_batch(kind)
+    with torch.no_grad():
+        fast, none = model(ids, **kwargs)
+        traced, trace = model(ids, **kwargs, trace=True)
+    assert none is None and trace is not None
+    assert fast.abs().max() > 0.1  # the comparison below is not between two near-zero tensors
+    assert (fast - traced).abs().max() <= 1e-5
+    assert torch.equal(trace.logits, traced)
+
+
+def expected_masks(kind: str, src_keep, tgt_keep) -> dict[str, torch.Tensor]:
+    """(B, 1, Tq, Tk) bool masks per attention kind, built here independently of the model."""
+    masks = {}
+    if src_keep is not None:
+        masks["encoder self"] = src_keep[:, None, None, :].expand(-1, 1, src_keep.shape[1], -1)
+    if tgt_keep is not None:
+        T = tgt_keep.shape[1]
+        masks["decoder self"] = torch.ones(T, T, dtype=torch.bool).tril() & tgt_keep[:, None, None, :]
+    if kind == "encoder-decoder":
+        masks["cross"] = src_keep[:, None, None, :].expand(-1, 1, tgt_keep.shape[1], -1)
+    return masks
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_trace_is_internally_consistent(kind):
+    model = tiny_model(kind)
+    ids, kwargs, src_keep, tgt_keep = padded_batch(kind)
+    with torch.no_grad():
+        _, trace = model(ids, **kwargs, trace=True)
+    masks = expected_masks(kind, src_keep, tgt_keep)
+    assert set(trace.kinds) == set(masks)
+    for att_kind, mask in masks.items():
+        for layer in range(2):
+            a = trace.attention(att_kind, layer)
+            assert torch.equal(a.mask, mask.expand_as(a.mask))
+            assert a.q.shape[1] == N_HEADS and a.q.shape[-1] == D_MODEL // N_HEADS
+            # Each row is a distribution over the keys; disallowed keys get exactly zero.
+            assert torch.allclose(a.weights.sum(-1), torch.ones(()), atol=1e-6)
+            assert torch.all(a.weights.masked_select(~a.mask.expand_as(a.weights)) == 0)
+            assert torch.all(a.weights.masked_select(a.mask.expand_as(a.weights)) > 0)
+            # scores are before the mask; output is what the stored weights do to the stored values.
+            d_head = a.q.shape[-1]
+            assert torch.allclose(a.scores, a.q @ a.k.transpose(-2, -1) / math.sqrt(d_head), atol=1e-5)
+            assert torch.allclose(a.output, a.weights @ a.v, atol=1e-5)
+            if att_kind == "decoder self":
+                assert torch.all(a.weights.triu(1) == 0)  # nothing above the diagonal: no peeking ahead
+    if src_keep is not None:  # padded source keys: no query of any layer or kind looks at them
+        for att_kind in ("encoder self", "cross"):
+            if att_kind in masks:
+                assert torch.all(trace.attention(att_kind, 1).weights[1, :, :, 4:] == 0)
+
+
+def merge_heads(output: torch.Tensor) -> torch.Tensor:
+    B, H, T, d_head = output.shape
+    return output.transpose(1, 2).reshape(B, T, H * d_head)  # (B, T, d_model)
+
+
+@pytest.mark.parametrize("norm_first", [True, False], ids=["pre-LN", "post-LN"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_stored_intermediates_rebuild_every_sublayer(kind, norm_first):
+    """q from the stream, out_proj(merged heads) back into the stream, the feed-forward after it."""
+    model = tiny_model(kind, norm_first)
+    ids, kwargs, _, _ = padded_batch(kind)
+    with torch.no_grad():
+        _, trace = model(ids, **kwargs, trace=True)
+        for stack_name in ("encoder", "decoder"):
+            stack, st = getattr(model, stack_name), getattr(trace, stack_name)
+            if stack is None:
+                continue
+            x = st.embed
+            for layer, lt in zip(stack.layers, st.layers):
+                subs = [("self_attn", layer.self_attn, layer.attn_block, lt.resid_attn)]
+                if lt.cross_attn is not None:
+                    subs.append(("cross_attn", layer.cross_attn, layer.cross_block, lt.resid_cross))
+                for sub, attn, block, resid in subs:
+                    a = getattr(lt, sub)
+                    h = block.norm(x) if norm_first else x
+                    B, T, _ = h.shape
+                    assert torch.allclose(a.q, attn.q_proj(h).view(B, T, N_HEADS, -1).transpose(1, 2), atol=1e-5)
+                    update = attn.out_proj(merge_heads(a.output))
+                    rebuilt = x + update if norm_first else block.norm(x + update)
+                    assert torch.allclose(rebuilt, resid, atol=1e-5), f"{stack_name} {sub}"
+                    x = resid
+                h = layer.ff_block.norm(x) if norm_first else x
+                ff = layer.feed_forward(h)
+                rebuilt = x + ff if norm_first else layer.ff_block.norm(x + ff)
+                assert torch.allclose(rebuilt, lt.resid_ff, atol=1e-5)
+                x = lt.resid_ff
+            final = stack.final_norm(x) if stack.final_norm is not None else x
+            assert torch.allclose(final, st.final, atol=1e-6)
+
+
+def test_head_returns_slices_of_the_layer_trace():
+    model = tiny_model("encoder-decoder")
+    ids, kwargs, _, _ = padded_batch("encoder-decoder")
+    with torch.no_grad():
+        _, trace = model(ids, **kwargs, trace=True)
+    head = trace.head("cross", 1, 1, item=1)
+    a = trace.attention("cross", 1)
+    for name in ("q", "k", "v", "scores", "weights", "output"):
+        assert torch.equal(head[name], getattr(a, name)[1, 1])
+    assert torch.equal(head["mask"], a.mask[1, 0])
+    with pytest.raises(IndexError, match="head 2 out of range"):
+        trace.head("cross", 0, 2)
+    with pytest.raises(IndexError, match="layer 2 out of range"):
+        trace.attention("encoder self", 2)
+
+
+# The full list of names; the app, notebooks and docs refer to these. Changing it is an API change.
+TWO_LAYER_ENCODER_DECODER_NAMES = [
+    "encoder.embed",
+    "encoder.layers.0.self_attn.q",
+    "encoder.layers.0.self_attn.k",
+    "encoder.layers.0.self_attn.v",
+    "encoder.layers.0.self_attn.scores",
+    "encoder.layers.0.self_attn.mask",
+    "encoder.layers.0.self_attn.weights",
+    "encoder.layers.0.self_attn.output",
+    "encoder.layers.0.resid_attn",
+    "encoder.layers.0.resid_ff",
+    "encoder.layers.1.self_attn.q",
+    "encoder.layers.1.self_attn.k",
+    "encoder.layers.1.self_attn.v",
+    "encoder.layers.1.self_attn.scores",
+    "encoder.layers.1.self_attn.mask",
+    "encoder.layers.1.self_attn.weights",
+    "encoder.layers.1.self_attn.output",
+    "encoder.layers.1.resid_attn",
+    "encoder.layers.1.resid_ff",
+    "encoder.final",
+    "decoder.embed",
+    "decoder.layers.0.self_attn.q",
+    "decoder.layers.0.self_attn.k",
+    "decoder.layers.0.self_attn.v",
+    "decoder.layers.0.self_attn.scores",
+    "decoder.layers.0.self_attn.mask",
+    "decoder.layers.0.self_attn.weights",
+    "decoder.layers.0.self_attn.output",
+    "decoder.layers.0.cross_attn.q",
+    "decoder.layers.0.cross_attn.k",
+    "decoder.layers.0.cross_attn.v",
+    "decoder.layers.0.cross_attn.scores",
+    "decoder.layers.0.cross_attn.mask",
+    "decoder.layers.0.cross_attn.weights",
+    "decoder.layers.0.cross_attn.output",
+    "decoder.layers.0.resid_attn",
+    "decoder.layers.0.resid_cross",
+    "decoder.layers.0.resid_ff",
+    "decoder.layers.1.self_attn.q",
+    "decoder.layers.1.self_attn.k",
+    "decoder.layers.1.self_attn.v",
+    "decoder.layers.1.self_attn.scores",
+    "decoder.layers.1.self_attn.mask",
+    "decoder.layers.1.self_attn.weights",
+    "decoder.layers.1.self_attn.output",
+    "decoder.layers.1.cross_attn.q",
+    "decoder.layers.1.cross_attn.k",
+    "decoder.layers.1.cross_attn.v",
+    "decoder.layers.1.cross_attn.scores",
+    "decoder.layers.1.cross_attn.mask",
+    "decoder.layers.1.cross_attn.weights",
+    "decoder.layers.1.cross_attn.output",
+    "decoder.layers.1.resid_attn",
+    "decoder.layers.1.resid_cross",
+    "decoder.layers.1.resid_ff",
+    "decoder.final",
+    "logits",
+    "probs",
+]
+
+
+def test_named_tensors_pins_every_name_and_some_shapes():
+    model = tiny_model("encoder-decoder")
+    src, tgt = torch.randint(6, 40, (1, 5)), torch.randint(6, 40, (1, 4))
+    with torch.no_grad():
+        _, trace = model(src, tgt, trace=True)
+    named = trace.named_tensors()
+    assert list(named) == TWO_LAYER_ENCODER_DECODER_NAMES
+    d_head = D_MODEL // N_HEADS
+    assert named["encoder.embed"].shape == (1, 5, D_MODEL)
+    assert named["encoder.layers.0.self_attn.q"].shape == (1, N_HEADS, 5, d_head)
+    assert named["encoder.layers.1.self_attn.mask"].shape == (1, 1, 5, 5)
+    assert named["decoder.layers.0.self_attn.weights"].shape == (1, N_HEADS, 4, 4)
+    assert named["decoder.layers.1.cross_attn.k"].shape == (1, N_HEADS, 5, d_head)
+    assert named["decoder.layers.1.cross_attn.weights"].shape == (1, N_HEADS, 4, 5)
+    assert named["decoder.layers.1.resid_cross"].shape == (1, 4, D_MODEL)
+    assert named["logits"].shape == named["probs"].shape == (1, 4, 40)
+    assert torch.allclose(named["probs"].sum(-1), torch.ones(()), atol=1e-6)
+    assert trace.nbytes() == sum(t.numel() * t.element_size() for t in named.values())
+    half = trace.map_tensors(lambda t: t.half() if t.is_floating_point() else t)
+    assert list(half.named_tensors()) == TWO_LAYER_ENCODER_DECODER_NAMES
+    assert half.named_tensors()["decoder.layers.1.cross_attn.weights"].dtype == torch.float16
+
+
+# --- token streams: truncation and text from any script ---
+
+LONG_TEXT = " ".join(["the cat sat on the mat"] * 30)
+
+
+@pytest.mark.parametrize(
+    ("kind", "first", "last"),
+    [("encoder", "[CLS]", "[SEP]"), ("encoder-decoder", "the", "[EOS]"), ("decoder", "[BOS]", None)],
+)
+def test_truncation_keeps_the_closing_special_token_and_counts_the_cut(make_checkpoint, kind, first, last):
+    tok = make_checkpoint(kind).tokenizer
+    full = tok.encode(LONG_TEXT)
+    short = tok.encode(LONG_TEXT, max_len=10)
+    assert len(short.ids) == len(short.tokens) == len(short.offsets) == 10
+    assert short.truncated == len(full.ids) - 10 > 0
+    assert short.tokens[0] == first
+    if last is None:  # no closing token in the template: simply the first 10 tokens
+        assert short.ids == full.ids[:10]
+    else:
+        assert short.tokens[-1] == last
+        assert short.ids == full.ids[:9] + full.ids[-1:]
+    assert tok.encode("the cat", max_len=10).truncated == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_trace_text_truncates_to_max_len(make_checkpoint, kind):
+    ckpt = make_checkpoint(kind, max_len=12)
+    trace = trace_text(ckpt, LONG_TEXT, target="the cat sat" if kind == "encoder-decoder" else None)
+    assert len(trace.source.ids) == 12 and trace.source.truncated > 0
+    stack = trace.encoder if kind != "decoder" else trace.decoder
+    assert stack.embed.shape[1] == 12
+    assert trace.query_tokens(trace.kinds[0]) == trace.source.tokens
+
+
+ODD_TEXTS = [
+    "",
+    "🙂🚀 emoji only 👩‍👩‍👧",
+    "中文字符 日本語 한국어",
+    "مرحبا بالعالم",
+    "<script>alert('x')</script> <b>the cat</b> &amp;",
+    "tab\tnew\nline\x00nul \u200b zero width",
+    "ÀÉÎÕÜ çå ß ﬁ",
+]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_any_script_or_html_traces_with_unknowns_as_unk(make_checkpoint, kind):
+    ckpt = make_checkpoint(kind)
+    tok = ckpt.tokenizer
+    for text in ODD_TEXTS:
+        trace = trace_text(ckpt, text, max_new_tokens=3)
+        stream = trace.source
+        assert stream.text == text
+        assert all(0 <= i < tok.vocab_size for i in stream.ids)
+        for name, t in trace.named_tensors().items():
+            if t.is_floating_point():
+                assert bool(torch.isfinite(t).all()), f"{text!r}: {name} not finite"
+    emoji = tok.encode("🙂 the")
+    assert emoji.tokens[emoji.tokens.index("the") - 1] == UNK
+    assert tok.id_to_token(tok.token_id(UNK)) == UNK
