@@ -1,0 +1,327 @@
+"""The app in a real browser (Playwright driving Debian's Chromium): what a user sees is the model's trace.
+
+Each test opens its own browser session on one `streamlit run app.py` server, acts like a user
+(types, clicks, uploads, follows a link) and reads the figures back from the page's Plotly data,
+comparing them with `trace_text` run in this process on the same checkpoint file.
+"""
+
+from __future__ import annotations
+
+import pickle
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import numpy as np
+import pytest
+
+from transformer import catalog
+from transformer.api import trace_text
+from transformer.checkpoint import load_checkpoint
+
+from . import exceptions, figure, signature, type_text, wait_changed, wait_idle, wait_plot
+from .conftest import ARTIFACTS, write_tiny
+
+pytestmark = pytest.mark.browser
+
+SENTENCE = "the quiet teacher near the old dogs reads two books ."
+TOL = dict(rtol=1e-5, atol=1e-6)  # the app and this process may split matmuls over different thread counts
+
+
+def open_app(page, path: str = "/", params: dict | None = None, chart: str = "attn_heatmap") -> None:
+    page.goto(page.base_url + path + (f"?{urlencode(params)}" if params else ""))
+    wait_plot(page, chart)
+    wait_idle(page)
+    assert not exceptions(page), exceptions(page)
+
+
+def url_params(page) -> dict[str, str]:
+    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def plotly_ticks(tokens) -> list[str]:
+    """Tick labels as the app writes them (HTML-escaped so Plotly shows them literally)."""
+    from viz.labels import plotly_text
+
+    return [plotly_text(t) for t in tokens]
+
+
+def shown_text(page) -> str:
+    return page.locator(".st-key-w_text textarea").input_value()
+
+
+def slider_value(page, key: str) -> int:
+    return int(page.locator(f".st-key-{key} input[type=range]").input_value())
+
+
+def choose(page, key: str, option: str) -> None:
+    """Pick `option` in the selectbox under `.st-key-<key>`."""
+    page.locator(f".st-key-{key} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def table_rows(page, header: str) -> dict[str, list[str]]:
+    """Rows of the st.dataframe whose header has `header`, as {first cell: other cells} (rows drawn on screen)."""
+    rows = page.evaluate(
+        """(header) => {
+          const table = Array.from(document.querySelectorAll('[data-testid=stDataFrame] table'))
+            .find(t => Array.from(t.querySelectorAll('th')).some(th => th.innerText.trim() === header));
+          if (!table) return null;
+          return Array.from(table.querySelectorAll('tbody tr')).map(r => Array.from(r.querySelectorAll('td')).map(c => c.innerText));
+        }""",
+        header,
+    )
+    assert rows is not None, f"no table with a column {header!r}"
+    return {r[0]: r[1:] for r in rows if r}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_first_screen_is_the_default_checkpoints_heatmap(page, served):
+    open_app(page)
+    assert urlparse(page.url).path == "/attention"
+    assert url_params(page)["checkpoint"] == served.default
+    ref = served.reference(shown_text(page))
+    kind = ref.kinds[0]
+    fig = figure(page, "attn_heatmap")
+    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 0].numpy(), **TOL)
+    assert fig["layout"]["yaxis"]["ticktext"] == plotly_ticks(ref.query_tokens(kind))
+    assert fig["layout"]["xaxis"]["ticktext"] == plotly_ticks(ref.key_tokens(kind))
+    assert f"{kind} · layer 0 · head 0" in fig["layout"]["title"]["text"]
+
+
+def test_typing_a_sentence_redraws_the_heatmap_with_its_tokens(page, served):
+    open_app(page)
+    before = signature(page, "attn_heatmap")
+    old_ticks = figure(page, "attn_heatmap")["layout"]["xaxis"]["ticktext"]
+    type_text(page, SENTENCE)
+    wait_changed(page, "attn_heatmap", before)
+    wait_idle(page)
+    ref = served.reference(SENTENCE)
+    kind = ref.kinds[0]
+    fig = figure(page, "attn_heatmap")
+    assert fig["layout"]["xaxis"]["ticktext"] == plotly_ticks(ref.key_tokens(kind)) != old_ticks
+    assert fig["layout"]["yaxis"]["ticktext"] == plotly_ticks(ref.query_tokens(kind))
+    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 0].numpy(), **TOL)
+    assert url_params(page)["text"] == SENTENCE
+
+
+def test_next_head_and_next_layer_redraw_and_go_into_the_url(page, served):
+    open_app(page)
+    ref = served.reference(shown_text(page))
+    kind = ref.kinds[0]
+    z0 = figure(page, "attn_heatmap")["data"][0]["z"]
+
+    before = signature(page, "attn_heatmap")
+    page.locator(".st-key-attn_next_head button").click()
+    wait_changed(page, "attn_heatmap", before)
+    wait_idle(page)
+    fig = figure(page, "attn_heatmap")
+    assert not np.array_equal(fig["data"][0]["z"], z0)
+    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 1].numpy(), **TOL)
+    assert "layer 0 · head 1" in fig["layout"]["title"]["text"]
+    assert url_params(page)["head"] == "1"
+    assert slider_value(page, "attn_head") == 1
+
+    before = signature(page, "attn_heatmap")
+    page.locator(".st-key-attn_next_layer button").click()
+    wait_changed(page, "attn_heatmap", before)
+    wait_idle(page)
+    fig = figure(page, "attn_heatmap")
+    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention(kind, 1).weights[0, 1].numpy(), **TOL)
+    assert (url_params(page)["layer"], url_params(page)["head"]) == ("1", "1")
+
+
+def test_qkv_page_works_a_row_with_the_traces_numbers(page, served):
+    open_app(page)
+    text = shown_text(page)
+    page.get_by_role("link", name="Q, K, V").click()
+    wait_plot(page, "qkv_weights")
+    wait_idle(page)
+    assert urlparse(page.url).path == "/qkv"
+    query = 2
+    ref = served.reference(text)
+    kind = ref.kinds[0]
+    h = {name: t.numpy() for name, t in ref.head(kind, 0, 0).items()}
+    label = f"{query}·{ref.query_tokens(kind)[query]}"
+    before = signature(page, "qkv_output")
+    before_shapes = figure(page, "qkv_output")["layout"].get("shapes")
+    choose(page, "w_query", label)
+    page.wait_for_function(
+        "(sel) => { const g = document.querySelector(sel); return g && g.layout.shapes && g.layout.shapes[0].y0 === 1.5; }",
+        arg=".st-key-qkv_output .js-plotly-plot",
+    )
+    wait_idle(page)
+    assert before == signature(page, "qkv_output") and before_shapes[0]["y0"] == -0.5  # same matrix, another row framed
+    assert url_params(page)["q"] == str(query)
+
+    # Every matrix on the page is the trace's matrix for this head.
+    for part in ("q", "k", "v", "scores", "weights", "output"):
+        np.testing.assert_allclose(figure(page, f"qkv_{part}")["data"][0]["z"], h[part], **TOL, err_msg=part)
+    np.testing.assert_array_equal(figure(page, "qkv_mask")["data"][0]["z"], h["mask"].astype(np.float32))
+
+    # The worked row: q·k, the scaled score and the weight per key, as the table shows them.
+    rows = table_rows(page, "softmax weight")
+    assert len(rows) >= 5, rows
+    keys = [f"{j}·{t}" for j, t in enumerate(ref.key_tokens(kind))]
+    for name, (dot, score, allowed, weight) in rows.items():
+        j = keys.index(name)
+        assert float(dot) == pytest.approx(float(h["k"][j] @ h["q"][query]), rel=1e-4, abs=1e-6)
+        assert float(score) == pytest.approx(float(h["scores"][query, j]), rel=1e-5, abs=1e-7)
+        assert allowed == str(bool(h["mask"][query, j])).lower()
+        assert float(weight) == pytest.approx(float(h["weights"][query, j]), rel=1e-5, abs=1e-7)
+    success = page.locator("[data-testid=stAlertContentSuccess]").inner_text()
+    assert f"equals the head output's row {query}" in success
+    assert page.get_by_text(f"query token: {label}", exact=True).count() == 1
+
+
+def test_uploading_a_good_checkpoint_draws_it(page, tmp_path):
+    path = write_tiny(tmp_path / "my encoder.safetensors", "encoder", n_classes=2, n_layers=3, n_heads=2, seed=7)
+    open_app(page)
+    before = signature(page, "attn_heatmap")
+    choose(page, "w_checkpoint", "Upload…")
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
+    wait_changed(page, "attn_heatmap", before)
+    wait_idle(page)
+    assert not exceptions(page)
+    ref = trace_text(load_checkpoint(path, device="cpu"), shown_text(page))
+    fig = figure(page, "attn_heatmap")
+    assert "encoder self · layer 0 · head 0" in fig["layout"]["title"]["text"]
+    assert fig["layout"]["xaxis"]["ticktext"][0] == "[CLS]"
+    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention("encoder self", 0).weights[0, 0].numpy(), **TOL)
+    assert "checkpoint" not in url_params(page)  # an upload cannot be shared by link
+    assert "encoder · 3 layers × 2 heads" in page.locator("[data-testid=stSidebar]").inner_text()
+
+
+class _Hostile:
+    """Unpickling this creates a marker file: proof that the app never unpickles an upload."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("bad", ["random-bytes", "renamed-pickle"])
+def test_uploading_a_bad_file_shows_a_message_not_a_traceback(page, served, tmp_path, bad):
+    marker = tmp_path / "unpickled.marker"
+    path = tmp_path / "weights.safetensors"
+    if bad == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    else:
+        path.write_bytes(pickle.dumps({"state_dict": _Hostile(str(marker))}))
+    open_app(page)
+    choose(page, "w_checkpoint", "Upload…")
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
+    error = page.locator("[data-testid=stSidebar] [data-testid=stAlertContentError]")
+    error.wait_for()
+    wait_idle(page)
+    assert "Could not load the uploaded file" in error.inner_text()
+    assert not exceptions(page)
+    assert page.locator("[data-testid=stMain] [data-testid=stAlertContentError]").count() == 1  # the page says it too
+    assert page.locator(".st-key-attn_heatmap").count() == 0
+    assert not marker.exists(), "the uploaded pickle was executed"
+    page.screenshot(path=str(ARTIFACTS / f"upload-{bad}.png"))
+    # The app keeps working: back to a shipped checkpoint.
+    choose(page, "w_checkpoint", catalog.SHIPPED[served.default][0])
+    wait_plot(page, "attn_heatmap")
+
+
+def test_a_shared_link_opens_exactly_that_view(page, served):
+    cfg = load_checkpoint(served.path, device="cpu").config
+    layer, head, query = min(1, cfg.n_layers - 1), min(2, cfg.n_heads - 1), 1
+    kind = cfg.attention_kinds[-1]  # cross attention for a translator
+    params = dict(checkpoint=served.default, text=SENTENCE, kind=kind, layer=layer, head=head, q=query)
+    open_app(page, "/qkv", params, chart="qkv_weights")
+    assert urlparse(page.url).path == "/qkv"
+    assert shown_text(page) == SENTENCE
+    assert (slider_value(page, "qkv_layer"), slider_value(page, "qkv_head")) == (layer, head)
+    if len(cfg.attention_kinds) > 1:
+        assert page.locator(".st-key-qkv_kind").get_by_role("radio", name=kind, exact=True).is_checked()
+    fig = figure(page, "qkv_q")
+    assert f"{kind} · layer {layer} · head {head}" in fig["layout"]["title"]["text"]
+    ref = served.reference(SENTENCE)
+    np.testing.assert_allclose(figure(page, "qkv_weights")["data"][0]["z"], ref.head(kind, layer, head)["weights"].numpy(), **TOL)
+    label = f"{query}·{ref.query_tokens(kind)[query]}"
+    assert page.locator(".st-key-w_query input").input_value() == label
+    got = url_params(page)
+    assert {k: got[k] for k in ("checkpoint", "text", "kind", "layer", "head", "q")} == {k: str(v) for k, v in params.items()}
+    assert not page.locator("[data-testid=stAlertContentWarning]").count()
+
+
+def test_html_in_the_text_is_shown_literally(page, served, dialogs):
+    """Markup in the text is drawn as characters: no element is created and no script runs.
+
+    On MiniLM (whose vocabulary has "<" and ">") the tick labels show the brackets themselves.
+    """
+    hostile = "<img src=x onerror=alert(1)><b>bold</b> <script>alert(2)</script>"
+    name = "minilm" if served.minilm else served.default
+    open_app(page, "/", {"checkpoint": name})
+    before = signature(page, "attn_heatmap")
+    type_text(page, hostile)
+    wait_changed(page, "attn_heatmap", before)
+    wait_idle(page)
+    assert shown_text(page) == hostile
+    assert url_params(page)["text"] == hostile
+    created = page.evaluate(
+        "() => ({b: Array.from(document.querySelectorAll('b')).filter(e => e.textContent.includes('bold')).length,"
+        " img: document.querySelectorAll('img[src=x]').length, script: Array.from(document.querySelectorAll('script'))"
+        ".filter(e => e.textContent.includes('alert')).length})"
+    )
+    assert created == {"b": 0, "img": 0, "script": 0}
+    ticks = page.locator(".st-key-attn_heatmap .xtick text").all_text_contents()
+    tokens = served.reference(hostile, name).source.tokens
+    assert ticks == list(tokens), (ticks, tokens)  # the exact tokens, as characters on screen
+    if name == "minilm":
+        assert {"<", ">", "/"} <= set(ticks), ticks
+    assert dialogs == []
+
+
+def test_empty_text_shows_a_hint_and_the_app_keeps_working(page):
+    open_app(page)
+    type_text(page, "")
+    page.get_by_text("The text is empty").wait_for()
+    wait_idle(page)
+    assert page.locator(".st-key-attn_heatmap").count() == 0
+    assert not exceptions(page)
+    type_text(page, SENTENCE)
+    wait_plot(page, "attn_heatmap")
+
+
+PAGES = {
+    "attention": ("Attention", "attn_heatmap"),
+    "qkv": ("Q, K, V", "qkv_weights"),
+    "model_view": ("Model view", "mv_grid"),
+    "checkpoint": ("Checkpoint", "ck_W_Q"),
+    "output": ("Output", None),
+}
+
+
+def test_every_page_draws_and_model_view_opens_a_head(page, served):
+    """Visit each page through the navigation bar (one session), save its screenshot, then open a head from the model view."""
+    open_app(page)
+    for name, (title, chart) in PAGES.items():
+        page.get_by_role("link", name=title, exact=True).click()
+        page.wait_for_url(f"**/{name}?**")
+        if chart is not None:
+            wait_plot(page, chart)
+        wait_idle(page)
+        assert not exceptions(page), (name, exceptions(page))
+        page.screenshot(path=str(ARTIFACTS / f"page-{name}.png"), full_page=True)
+    if served.default == "translator":  # Output: the greedy translation and the next-token table
+        assert page.get_by_text("Greedy translation").count() == 1
+
+    page.get_by_role("link", name="Model view", exact=True).click()
+    wait_plot(page, "mv_grid")
+    wait_idle(page)
+    grid = figure(page, "mv_grid")
+    cfg = load_checkpoint(served.path, device="cpu").config
+    assert list(grid["layout"]["xaxis"]["tickvals"]) == list(range(cfg.n_heads))
+    choose(page, "mv_pick", "layer 1 · head 1")
+    wait_idle(page)
+    page.locator(".st-key-mv_open button").click()
+    page.wait_for_url("**/attention?**")
+    wait_plot(page, "attn_heatmap")
+    wait_idle(page)
+    assert "layer 1 · head 1" in figure(page, "attn_heatmap")["layout"]["title"]["text"]
+    assert (url_params(page)["layer"], url_params(page)["head"]) == ("1", "1")
