@@ -38,9 +38,12 @@ goto = st.session_state.pop("_goto", None)  # a link's ?page=..., or a click in 
 if goto in PAGES and PAGES[goto].url_path != page.url_path:
     st.switch_page(PAGES[goto])
 
+# Streamlit pads the page 8rem below a top navigation bar that is 60 px high: keep just a little air.
+CSS = "[data-testid='stMainBlockContainer'] {padding-top: 4.5rem;}"
 if st.session_state.get("sel_presentation"):
     # Larger text everywhere for a projector (figures enlarge their own fonts).
-    st.html("<style>html, .stMarkdown, .stText, [data-testid='stWidgetLabel'] p {font-size: 1.15rem !important;}</style>")
+    CSS += "html, .stMarkdown, .stText, [data-testid='stWidgetLabel'] p {font-size: 1.15rem !important;}"
+st.html(f"<style>{CSS}</style>")
 
 if page.url_path == HOME.url_path or page.url_path == "":
     st.switch_page(PAGES["attention"])

@@ -1,10 +1,14 @@
-"""Page 1 — Attention: one head's weights as a heatmap, stepping through layers and heads."""
+"""Page 1 — Attention: one head's weights as a heatmap, stepping through layers and heads.
+
+Everything below the toggles is one fragment: a layer or head change reruns only it (not the
+sidebar, the model or the rest of the app); the URL still follows, since the fragment writes it.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from viz import figures, grid, jobs, state, ui
+from viz import cached, grid, jobs, state, ui
 
 ctx = state.context()
 trace = state.require_trace(ctx)
@@ -34,7 +38,7 @@ def main_view() -> None:
         state.advance_autoplay(n_layers, n_heads)
     ui.layer_head_controls(ctx, n_layers, n_heads, "attn")
     layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
-    fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation, stretch)
+    fig = cached.attention_figure(ctx.trace_key, trace, kind, layer, head, ctx.presentation, stretch)
     ui.heatmap(
         fig,
         trace.head(kind, layer, head)["weights"],
@@ -56,10 +60,9 @@ def layer_view() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Mean over heads", anchor=False)
-        mean = trace.attention(kind, layer).weights[0].mean(0)
         ui.heatmap(
-            figures.mean_heads_figure(trace, kind, layer, ctx.presentation, stretch),
-            mean,
+            cached.mean_heads_figure(ctx.trace_key, trace, kind, layer, ctx.presentation, stretch),
+            trace.attention(kind, layer).weights[0].mean(0),  # the CSV, built only when clicked
             trace.query_tokens(kind),
             trace.key_tokens(kind),
             key="attn_mean",
@@ -75,9 +78,7 @@ def layer_view() -> None:
                 state.set_selection(head=picked[1])
 
         ui.chart(
-            grid.head_grid(
-                trace, kind, [layer], selected=(layer, st.session_state["sel_head"]), presentation=ctx.presentation, title=" "
-            ),
+            cached.layer_grid(ctx.trace_key, trace, kind, layer, st.session_state["sel_head"], ctx.presentation),
             key="attn_layer_grid",
             on_select=_pick_head,
             selection_mode="points",
@@ -89,12 +90,9 @@ def layer_view() -> None:
 
 
 def page() -> None:
-    """The whole view below the toggles: a fragment on a timer while autoplay is on."""
+    """The whole view below the toggles, rerun on its own (and on a timer while autoplay is on)."""
     main_view()
     layer_view()
 
 
-if autoplay:
-    st.fragment(run_every=state.AUTOPLAY_SECONDS)(page)()
-else:
-    page()
+st.fragment(page, run_every=state.AUTOPLAY_SECONDS if autoplay else None)()

@@ -27,16 +27,25 @@ with left:
     st.markdown("**Configuration**")
     config = {k: (", ".join(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
     config["d_head"] = cfg.d_head
-    st.dataframe(pd.DataFrame({"value": [str(v) for v in config.values()]}, index=list(config)), key="ck_config", height=400)
+    st.dataframe(
+        pd.DataFrame({"value": [str(v) for v in config.values()]}, index=list(config)), key="ck_config", height="content"
+    )
 with right:
     st.markdown("**Training facts and metrics**")
     training = ctx.ckpt.training or {}
     flat = {k: v for k, v in training.items() if not isinstance(v, dict | list)}
+    nested = {}
+    for k, v in training.items():  # a short dict of plain values (the final metrics) joins the table as "metrics.loss"
+        if isinstance(v, dict) and len(v) <= 8 and not any(isinstance(x, dict | list) for x in v.values()):
+            flat.update({f"{k}.{sub}": x for sub, x in v.items()})
+        elif isinstance(v, dict | list):
+            nested[k] = v
     if flat:
-        st.dataframe(pd.DataFrame({"value": [str(v) for v in flat.values()]}, index=list(flat)), key="ck_training")
-    nested = {k: v for k, v in training.items() if isinstance(v, dict | list)}
-    if nested:
-        st.json(json.loads(json.dumps(nested, default=str)), expanded=True)
+        st.dataframe(
+            pd.DataFrame({"value": [str(v) for v in flat.values()]}, index=list(flat)), key="ck_training", height="content"
+        )
+    if nested:  # e.g. the training plan and history: their names shown, the contents a click away
+        st.json(json.loads(json.dumps(nested, default=str)), expanded=1)
     if not training:
         st.text("This checkpoint records no training facts.")
 

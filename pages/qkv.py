@@ -1,4 +1,8 @@
-"""Page 2 — Q, K, V: one head's computation, matrix by matrix, and one query row worked with real numbers."""
+"""Page 2 — Q, K, V: one head's computation, matrix by matrix, and one query row worked with real numbers.
+
+Everything below the kind picker is one fragment: picking a layer, head or query token reruns only
+it; the URL still follows, since the fragment writes it.
+"""
 
 from __future__ import annotations
 
@@ -12,47 +16,6 @@ trace = state.require_trace(ctx)
 kind = ctx.kind
 
 ui.kind_picker(ctx, "qkv_kind")
-ui.layer_head_controls(ctx, trace.n_layers(kind), ctx.n_heads, "qkv")
-layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
-q_tokens, k_tokens = trace.query_tokens(kind), trace.key_tokens(kind)
-q_labels = unique_labels(q_tokens)
-st.selectbox(
-    "Query token (or click a row of the weights heatmap)",
-    range(len(q_tokens)),
-    format_func=q_labels.__getitem__,
-    **state.bind("sel_query", "w_query"),
-)
-query = st.session_state["sel_query"]
-h = trace.head(kind, layer, head)
-d_head = h["q"].shape[-1]
-figs = figures.head_figures(trace, kind, layer, head, ctx.presentation)
-name = f"{kind.replace(' ', '_')}_L{layer}_H{head}"
-
-st.markdown(
-    f"**The computation, in order** (d_head = {d_head}): "
-    "`Q = X W_Q`, `K = X W_K`, `V = X W_V` → `scores = Q Kᵀ / √d_head` → mask → `weights = softmax(scores)` → `output = weights · V`."
-)
-st.subheader("1 · Queries, keys and values (tokens × d_head)", anchor=False)
-cols = st.columns(3)
-for col, part, rows in zip(cols, ("q", "k", "v"), (q_tokens, k_tokens, k_tokens)):
-    with col:
-        ui.heatmap(
-            figures.highlight_row(figs[part], query) if part == "q" else figs[part],
-            h[part],
-            rows,
-            None,
-            key=f"qkv_{part}",
-            filename=f"{part}_{name}",
-        )
-
-st.subheader("2 · Scaled scores and 3 · the mask", anchor=False)
-cols = st.columns(2)
-with cols[0]:
-    ui.heatmap(
-        figures.highlight_row(figs["scores"], query), h["scores"], q_tokens, k_tokens, key="qkv_scores", filename=f"scores_{name}"
-    )
-with cols[1]:
-    ui.heatmap(figs["mask"], h["mask"].float(), q_tokens, k_tokens, key="qkv_mask", filename=f"mask_{name}")
 
 
 def _pick_query() -> None:
@@ -63,47 +26,100 @@ def _pick_query() -> None:
             return
 
 
-st.subheader("4 · Softmax weights and 5 · the head output", anchor=False)
-cols = st.columns(2)
-with cols[0]:
-    fig = figs["weights"]
-    clickable = len(q_tokens) * len(k_tokens) <= 4096
-    if clickable:
-        figures.add_cell_picker(fig)
-    figures.highlight_row(fig, query)
-    ui.heatmap(
-        fig,
-        h["weights"],
-        q_tokens,
-        k_tokens,
-        key="qkv_weights",
-        filename=f"weights_{name}",
-        **(dict(on_select=_pick_query, selection_mode="points") if clickable else {}),
+def computation() -> None:
+    """Layer/head/query pickers, the matrices in computation order and the worked row (a fragment)."""
+    ui.layer_head_controls(ctx, trace.n_layers(kind), ctx.n_heads, "qkv")
+    layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
+    q_tokens, k_tokens = trace.query_tokens(kind), trace.key_tokens(kind)
+    q_labels = unique_labels(q_tokens)
+    st.selectbox(
+        "Query token (or click a row of the weights heatmap)",
+        range(len(q_tokens)),
+        format_func=q_labels.__getitem__,
+        **state.bind("sel_query", "w_query"),
     )
-with cols[1]:
-    ui.heatmap(
-        figures.highlight_row(figs["output"], query), h["output"], q_tokens, None, key="qkv_output", filename=f"output_{name}"
-    )
+    query = st.session_state["sel_query"]
+    h = trace.head(kind, layer, head)
+    d_head = h["q"].shape[-1]
+    figs = figures.head_figures(trace, kind, layer, head, ctx.presentation)
+    name = f"{kind.replace(' ', '_')}_L{layer}_H{head}"
 
-row = worked.worked_row(trace, kind, layer, head, query)
-st.subheader(f"Query row {query}, worked by hand", anchor=False)
-st.text(f"query token: {row.query_label}")
-st.markdown(f"**q** (the query vector, 1 × {d_head}):")
-st.dataframe(ui.matrix_frame(row.q[None, :], [q_tokens[query]], None).set_axis([row.query_label]), key="qkv_qvec")
-st.markdown(
-    f"**Each key:** `q·k` (dot product of q with that key's row of K), divided by `√{d_head} = {row.scale:.4f}` gives the score; "
-    "keys the mask forbids get weight 0; the softmax turns the allowed scores into weights that sum to 1."
-)
-st.dataframe(row.steps_table(), key="qkv_steps")
-softmax_diff = float(abs(row.softmax_check - row.weights).max())
-st.markdown(
-    f"Sum of the weights: `{float(row.weights.sum()):.6f}`. "
-    f"Softmax recomputed here from the scores differs from the model's weights by at most `{softmax_diff:.1e}`."
-)
-st.markdown("**The output row** is the weighted sum of the value vectors, `Σⱼ weightⱼ · vⱼ`:")
-st.dataframe(row.sum_table(), key="qkv_sum")
-ok = row.max_abs_diff <= 1e-5
-(st.success if ok else st.error)(
-    f"Σ weightⱼ · vⱼ {'equals' if ok else 'differs from'} the head output's row {query}: "
-    f"largest difference {row.max_abs_diff:.1e} (float32 rounding)."
-)
+    st.markdown(
+        f"**The computation, in order** (d_head = {d_head}): "
+        "`Q = X W_Q`, `K = X W_K`, `V = X W_V` → `scores = Q Kᵀ / √d_head` → mask → `weights = softmax(scores)` → `output = weights · V`."
+    )
+    st.subheader("1 · Queries, keys and values (tokens × d_head)", anchor=False)
+    cols = st.columns(3)
+    for col, part, rows in zip(cols, ("q", "k", "v"), (q_tokens, k_tokens, k_tokens)):
+        with col:
+            ui.heatmap(
+                figures.highlight_row(figs[part], query) if part == "q" else figs[part],
+                h[part],
+                rows,
+                None,
+                key=f"qkv_{part}",
+                filename=f"{part}_{name}",
+            )
+
+    st.subheader("2 · Scaled scores and 3 · the mask", anchor=False)
+    cols = st.columns(2)
+    with cols[0]:
+        ui.heatmap(
+            figures.highlight_row(figs["scores"], query),
+            h["scores"],
+            q_tokens,
+            k_tokens,
+            key="qkv_scores",
+            filename=f"scores_{name}",
+        )
+    with cols[1]:
+        ui.heatmap(figs["mask"], h["mask"].float(), q_tokens, k_tokens, key="qkv_mask", filename=f"mask_{name}")
+
+    st.subheader("4 · Softmax weights and 5 · the head output", anchor=False)
+    cols = st.columns(2)
+    with cols[0]:
+        fig = figs["weights"]
+        clickable = len(q_tokens) * len(k_tokens) <= 4096
+        if clickable:
+            figures.add_cell_picker(fig)
+        figures.highlight_row(fig, query)
+        ui.heatmap(
+            fig,
+            h["weights"],
+            q_tokens,
+            k_tokens,
+            key="qkv_weights",
+            filename=f"weights_{name}",
+            **(dict(on_select=_pick_query, selection_mode="points") if clickable else {}),
+        )
+    with cols[1]:
+        ui.heatmap(
+            figures.highlight_row(figs["output"], query), h["output"], q_tokens, None, key="qkv_output", filename=f"output_{name}"
+        )
+
+    row = worked.worked_row(trace, kind, layer, head, query)
+    st.subheader(f"Query row {query}, worked by hand", anchor=False)
+    st.text(f"query token: {row.query_label}")
+    st.markdown(f"**q** (the query vector, 1 × {d_head}):")
+    st.dataframe(ui.matrix_frame(row.q[None, :], [q_tokens[query]], None).set_axis([row.query_label]), key="qkv_qvec")
+    st.markdown(
+        f"**Each key:** `q·k` (dot product of q with that key's row of K), divided by `√{d_head} = {row.scale:.4f}` gives the score; "
+        "keys the mask forbids get weight 0; the softmax turns the allowed scores into weights that sum to 1."
+    )
+    st.dataframe(row.steps_table(), key="qkv_steps")
+    softmax_diff = float(abs(row.softmax_check - row.weights).max())
+    st.markdown(
+        f"Sum of the weights: `{float(row.weights.sum()):.6f}`. "
+        f"Softmax recomputed here from the scores differs from the model's weights by at most `{softmax_diff:.1e}`."
+    )
+    st.markdown("**The output row** is the weighted sum of the value vectors, `Σⱼ weightⱼ · vⱼ`:")
+    st.dataframe(row.sum_table(), key="qkv_sum")
+    ok = row.max_abs_diff <= 1e-5
+    (st.success if ok else st.error)(
+        f"Σ weightⱼ · vⱼ {'equals' if ok else 'differs from'} the head output's row {query}: "
+        f"largest difference {row.max_abs_diff:.1e} (float32 rounding)."
+    )
+    state.sync_url(ctx, with_query=True)
+
+
+st.fragment(computation)()

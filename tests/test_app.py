@@ -205,7 +205,7 @@ def test_opens_on_the_translator_attention_page(env):
 def test_the_model_runs_once_per_text(env, monkeypatch):
     from viz import state
 
-    state.trace_for.clear()
+    state.trace_cache().clear()
     calls = []
     real = api.trace_text
 

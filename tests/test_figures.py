@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -208,25 +209,37 @@ def test_model_view_payload_at_128_tokens():
     size = len(fig.to_json())
     assert size <= 2_000_000, size
     data = _heatmap(fig)
-    assert data["z"].dtype == np.uint8 and data["z"].shape == (6 * 64, 12 * 64)
-    # Thumbnail of layer 2, head 5 is the 2×2 block max of that head's weights, in percent.
+    assert data["z"].dtype == np.uint16 and data["z"].shape == (6 * 64, 12 * 64)
+    # Thumbnail of layer 2, head 5 is the 2×2 block max of that head's weights, in steps of 1/65535.
     w = trace.attention("decoder self", 2).weights[0, 5].numpy()
-    expected = np.round(w.reshape(64, 2, 64, 2).max(axis=(1, 3)) * 100).astype(np.uint8)
+    expected = np.round(w.reshape(64, 2, 64, 2).max(axis=(1, 3)) * 65535).astype(np.uint16)
     np.testing.assert_array_equal(data["z"][2 * 64 : 3 * 64, 5 * 64 : 6 * 64], expected)
+    # The colour bar spans weights 0..1 and is labelled in weights, not in the transport's integer steps.
+    assert (data["zmin"], data["zmax"]) == (0, 65535)
+    bar = data["colorbar"]
+    assert bar["title"]["text"] == "weight" and bar["ticktext"] == ["0", "0.25", "0.5", "0.75", "1"]
+    np.testing.assert_array_equal(np.asarray(bar["tickvals"]) / 65535, [0, 0.25, 0.5, 0.75, 1])
 
 
-def test_model_view_unpooled_when_short(enc_dec):
-    fig = grid.head_grid(enc_dec, "cross")
-    data = _heatmap(fig)
-    tq, tk = len(enc_dec.target.tokens), len(enc_dec.source.tokens)
-    assert data["z"].shape == (2 * tq, 3 * tk)
-    w = enc_dec.attention("cross", 1).weights[0, 2].numpy()
-    np.testing.assert_array_equal(data["z"][tq:, 2 * tk :], np.round(w * 100).astype(np.uint8))
-    # Clickable centres: one point per (layer, head) with x = head and y = layer.
-    points = jsonfig.parse(fig.to_json())["data"][1]
-    assert sorted(zip(points["y"].tolist(), points["x"].tolist())) == [(la, h) for la in range(2) for h in range(3)]
-    assert grid.pick_from_selection([{"x": 2.0, "y": 1.0}]) == (1, 2)
-    assert grid.pick_from_selection([]) is None
+def test_model_view_keeps_diffuse_attention_at_2048_tokens():
+    """A near-uniform head over 2048 keys (weights ~1/2048) must not round to an all-zero thumbnail."""
+    n = 2048
+    g = torch.Generator().manual_seed(0)
+    w = 1.0 + 0.01 * torch.rand(1, 1, n, n, generator=g)
+    w = w / w.sum(-1, keepdim=True)  # every weight within 1% of 1/2048
+    trace = synthetic_trace(1, 1, 4)
+    att = trace.attention("decoder self", 0)
+    trace = dataclasses.replace(
+        trace,
+        decoder=dataclasses.replace(
+            trace.decoder, layers=(dataclasses.replace(trace.decoder.layers[0], self_attn=dataclasses.replace(att, weights=w)),)
+        ),
+    )
+    image = grid.grid_image(trace, "decoder self", [0])
+    assert image.shape == (64, 64)
+    expected = np.round(w[0, 0].numpy().reshape(64, 32, 64, 32).max(axis=(1, 3)) * 65535)
+    np.testing.assert_array_equal(image, expected.astype(np.uint16))
+    assert image.min() >= round(65535 / n * 0.99) > 0  # ~32 steps: visible in the data, not rounded to 0
 
 
 @pytest.mark.slow
@@ -314,3 +327,44 @@ def test_csv_of_the_matrix_shown_round_trips(enc_dec):
     assert list(back.index) == unique_labels(enc_dec.target.tokens)
     assert list(back.columns) == unique_labels(enc_dec.source.tokens)
     np.testing.assert_array_equal(back.to_numpy().astype(np.float32), w)
+
+
+# ---------------------------------------------------------------------------------------------
+# The trace cache: bounded by bytes, least recently used dropped first, the latest always kept.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_byte_lru_evicts_least_recently_used_by_bytes():
+    from viz.lru import ByteLRU
+
+    cache = ByteLRU(budget=100, size=len)
+    cache.put("a", "x" * 40)
+    cache.put("b", "y" * 40)
+    assert cache.get("a") == "x" * 40  # "a" is now the most recent, so "b" goes first
+    cache.put("c", "z" * 40)  # 120 bytes > 100: drop the least recently used
+    assert cache.keys() == ["a", "c"] and cache.nbytes == 80
+    cache.put("a", "x" * 10)  # replacing an entry re-counts its size
+    assert cache.nbytes == 50 and cache.keys() == ["c", "a"]
+    cache.put("huge", "h" * 500)  # over budget on its own: kept (it is what the user is looking at), all else dropped
+    assert cache.keys() == ["huge"] and cache.nbytes == 500
+    assert cache.get("c") is None
+    made = []
+    assert cache.get_or_create("d", lambda: made.append(1) or "d" * 30) == "d" * 30
+    assert cache.get_or_create("d", lambda: made.append(1) or "other") == "d" * 30
+    assert made == [1] and cache.keys() == ["d"]  # "huge" (500) + "d" (30) > 100: "huge" dropped
+    cache.clear()
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_trace_cache_counts_trace_bytes():
+    """The app's cache sizes traces by `Trace.nbytes()`: two 2048-token 6 × 12 traces never fit its budget together."""
+    from viz.lru import ByteLRU
+    from viz.state import TRACE_BUDGET_BYTES
+
+    small = synthetic_trace(1, 2, 8)
+    cache = ByteLRU(budget=small.nbytes() * 2, size=Trace.nbytes)
+    for i in range(3):
+        cache.put(i, synthetic_trace(1, 2, 8, seed=i))
+    assert cache.keys() == [1, 2] and cache.nbytes == 2 * small.nbytes()
+    per_2048 = 6 * 12 * 2048 * 2048 * 4 * 2  # weights + scores alone, float32
+    assert TRACE_BUDGET_BYTES < 2 * per_2048

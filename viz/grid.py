@@ -1,9 +1,10 @@
 """Small multiples of attention heads (the model view): every head pooled to a thumbnail, drawn as ONE heatmap.
 
-One heatmap trace of uint8 percentages, not one subplot per head: 72 subplots take seconds to draw
+One heatmap trace of uint16 weights, not one subplot per head: 72 subplots take seconds to draw
 and the full-resolution weights of 72 heads at 2048 tokens would be over a gigabyte. Each head is
-block-max pooled to at most `max_cells` × `max_cells`, so a 6 × 12 model view is a few hundred KB
-whatever the text length.
+block-max pooled to at most `max_cells` × `max_cells`, and each weight w travels as round(w · 65535)
+(steps of 1.5e-5, so diffuse attention over 2048 keys, ~5e-4 a key, is not rounded away), so a
+6 × 12 model view is about 0.8 MB whatever the text length.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from transformer.trace import Trace
 from .figures import WEIGHTS_SCALE, font_size
 
 MAX_CELLS = 64
+COLORBAR_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+LEVELS = 65535  # a weight w is sent as round(w * LEVELS), uint16 (Plotly.js has no float16 typed array)
 
 
 def pool(weights: torch.Tensor, max_cells: int = MAX_CELLS) -> torch.Tensor:
@@ -35,12 +38,12 @@ def pool(weights: torch.Tensor, max_cells: int = MAX_CELLS) -> torch.Tensor:
 
 
 def grid_image(trace: Trace, kind: str, layers: Sequence[int], max_cells: int = MAX_CELLS) -> np.ndarray:
-    """(len(layers)·rows, n_heads·cols) uint8 image of pooled weights in percent; layer i's heads side by side."""
+    """(len(layers)·rows, n_heads·cols) uint16 image of pooled weights × LEVELS; layer i's heads side by side."""
     blocks = [pool(trace.attention(kind, layer).weights[0], max_cells) for layer in layers]  # each (H, r, c)
     stacked = torch.stack(blocks)  # (L, H, r, c)
     n_l, n_h, r, c = stacked.shape
     image = stacked.permute(0, 2, 1, 3).reshape(n_l * r, n_h * c)  # rows: layer then query; cols: head then key
-    return torch.round(image.clamp(0, 1) * 100).to(torch.uint8).numpy()
+    return torch.round(image.float().clamp(0, 1) * LEVELS).to(torch.int32).numpy().astype(np.uint16)
 
 
 def head_grid(
@@ -73,9 +76,15 @@ def head_grid(
             x=x,
             y=y,
             zmin=0,
-            zmax=100,
+            zmax=LEVELS,
             colorscale=WEIGHTS_SCALE,
-            colorbar=dict(title=dict(text="weight %", font=dict(size=size)), tickfont=dict(size=size)),
+            colorbar=dict(  # labelled in weights (0..1), though z counts 1/LEVELS steps
+                title=dict(text="weight", font=dict(size=size)),
+                tickmode="array",
+                tickvals=[t * LEVELS for t in COLORBAR_TICKS],
+                ticktext=[f"{t:g}" for t in COLORBAR_TICKS],
+                tickfont=dict(size=size),
+            ),
             hoverinfo="skip",
         )
     )

@@ -24,8 +24,13 @@ def _scores(identity: str, _ckpt) -> dict | None:
 
 
 def table(ctx: state.Context, kind: str) -> pd.DataFrame | None:
-    """Scores of every job for attention `kind`, one row per (layer, head); None when there are none."""
-    scores = _scores(ctx.identity, ctx.ckpt)
+    """Scores of every job for attention `kind`, one row per (layer, head); None when there are none (read-only: shared)."""
+    return _table(ctx.identity, kind, ctx.ckpt)
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _table(identity: str, kind: str, _ckpt) -> pd.DataFrame | None:
+    scores = _scores(identity, _ckpt)
     if not scores:
         return None
     cols = {key[: key.index(" (")]: t for key, t in scores.items() if key.endswith(f"({kind})")}

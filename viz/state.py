@@ -1,8 +1,8 @@
 """The app's Streamlit layer: cached models and traces, the sidebar, the selection that lives in the URL.
 
-The model runs once per (checkpoint identity, text, target): both the loaded checkpoint and the trace
-are `st.cache_resource` entries (a trace is frozen and read-only, so sessions can share it without the
-pickling copy `st.cache_data` would make on every hit). Layer, head, kind and query token are plain
+The model runs once per (checkpoint identity, text, target): the loaded checkpoint is a `st.cache_resource`
+entry and traces live in one process-wide LRU bounded by bytes (a trace is frozen and read-only, so
+sessions share it without the pickling copy `st.cache_data` would make on every hit). Layer, head, kind and query token are plain
 session values ("sel_*"), so changing them re-draws figures from the cached trace.
 """
 
@@ -23,6 +23,7 @@ from transformer.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from transformer.trace import Trace
 
 from . import urlstate
+from .lru import ByteLRU
 from .urlstate import MAX_TEXT_CHARS
 
 UPLOAD = "upload"  # the checkpoint picker's "Upload…" choice
@@ -60,6 +61,11 @@ class Context:
     def n_heads(self) -> int:
         return self.ckpt.config.n_heads
 
+    @property
+    def trace_key(self) -> tuple:
+        """What the trace is cached by: the same key always means the same numbers."""
+        return (self.identity, self.path, self.hf_dir, self.text, self.target)
+
 
 # ---------------------------------------------------------------------------------------------
 # Caches: one loaded model per checkpoint identity, one trace per (identity, text, target).
@@ -76,10 +82,24 @@ def load(identity: str, path: str, hf_dir: bool) -> Checkpoint:
     return load_checkpoint(path)
 
 
-@st.cache_resource(max_entries=16, show_spinner="Running the model…")  # a 512-token MiniLM trace is ~150 MB
+TRACE_BUDGET_BYTES = 3 * 1024**3  # one 6 × 12 trace at 2048 tokens is ~2.4 GB; a 32-token toy trace is ~1 MB
+
+
+@st.cache_resource
+def trace_cache() -> ByteLRU[Trace]:
+    """The process-wide trace cache, shared by every session: at most TRACE_BUDGET_BYTES of traces (the latest always kept)."""
+    return ByteLRU(TRACE_BUDGET_BYTES, Trace.nbytes)
+
+
 def trace_for(identity: str, path: str, hf_dir: bool, text: str, target: str | None) -> Trace:
-    """The model's full trace of `text` (and `target`), computed once and shared read-only."""
-    return api.trace_text(load(identity, path, hf_dir), text, target)
+    """The model's full trace of `text` (and `target`), computed once and shared read-only (float32, as computed)."""
+    key = (identity, str(path), hf_dir, text, target)  # = Context.trace_key
+
+    def run() -> Trace:
+        with st.spinner("Running the model…"):
+            return api.trace_text(load(identity, path, hf_dir), text, target)
+
+    return trace_cache().get_or_create(key, run)
 
 
 def identity_of(path: Path) -> str:
@@ -231,6 +251,15 @@ def _load_error(message: str) -> None:
     st.session_state["_load_error"] = message
 
 
+def short_label(label: str) -> tuple[str, str]:
+    """A catalogue label split into the name the picker shows and the detail under it.
+
+    "Translator (Toy English → target language, encoder-decoder)" → ("Translator", "Toy English → ...").
+    """
+    name, sep, detail = label.partition(" (")
+    return (name, detail.removesuffix(")")) if sep else (label, "")
+
+
 def _upload_limit_mb() -> int:
     return int(st.get_option("server.maxUploadSize"))
 
@@ -245,10 +274,12 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
     sb.selectbox(
         "Checkpoint",
         names,
-        format_func=lambda n: "Upload…" if n == UPLOAD else entries[n].label,
+        format_func=lambda n: "Upload…" if n == UPLOAD else short_label(entries[n].label)[0],
         **bind("sel_checkpoint", "w_checkpoint", _on_checkpoint_change),
     )
     name = st.session_state["sel_checkpoint"]
+    if name != UPLOAD and short_label(entries[name].label)[1]:
+        sb.caption(short_label(entries[name].label)[1])
     ckpt, label = None, ""
     if name == UPLOAD:
         limit = _upload_limit_mb()

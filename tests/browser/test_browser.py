@@ -16,6 +16,7 @@ import pytest
 from transformer import catalog
 from transformer.api import trace_text
 from transformer.checkpoint import load_checkpoint
+from viz.state import short_label
 
 from . import exceptions, figure, signature, type_text, wait_changed, wait_idle, wait_plot
 from .conftest import ARTIFACTS, write_tiny
@@ -223,7 +224,7 @@ def test_uploading_a_bad_file_shows_a_message_not_a_traceback(page, served, tmp_
     assert not marker.exists(), "the uploaded pickle was executed"
     page.screenshot(path=str(ARTIFACTS / f"upload-{bad}.png"))
     # The app keeps working: back to a shipped checkpoint.
-    choose(page, "w_checkpoint", catalog.SHIPPED[served.default][0])
+    choose(page, "w_checkpoint", short_label(catalog.SHIPPED[served.default][0])[0])
     wait_plot(page, "attn_heatmap")
 
 

@@ -1,0 +1,60 @@
+"""Figures built once and shared by every session, so stepping back and forth through heads redraws at once.
+
+Keyed by the trace's cache key (checkpoint identity, text, target: the same key always means the same
+numbers) plus what the figure shows. One process-wide LRU bounded by bytes holds them (a 2048-token
+heatmap is 16 MB of float32). Callers only draw these figures, never modify them (Streamlit
+serialises a copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from transformer.trace import Trace
+
+from . import figures, grid
+from .lru import ByteLRU
+
+FIGURE_BUDGET_BYTES = 256 * 1024**2
+
+
+def figure_nbytes(fig: go.Figure) -> int:
+    """Roughly what a figure holds: the bytes of its traces' z arrays, plus a little for the rest."""
+    return sum(np.asarray(t.z).nbytes for t in fig.data if getattr(t, "z", None) is not None) + 50_000
+
+
+@st.cache_resource
+def figure_cache() -> ByteLRU[go.Figure]:
+    return ByteLRU(FIGURE_BUDGET_BYTES, figure_nbytes)
+
+
+def _cached(key: tuple, build: Callable[[], go.Figure]) -> go.Figure:
+    return figure_cache().get_or_create(key, build)
+
+
+def attention_figure(key: tuple, trace: Trace, kind: str, layer: int, head: int, presentation: bool, stretch: bool) -> go.Figure:
+    """`figures.attention_figure`, once per (trace, kind, layer, head, presentation, stretch)."""
+    return _cached(
+        (key, "attention", kind, layer, head, presentation, stretch),
+        lambda: figures.attention_figure(trace, kind, layer, head, presentation, stretch),
+    )
+
+
+def mean_heads_figure(key: tuple, trace: Trace, kind: str, layer: int, presentation: bool, stretch: bool) -> go.Figure:
+    """`figures.mean_heads_figure`, once per (trace, kind, layer, presentation, stretch)."""
+    return _cached(
+        (key, "mean", kind, layer, presentation, stretch),
+        lambda: figures.mean_heads_figure(trace, kind, layer, presentation, stretch),
+    )
+
+
+def layer_grid(key: tuple, trace: Trace, kind: str, layer: int, head: int, presentation: bool) -> go.Figure:
+    """All heads of one layer as thumbnails with `head` framed, once per (trace, kind, layer, head, presentation)."""
+    return _cached(
+        (key, "grid", kind, layer, head, presentation),
+        lambda: grid.head_grid(trace, kind, [layer], selected=(layer, head), presentation=presentation, title=" "),
+    )
