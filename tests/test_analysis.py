@@ -1,0 +1,196 @@
+"""Head-job scores: the batched scores equal one-sentence-at-a-time references, and the shipped models have heads with jobs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from transformer import Checkpoint, ModelConfig, api, load_checkpoint, train_tokenizer
+from transformer.analysis import (
+    PROBE_SEED,
+    agreement_scores,
+    alignment_scores,
+    first_token_scores,
+    head_labels,
+    head_scores,
+    induction_scores,
+    previous_token_scores,
+    relative_clause_sentences,
+    single_token_words,
+    word_starts,
+)
+from transformer.catalog import ASSETS
+from transformer.data import generate_corpus, generate_pairs, induction_sequences
+
+
+@pytest.fixture(scope="module")
+def texts():
+    pairs = generate_pairs(300, 5)
+    return [p.source_text for p in pairs] + [p.target_text for p in pairs]
+
+
+def make(kind: str, texts, task: str, vocab: int = 150) -> Checkpoint:
+    """A random (untrained) model with a small tokenizer, so that many words split into subwords."""
+    tok = train_tokenizer(texts, kind, vocab)
+    cfg = ModelConfig(kind=kind, vocab_size=tok.vocab_size, n_layers=2, n_heads=2, d_model=16, d_ff=32, max_len=96)
+    model = api.build_model(cfg, seed=3).eval().requires_grad_(False)
+    return Checkpoint(model=model, tokenizer=tok, training={"task": task})
+
+
+def test_word_starts_points_at_each_words_first_subword(texts):
+    ckpt = make("encoder", texts, "agreement", vocab=80)
+    words = "the grumpy scientists that the queen remembers whistle .".split()
+    stream = ckpt.tokenizer.encode(" ".join(words))
+    starts = word_starts(stream, words)
+    assert stream.tokens[0] == "[CLS]" and starts[0] == 1  # specials never stand for a word
+    assert len(stream.tokens) > len(words) + 2  # some words really are split
+    for i, w in enumerate(words):
+        end = starts[i + 1] if i + 1 < len(words) else len(stream.tokens) - 1
+        pieces = stream.tokens[starts[i] : end]
+        assert "".join(p.removeprefix("##") for p in pieces) == w and not pieces[0].startswith("##")
+    with pytest.raises(ValueError):
+        word_starts(stream, ["thegrumpy", *words[1:]])
+
+
+def test_uniform_attention_gives_the_analytic_scores(texts):
+    # Zero queries -> all scores 0 -> causal weights 1/(t+1): both scores are the mean of 1/(t+1).
+    ckpt = make("decoder", texts, "lm")
+    for layer in ckpt.model.decoder.layers:
+        layer.self_attn.q_proj.weight.zero_()
+        layer.self_attn.q_proj.bias.zero_()
+    lengths = [len(ckpt.tokenizer.encode(s.text).ids) for s in generate_corpus(8, PROBE_SEED)]
+    want = sum(1 / (t + 1) for T in lengths for t in range(1, T)) / sum(T - 1 for T in lengths)
+    prev = previous_token_scores(ckpt, n=8)["decoder self"]
+    sink = first_token_scores(ckpt, n=8)["decoder self"]
+    assert prev.shape == sink.shape == (2, 2)
+    assert torch.allclose(prev, torch.full((2, 2), want), atol=1e-6) and torch.allclose(sink, prev, atol=1e-6)
+
+
+def one(ckpt, text, target=None):
+    return api.trace_text(ckpt, text, target=target)
+
+
+def test_previous_and_first_token_scores_match_a_per_sentence_reference(texts):
+    ckpt = make("encoder", texts, "agreement")
+    sums, count = torch.zeros(2, 2, 2), 0  # (score, layer, head)
+    for s in generate_corpus(6, PROBE_SEED):
+        trace = one(ckpt, s.text)
+        for layer in range(2):
+            w = trace.attention("encoder self", layer).weights[0]  # (H, T, T)
+            T = w.shape[-1]
+            sums[0, layer] += sum(w[:, t, t - 1] for t in range(1, T))
+            sums[1, layer] += sum(w[:, t, 0] for t in range(1, T))
+        count += T - 1
+    assert torch.allclose(previous_token_scores(ckpt, n=6)["encoder self"], sums[0] / count, atol=1e-6)
+    assert torch.allclose(first_token_scores(ckpt, n=6)["encoder self"], sums[1] / count, atol=1e-6)
+
+
+def test_induction_score_matches_a_per_sequence_reference(texts):
+    ckpt = make("decoder", texts, "lm", vocab=400)
+    L = 6
+    seqs = induction_sequences(4, PROBE_SEED, single_token_words(ckpt), L)
+    ref = torch.zeros(2, 2)
+    for seq in seqs:
+        trace = one(ckpt, " ".join(seq))
+        assert len(trace.source.ids) == 2 * L + 1  # [BOS] + two copies of single-token words
+        for layer in range(2):
+            w = trace.attention("decoder self", layer).weights[0]
+            ref[layer] += sum(w[:, L + i, i + 1] for i in range(1, L + 1))
+    got = induction_scores(ckpt, n=4, length=L)
+    assert torch.allclose(got, ref / (4 * L), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["encoder", "decoder"])
+def test_agreement_score_matches_a_per_sentence_reference(texts, kind):
+    ckpt = make(kind, texts, "agreement" if kind == "encoder" else "lm")
+    sentences = relative_clause_sentences(10)
+    hits = torch.zeros(2, 2)
+    for s in sentences:
+        fact = s.verbs[s.main_verb_index]
+        assert "that" in s.words[fact.subject_pos + 1 : fact.verb_pos]
+        trace = one(ckpt, s.text)
+        starts = word_starts(trace.source, s.words)
+        query = starts[fact.verb_pos] - (kind == "decoder")
+        for layer in range(2):
+            w = trace.attention(f"{kind} self", layer).weights[0]
+            hits[layer] += (w[:, query].argmax(-1) == starts[fact.subject_pos]).float()
+    got_kind, got = agreement_scores(ckpt, n=10)
+    assert got_kind == f"{kind} self" and torch.equal(got, hits / 10)
+
+
+@pytest.mark.parametrize("include_period", [False, True])
+def test_alignment_score_matches_a_per_pair_reference(texts, include_period):
+    ckpt = make("encoder-decoder", texts, "translation")
+    hits, total = torch.zeros(2, 2), 0
+    for p in generate_pairs(8, PROBE_SEED):
+        trace = one(ckpt, p.source_text, target=p.target_text)
+        src_starts = word_starts(trace.source, p.source.words)
+        tgt = ckpt.tokenizer.encode(p.target_text, add_special_tokens=False)
+        tgt_starts = word_starts(tgt, p.target)
+        for t, s in p.alignment:
+            if p.target[t] == "." and not include_period:
+                continue
+            for layer in range(2):
+                w = trace.attention("cross", layer).weights[0]  # (H, Tt, Ts); row j predicts target token j
+                hits[layer] += (w[:, tgt_starts[t]].argmax(-1) == src_starts[s]).float()
+            total += 1
+    got = alignment_scores(ckpt, n=8, include_period=include_period)
+    assert torch.allclose(got, hits / total, atol=1e-6)
+
+
+def test_head_scores_keys_and_head_labels():
+    ckpt = make("encoder-decoder", generate_pairs(1, 0)[0].source.words, "translation", vocab=60)
+    scores = head_scores(ckpt, n=4)
+    assert set(scores) == {
+        "previous-token (encoder self)",
+        "previous-token (decoder self)",
+        "first-token (encoder self)",
+        "first-token (decoder self)",
+        "agreement (encoder self)",
+        "alignment (cross)",
+    }
+    assert all(t.shape == (2, 2) for t in scores.values())
+    fake = {"induction (decoder self)": torch.tensor([[0.1, 0.9], [0.6, 0.2]]), "alignment (cross)": torch.tensor([[0.95, 0.0]])}
+    labels = head_labels(fake, threshold=0.5)
+    assert [str(h) for h in labels] == [
+        "cross L0 H0: alignment 0.95",
+        "decoder self L0 H1: induction 0.90",
+        "decoder self L1 H0: induction 0.60",
+    ]
+    assert labels[1].kind == "decoder self" and (labels[1].layer, labels[1].head, labels[1].job) == (0, 1, "induction")
+
+
+# ---- the shipped checkpoints -------------------------------------------------------------------
+
+
+def shipped(name):
+    path = ASSETS / f"{name}.safetensors"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `make checkpoints`")
+    return load_checkpoint(path, device="cpu")
+
+
+def test_lm_has_an_induction_head():
+    scores = induction_scores(shipped("lm"))
+    assert scores.max() >= 0.5, scores
+
+
+def test_translator_has_an_aligning_cross_attention_head():
+    scores = alignment_scores(shipped("translator"), n=100)
+    assert scores.max() >= 0.9, scores
+
+
+def test_lm_or_classifier_has_a_head_that_finds_the_subject_across_a_relative_clause():
+    best = {name: agreement_scores(shipped(name), n=100)[1].max().item() for name in ("lm", "classifier")}
+    assert max(best.values()) >= 0.7, best
+
+
+@pytest.mark.parametrize("name", ["translator", "lm", "classifier", "reverse"])
+def test_head_scores_are_fast_enough_for_an_app_page(name):
+    ckpt = shipped(name)
+    t0 = time.perf_counter()
+    scores = head_scores(ckpt)
+    assert time.perf_counter() - t0 < 2.0
+    assert all(bool(((t >= 0) & (t <= 1)).all()) for t in scores.values())
