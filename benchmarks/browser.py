@@ -313,7 +313,7 @@ def save_screenshots(folder: Path) -> None:
         page = browser.new_page(viewport=VIEWPORT)
         view = dict(checkpoint=name)
         if name == "translator":  # cross attention shows the alignment between the sentence and its translation
-            view.update(kind="cross", layer="1", head="0")
+            view.update(kind="cross", layer="1", head="1")  # the alignment head (analysis: L1 H1)
         page.goto(url(base, "/attention", **view))
         _shot(page, folder / "attention.png", "attn_heatmap")
         page.get_by_role("link", name="Q, K, V", exact=True).click()

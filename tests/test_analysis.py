@@ -21,7 +21,7 @@ from transformer.analysis import (
     single_token_words,
     word_starts,
 )
-from transformer.catalog import ASSETS
+from transformer.catalog import assets_dir
 from transformer.data import generate_corpus, generate_pairs, induction_sequences
 
 
@@ -166,7 +166,7 @@ def test_head_scores_keys_and_head_labels():
 
 
 def shipped(name):
-    path = ASSETS / f"{name}.safetensors"
+    path = assets_dir() / f"{name}.safetensors"  # $ATTNVIZ_ASSETS checks a fresh `make checkpoints` run
     if not path.is_file():
         pytest.fail(f"{path} is missing: run `make checkpoints`")
     return load_checkpoint(path, device="cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from transformer import load_checkpoint
-from transformer.catalog import ASSETS
+from transformer.catalog import assets_dir
 from transformer.data import agreement_probes, split_seed
 from transformer.train.metrics import agreement_probe_accuracy, classifier_accuracy, exact_match
 from transformer.train.tasks import get_task
@@ -14,7 +14,7 @@ HELD_OUT_SEED = 987_654  # the shipped models trained on data seed 0 (split "tra
 
 
 def shipped(name: str):
-    path = ASSETS / f"{name}.safetensors"
+    path = assets_dir() / f"{name}.safetensors"  # $ATTNVIZ_ASSETS checks a fresh `make checkpoints` run
     if not path.is_file():
         pytest.fail(f"{path} is missing: run `make checkpoints`")
     return load_checkpoint(path, device="cpu")
