@@ -156,13 +156,12 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch, t
     train(cfg)
     path = Path(cfg.out if target == "checkpoint" else cfg.snapshot_path)
     before = path.read_bytes()
-    module = "transformer.checkpoint" if target == "checkpoint" else "transformer.snapshots"
 
     def crash(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half a file")  # the temp file is half written ...
         raise OSError("disk full")  # ... when the process dies
 
-    monkeypatch.setattr(f"{module}.save_file", crash)
+    monkeypatch.setattr("transformer.checkpoint.save_file", crash)  # every atomic write goes through it
     ckpt = load_checkpoint(cfg.out, "cpu")
     with pytest.raises(OSError, match="disk full"):
         if target == "checkpoint":

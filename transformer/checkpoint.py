@@ -49,19 +49,27 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike, model: TransformerModel, tokenizer: Tokenizer, training: dict | None = None) -> Path:
     """Write the checkpoint atomically: a temp file in the same folder, then a rename."""
-    path = Path(path)
     metadata = {
         "format": FORMAT,
         "config": model.cfg.to_json(),
         "tokenizer": tokenizer.to_json(),
         "training": json.dumps(training or {}, sort_keys=True),
     }
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return atomic_save_file(model.state_dict(), path, metadata)
+
+
+def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
+    """safetensors `save_file` through a temp file in the same folder and a rename.
+
+    A process killed mid-write leaves the previous file untouched. Checkpoints, snapshots and
+    training-state files all go through here.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata=metadata)
+        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o644 & ~mask)  # mkstemp makes owner-only files; give the usual permissions
@@ -72,7 +80,7 @@ def save_checkpoint(path: str | os.PathLike, model: TransformerModel, tokenizer:
     return path
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
@@ -87,6 +95,17 @@ def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tenso
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # SafetensorError and friends: a corrupted header or truncated data
         raise CheckpointError(f"{path.name} is not a valid safetensors file: {e}") from e
+    return metadata, tensors
+
+
+def read_tagged(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """Read one of our other safetensors files (snapshots, training state), checking its format tag."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no {what} at {path}")
+    metadata, tensors = read_safetensors(path)
+    if metadata.get("format") != fmt:
+        raise CheckpointError(f"{path.name}: not a {what} (format {metadata.get('format')!r}, expected {fmt!r})")
     return metadata, tensors
 
 
@@ -115,7 +134,7 @@ def read_checkpoint_parts(path: str | os.PathLike) -> tuple[ModelConfig, Tokeniz
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     legacy = path.suffix in (".pt", ".bin", ".pth")
-    metadata, tensors = _read_legacy(path) if legacy else _read_safetensors(path)
+    metadata, tensors = _read_legacy(path) if legacy else read_safetensors(path)
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise CheckpointError(

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checkpoint import Checkpoint, CheckpointError, _read_safetensors, check_state_dict, load_checkpoint
+from .checkpoint import Checkpoint, CheckpointError, check_state_dict, load_checkpoint, read_safetensors
 from .config import ConfigError, ModelConfig
 from .device import pick_device
 from .model import TransformerModel
@@ -286,7 +286,7 @@ def _family(hf: dict[str, Any]) -> Family:
 
 def _read_weights(folder: Path) -> tuple[str, dict[str, Tensor]]:
     if (folder / SAFETENSORS).is_file():
-        return SAFETENSORS, _read_safetensors(folder / SAFETENSORS)[1]
+        return SAFETENSORS, read_safetensors(folder / SAFETENSORS)[1]
     if (folder / PICKLE).is_file():
         try:
             obj = torch.load(folder / PICKLE, map_location="cpu", weights_only=True)

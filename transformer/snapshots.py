@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from .checkpoint import Checkpoint, CheckpointError, _read_safetensors, check_state_dict
+from .checkpoint import Checkpoint, CheckpointError, atomic_save_file, check_state_dict, read_tagged
 from .config import ConfigError, ModelConfig
 from .device import pick_device
 from .model import TransformerModel
@@ -27,31 +25,6 @@ FORMAT = "attnviz-snapshots/1"
 
 def step_prefix(step: int) -> str:
     return f"step_{step:06d}."
-
-
-def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
-    """safetensors `save_file`, but through a temp file in the same folder and a rename.
-
-    A process killed mid-write leaves the previous file untouched (and at worst a stray temp file).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644 & ~_umask())  # mkstemp makes owner-only files; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_snapshots(
@@ -82,11 +55,7 @@ def read_snapshot_states(
 ) -> tuple[ModelConfig, Tokenizer, dict, list[tuple[int, dict[str, torch.Tensor]]]]:
     """Parse a snapshots file: (config, tokenizer, training, [(step, state_dict), ...] in step order)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no snapshots file at {path}")
-    metadata, tensors = _read_safetensors(path)
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path.name}: not a snapshots file (format {metadata.get('format')!r}, expected {FORMAT!r})")
+    metadata, tensors = read_tagged(path, FORMAT, "snapshots file")
     try:
         config = ModelConfig.from_json(metadata["config"])
         tokenizer = Tokenizer.from_json(metadata["tokenizer"])

@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CheckpointError, _read_safetensors
-from ..snapshots import atomic_save_file
+from ..checkpoint import atomic_save_file, read_tagged
 
 FORMAT = "attnviz-train-state/1"
 
@@ -64,11 +63,7 @@ def save_train_state(path: str | os.PathLike, state: TrainState) -> Path:
 def load_train_state(path: str | os.PathLike) -> TrainState:
     """Read a sidecar written by `save_train_state`; raises CheckpointError if it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no training state at {path}")
-    metadata, tensors = _read_safetensors(path)
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path.name}: not a training-state file (format {metadata.get('format')!r})")
+    metadata, tensors = read_tagged(path, FORMAT, "training-state file")
     model = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     optim_state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
