@@ -94,7 +94,7 @@ else:
     st.dataframe(table, key="ck_jobs")
 
 st.subheader("Attention entropy per head", anchor=False)
-if ctx.trace is None:
+if ctx.tokens is None:
     st.info("Type a text in the sidebar to measure the entropy of each head's attention on it.")
 else:
     ent = metrics.attention_entropy(ctx.trace, kind)

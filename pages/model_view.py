@@ -1,4 +1,8 @@
-"""Page 3 — Model view: every layer and head of one attention kind at once; click one to open it."""
+"""Page 3 — Model view: every layer and head of one attention kind at once; click one to open it.
+
+It draws pooled maps (`Context.maps`), not the full trace: at 2048 tokens the model's light pass
+takes about a second where a full trace takes several and holds gigabytes.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,22 @@ import streamlit as st
 
 from viz import grid, state, ui
 
-ctx = state.context()
-trace = state.require_trace(ctx)
+ctx = state.require_text(state.context())
 kind = ctx.kind
-ui.kind_picker(ctx, "mv_kind")
-n_layers, n_heads = trace.n_layers(kind), ctx.n_heads
+top = st.columns([3, 2], vertical_alignment="center")
+with top[0]:
+    ui.kind_picker(ctx, "mv_kind")
+with top[1]:
+    scale = st.radio(
+        "Colours",
+        grid.SCALES,
+        format_func={"linear": "linear", "sqrt": "√ weight (diffuse heads)"}.get,
+        horizontal=True,
+        key="mv_scale",
+        help="√ weight colours spread the small weights of heads that attend to many tokens; hover values stay exact.",
+    )
+maps = ctx.maps
+n_layers, n_heads = maps.n_layers(kind), ctx.n_heads
 
 
 def _open(layer: int, head: int) -> None:
@@ -24,11 +39,15 @@ def _on_click() -> None:
         _open(*picked)
 
 
-fig = grid.head_grid(trace, kind, selected=(ctx.layer, ctx.head), presentation=ctx.presentation)
-n_tokens = len(trace.query_tokens(kind))
+fig = grid.head_grid(maps, kind, selected=(ctx.layer, ctx.head), presentation=ctx.presentation, scale=scale)
+n_queries, n_keys = len(maps.query_tokens(kind)), len(maps.key_tokens(kind))
+rows, cols = maps.maps[kind].shape[-2:]
+pooled = (
+    "" if (rows, cols) == (n_queries, n_keys) else f" Pooled to {rows} × {cols}: each cell is the largest weight of its block."
+)
 st.caption(
-    f"{n_layers} layers × {n_heads} heads, {n_tokens} query tokens. Each thumbnail is that head's weights "
-    f"(block max when longer than {grid.MAX_CELLS} tokens). Click a thumbnail's centre to open it on the Attention page."
+    f"{n_layers} layers × {n_heads} heads; {n_queries} query × {n_keys} key tokens.{pooled} "
+    "Hover a cell for its weight; click a thumbnail's centre to open that head on the Attention page."
 )
 ui.chart(fig, key="mv_grid", on_select=_on_click, selection_mode="points")
 

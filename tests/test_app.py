@@ -349,19 +349,45 @@ def test_qkv_page_works_the_selected_row(env):
     assert at.query_params["q"] == "4"
 
 
-def test_model_view_opens_a_head_on_the_attention_page(env):
-    at = start({"page": "model_view"})
+def test_model_view_opens_a_head_on_the_attention_page(env, monkeypatch):
+    from viz import state
+
+    for cache in (state.trace_cache(), state.maps_cache()):
+        cache.clear()
+    traced, mapped = [], []
+    real_trace, real_maps = api.trace_text, api.attention_maps
+    monkeypatch.setattr(api, "trace_text", lambda *a, **k: traced.append(a[1]) or real_trace(*a, **k))
+    monkeypatch.setattr(api, "attention_maps", lambda *a, **k: mapped.append(a[1]) or real_maps(*a, **k))
+    at = start({"page": "model_view", "kind": "cross"})
     no_errors(at)
     figs = charts(at)
     assert set(figs) == {"mv_grid"}
+    # A link to the model view runs the light pass only, and the thumbnails are the trace's weights.
+    assert (len(traced), len(mapped)) == (0, 1)
+    text = at.session_state["sel_text"]
+    ref = reference(catalog.available()["translator"], text)
+    z = figs["mv_grid"]["data"][0]["z"]
+    n_q, n_k = len(ref.query_tokens("cross")), len(ref.key_tokens("cross"))
+    for layer in range(2):
+        for head in range(2):
+            np.testing.assert_allclose(
+                z[layer * n_q : (layer + 1) * n_q, head * n_k : (head + 1) * n_k],
+                ref.attention("cross", layer).weights[0, head].numpy(),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+    # √ colours change the colour scale, never the values.
+    at.radio(key="mv_scale").set_value("sqrt").run()
+    no_errors(at)
+    sqrt = charts(at)["mv_grid"]["data"][0]
+    np.testing.assert_array_equal(sqrt["z"], z)
+    assert sqrt["colorscale"] != figs["mv_grid"]["data"][0]["colorscale"]
     at.selectbox(key="mv_pick").set_value((1, 1)).run()
     at.button(key="mv_open").click().run()
     no_errors(at)
     assert "attn_heatmap" in charts(at)
-    ref = reference(catalog.available()["translator"], at.session_state["sel_text"])
-    np.testing.assert_array_equal(
-        charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention("encoder self", 1).weights[0, 1].numpy()
-    )
+    assert len(traced) == 1  # the Attention page needs the full trace: made now, once
+    np.testing.assert_array_equal(charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention("cross", 1).weights[0, 1].numpy())
 
 
 def test_checkpoint_page_shows_config_params_and_weights(env):

@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
+from transformer import api
 from transformer.api import build_model, trace_text
 from transformer.checkpoint import Checkpoint
 from transformer.config import ModelConfig
@@ -205,24 +206,42 @@ def synthetic_trace(n_layers: int, n_heads: int, n_tokens: int, seed: int = 0) -
 
 def test_model_view_payload_at_128_tokens():
     trace = synthetic_trace(6, 12, 128)
-    fig = grid.head_grid(trace, "decoder self")
+    fig = grid.head_grid(api.pool_trace(trace, grid.MAX_CELLS), "decoder self")
     size = len(fig.to_json())
     assert size <= 2_000_000, size
     data = _heatmap(fig)
-    assert data["z"].dtype == np.uint16 and data["z"].shape == (6 * 64, 12 * 64)
-    # Thumbnail of layer 2, head 5 is the 2×2 block max of that head's weights, in steps of 1/65535.
+    assert data["z"].dtype == np.float32 and data["z"].shape == (6 * 64, 12 * 64)
+    # Thumbnail of layer 2, head 5 is the exact 2×2 block max of that head's weights.
     w = trace.attention("decoder self", 2).weights[0, 5].numpy()
-    expected = np.round(w.reshape(64, 2, 64, 2).max(axis=(1, 3)) * 65535).astype(np.uint16)
-    np.testing.assert_array_equal(data["z"][2 * 64 : 3 * 64, 5 * 64 : 6 * 64], expected)
-    # The colour bar spans weights 0..1 and is labelled in weights, not in the transport's integer steps.
-    assert (data["zmin"], data["zmax"]) == (0, 65535)
+    np.testing.assert_array_equal(data["z"][2 * 64 : 3 * 64, 5 * 64 : 6 * 64], w.reshape(64, 2, 64, 2).max(axis=(1, 3)))
+    # The colour bar spans weights 0..1; hovering a cell names its layer and head and shows the weight.
+    assert (data["zmin"], data["zmax"]) == (0, 1)
     bar = data["colorbar"]
     assert bar["title"]["text"] == "weight" and bar["ticktext"] == ["0", "0.25", "0.5", "0.75", "1"]
-    np.testing.assert_array_equal(np.asarray(bar["tickvals"]) / 65535, [0, 0.25, 0.5, 0.75, 1])
+    assert data["hovertemplate"].startswith("layer %{y:.0f} · head %{x:.0f}<br>weight %{z:.4g} (largest of 2 × 2 weights)")
+    # Every cell's x and y round to its thumbnail's head and layer (what the hover text shows).
+    heads = np.round(np.asarray(data["x"])).astype(int)
+    layers = np.round(np.asarray(data["y"])).astype(int)
+    np.testing.assert_array_equal(heads, np.repeat(np.arange(12), 64))
+    np.testing.assert_array_equal(layers, np.repeat(np.arange(6), 64))
+
+
+def test_model_view_sqrt_colours_keep_the_values():
+    trace = synthetic_trace(2, 3, 10)
+    maps = api.pool_trace(trace)
+    linear, sqrt = (_heatmap(grid.head_grid(maps, "decoder self", scale=s)) for s in grid.SCALES)
+    np.testing.assert_array_equal(linear["z"], sqrt["z"])  # only the colours move
+    stops = sqrt["colorscale"]
+    assert stops[0][0] == 0 and stops[-1][0] == 1
+    # colour(w) = viridis(√w): the stop placed at weight 0.25 has the colour linear viridis gives 0.5.
+    from plotly.colors import get_colorscale, sample_colorscale
+
+    at_quarter = next(c for p, c in stops if abs(p - 0.25) < 1e-9)
+    assert at_quarter == sample_colorscale(get_colorscale("Viridis"), [0.5])[0]
 
 
 def test_model_view_keeps_diffuse_attention_at_2048_tokens():
-    """A near-uniform head over 2048 keys (weights ~1/2048) must not round to an all-zero thumbnail."""
+    """A near-uniform head over 2048 keys (weights ~1/2048) keeps its exact small values in the thumbnail."""
     n = 2048
     g = torch.Generator().manual_seed(0)
     w = 1.0 + 0.01 * torch.rand(1, 1, n, n, generator=g)
@@ -235,18 +254,17 @@ def test_model_view_keeps_diffuse_attention_at_2048_tokens():
             trace.decoder, layers=(dataclasses.replace(trace.decoder.layers[0], self_attn=dataclasses.replace(att, weights=w)),)
         ),
     )
-    image = grid.grid_image(trace, "decoder self", [0])
+    image = grid.grid_image(api.pool_trace(trace).maps["decoder self"])
     assert image.shape == (64, 64)
-    expected = np.round(w[0, 0].numpy().reshape(64, 32, 64, 32).max(axis=(1, 3)) * 65535)
-    np.testing.assert_array_equal(image, expected.astype(np.uint16))
-    assert image.min() >= round(65535 / n * 0.99) > 0  # ~32 steps: visible in the data, not rounded to 0
+    np.testing.assert_array_equal(image, w[0, 0].numpy().reshape(64, 32, 64, 32).max(axis=(1, 3)))
+    assert image.min() >= 0.99 / n
 
 
 @pytest.mark.slow
 def test_model_view_at_2048_tokens():
     trace = synthetic_trace(6, 12, 2048)
     start = time.perf_counter()
-    fig = grid.head_grid(trace, "decoder self")
+    fig = grid.head_grid(api.pool_trace(trace), "decoder self")
     payload = fig.to_json()
     elapsed = time.perf_counter() - start
     assert len(payload) <= 2_000_000

@@ -310,3 +310,81 @@ def test_any_script_or_html_traces_with_unknowns_as_unk(make_checkpoint, kind):
     emoji = tok.encode("🙂 the")
     assert emoji.tokens[emoji.tokens.index("the") - 1] == UNK
     assert tok.id_to_token(tok.token_id(UNK)) == UNK
+
+
+# ---------------------------------------------------------------------------------------------
+# The model view's light pass: pooled weights, a block of queries at a time.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("masked", ["none", "causal", "padding"])
+def test_pooled_attention_equals_block_max_of_the_full_weights(monkeypatch, masked):
+    from transformer import attention as att
+
+    monkeypatch.setattr(att, "QUERY_BLOCK", 8)  # many query blocks, and a partial last one
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 45, 4, generator=g) * 3 for _ in range(3))
+    mask = {
+        "none": None,
+        "causal": torch.ones(45, 45, dtype=torch.bool).tril()[None, None],
+        "padding": keep_of((45, 30), 45)[:, None, None, :].expand(-1, 1, 45, -1),
+    }[masked]
+    out, weights, _ = att.attention(q, k, v, mask)
+    for max_cells, blocks in ((64, (1, 1)), (10, (5, 5)), (4, (12, 12)), (7, (7, 7))):
+        assert att.pool_blocks(45, 45, max_cells) == blocks
+        pooled_out, pooled = att.pooled_attention(q, k, v, mask, max_cells)
+        # The same operations on row blocks: equal up to float rounding (BLAS may pick another kernel
+        # for a block of 1-3 rows; for larger blocks the numbers are bit-identical on the CPU).
+        torch.testing.assert_close(pooled_out, out, rtol=1e-5, atol=1e-5)  # the stream the next layer reads
+        assert pooled.shape[-2:] == (-(-45 // blocks[0]),) * 2 and max(pooled.shape[-2:]) <= max_cells
+        # Independent reference: the max over each block, written as loops over the full weights.
+        bq, bk = blocks
+        expected = torch.empty_like(pooled)
+        for r in range(pooled.shape[-2]):
+            for c in range(pooled.shape[-1]):
+                expected[..., r, c] = weights[..., r * bq : (r + 1) * bq, c * bk : (c + 1) * bk].amax(dim=(-2, -1))
+        torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-6)
+        if max_cells != 7:  # no block of fewer than 4 rows here: bit for bit
+            assert torch.equal(pooled_out, out) and torch.equal(pooled, expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_attention_maps_equal_the_pooled_full_trace(make_checkpoint, monkeypatch, kind):
+    from transformer import api
+    from transformer import attention as att
+
+    monkeypatch.setattr(att, "QUERY_BLOCK", 4)
+    ckpt = make_checkpoint(kind, max_len=40)
+    text = "the dogs near the cat are happy and the keys to the cabinet are on the table"
+    targets = [None, "the cat sat"] if kind == "encoder-decoder" else [None]
+    for target in targets:
+        trace = trace_text(ckpt, text, target)
+        for max_cells in (64, 5):
+            maps = api.attention_maps(ckpt, text, target, max_cells)
+            assert maps.kinds == trace.kinds
+            assert maps.source == trace.source and maps.target == trace.target
+            reference = api.pool_trace(trace, max_cells)
+            for kind_name in trace.kinds:
+                assert maps.query_tokens(kind_name) == trace.query_tokens(kind_name)
+                assert maps.key_tokens(kind_name) == trace.key_tokens(kind_name)
+                m = maps.maps[kind_name]
+                assert m.shape[:2] == (trace.n_layers(kind_name), N_HEADS)
+                torch.testing.assert_close(m, reference.maps[kind_name], rtol=1e-5, atol=1e-6)
+                if max_cells == 64:  # nothing to pool at this length: the thumbnails are the weights themselves
+                    full = torch.stack([trace.attention(kind_name, i).weights[0] for i in range(trace.n_layers(kind_name))])
+                    torch.testing.assert_close(m, full, rtol=1e-5, atol=1e-6)
+
+
+def test_pooled_forward_returns_the_same_logits_and_refuses_dropout():
+    model = tiny_model("encoder-decoder")
+    ids, kwargs, _, _ = padded_batch("encoder-decoder")
+    with torch.no_grad():
+        traced, _ = model(ids, **kwargs, trace=True)
+        pooled_logits, maps = model(ids, **kwargs, pool=3)
+    assert torch.equal(pooled_logits, traced)
+    assert set(maps) == {"encoder self", "decoder self", "cross"}
+    assert maps["cross"].shape == (2, 2, N_HEADS, 3, 3)  # (layers, batch, heads, rows, cols)
+    model.train()
+    model.encoder.layers[0].self_attn.dropout = 0.1
+    with pytest.raises(ValueError, match="inference"):
+        model(ids, **kwargs, pool=3)

@@ -7,15 +7,16 @@ trace.head("cross", layer=1, head=0)["weights"]        # (target tokens, source 
 trace.named_tensors()["decoder.layers.1.cross_attn.weights"]
 """
 
-from .api import build_model, greedy_decode, trace_text
+from .api import attention_maps, build_model, greedy_decode, pool_trace, streams, trace_text
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from .config import ConfigError, ModelConfig
 from .device import pick_device
 from .model import TransformerModel
 from .tokenizer import Tokenizer, train_tokenizer
-from .trace import AttentionTrace, LayerTrace, StackTrace, Stream, Trace
+from .trace import AttentionMaps, AttentionTrace, LayerTrace, StackTrace, Stream, Trace
 
 __all__ = [
+    "AttentionMaps",
     "AttentionTrace",
     "Checkpoint",
     "CheckpointError",
@@ -27,11 +28,14 @@ __all__ = [
     "Tokenizer",
     "Trace",
     "TransformerModel",
+    "attention_maps",
     "build_model",
     "greedy_decode",
     "load_checkpoint",
     "pick_device",
+    "pool_trace",
     "save_checkpoint",
+    "streams",
     "trace_text",
     "train_tokenizer",
 ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from .attention import block_max, pool_blocks
 from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .model import TransformerModel
-from .trace import Stream, Trace, to_cpu
+from .trace import AttentionMaps, Stream, Trace, to_cpu
 
 
 def build_model(config: ModelConfig, seed: int | None = None) -> TransformerModel:
@@ -36,39 +37,59 @@ def greedy_decode(
     return out[1:]
 
 
+def streams(
+    ckpt: Checkpoint, text: str, target: str | None = None, max_new_tokens: int | None = None
+) -> tuple[Stream, Stream | None]:
+    """The source tokens of `text` and, for an encoder-decoder, the decoder's tokens (BOS first).
+
+    The decoder's text is `target`, or when None the greedy translation. Text longer than the
+    model's max_len is truncated; `.truncated` says by how much.
+    """
+    model, tok, cfg = ckpt.model, ckpt.tokenizer, ckpt.model.cfg
+    source = tok.encode(text, max_len=cfg.max_len)
+    if cfg.kind != "encoder-decoder":
+        return source, None
+    if target is None:
+        ids = greedy_decode(model, list(source.ids), tok.bos_id, tok.eos_id, max_new_tokens)
+        return source, Stream(
+            text=tok.decode(ids),
+            ids=(tok.bos_id, *ids),
+            tokens=tuple(tok.id_to_token(i) for i in (tok.bos_id, *ids)),
+            offsets=((0, 0),) * (len(ids) + 1),
+        )
+    enc = tok.encode(target, add_special_tokens=False, max_len=cfg.max_len - 1)
+    return source, Stream(
+        text=target,
+        ids=(tok.bos_id, *enc.ids),
+        tokens=(tok.id_to_token(tok.bos_id), *enc.tokens),
+        offsets=((0, 0), *enc.offsets),
+        truncated=enc.truncated,
+    )
+
+
+def _inputs(model: TransformerModel, source: Stream, target: Stream | None) -> tuple[torch.Tensor, ...]:
+    src = torch.tensor([source.ids], dtype=torch.long, device=model.device)
+    if target is None:
+        return (src,)
+    return src, torch.tensor([target.ids], dtype=torch.long, device=model.device)
+
+
 @torch.inference_mode()
-def trace_text(ckpt: Checkpoint, text: str, target: str | None = None, max_new_tokens: int | None = None) -> Trace:
+def trace_text(
+    ckpt: Checkpoint,
+    text: str,
+    target: str | None = None,
+    max_new_tokens: int | None = None,
+    tokens: tuple[Stream, Stream | None] | None = None,
+) -> Trace:
     """Run `text` through the checkpoint's model and return the full trace, on the CPU.
 
     For an encoder-decoder, `target` is the decoder's text; when None it is decoded greedily.
     Text longer than the model's max_len is truncated; `trace.source.truncated` says by how much.
+    `tokens`: `streams(ckpt, text, target)` when the caller already has them (skips a second greedy decoding).
     """
-    model, tok, cfg = ckpt.model, ckpt.tokenizer, ckpt.model.cfg
-    source = tok.encode(text, max_len=cfg.max_len)
-    src = torch.tensor([source.ids], dtype=torch.long, device=model.device)
-    target_stream = None
-    if cfg.kind == "encoder-decoder":
-        if target is None:
-            ids = greedy_decode(model, list(source.ids), tok.bos_id, tok.eos_id, max_new_tokens)
-            target_stream = Stream(
-                text=tok.decode(ids),
-                ids=(tok.bos_id, *ids),
-                tokens=tuple(tok.id_to_token(i) for i in (tok.bos_id, *ids)),
-                offsets=((0, 0),) * (len(ids) + 1),
-            )
-        else:
-            enc = tok.encode(target, add_special_tokens=False, max_len=cfg.max_len - 1)
-            target_stream = Stream(
-                text=target,
-                ids=(tok.bos_id, *enc.ids),
-                tokens=(tok.id_to_token(tok.bos_id), *enc.tokens),
-                offsets=((0, 0), *enc.offsets),
-                truncated=enc.truncated,
-            )
-        tgt = torch.tensor([target_stream.ids], dtype=torch.long, device=model.device)
-        _, trace = model(src, tgt, trace=True)
-    else:
-        _, trace = model(src, trace=True)
+    source, target_stream = tokens or streams(ckpt, text, target, max_new_tokens)
+    _, trace = ckpt.model(*_inputs(ckpt.model, source, target_stream), trace=True)
     trace = to_cpu(trace)
     return Trace(
         encoder=trace.encoder,
@@ -78,3 +99,36 @@ def trace_text(ckpt: Checkpoint, text: str, target: str | None = None, max_new_t
         source=source,
         target=target_stream,
     )
+
+
+@torch.inference_mode()
+def attention_maps(
+    ckpt: Checkpoint,
+    text: str,
+    target: str | None = None,
+    max_cells: int = 64,
+    tokens: tuple[Stream, Stream | None] | None = None,
+) -> AttentionMaps:
+    """Every head's weights for `text`, block-max pooled to at most max_cells × max_cells, without a full trace.
+
+    The model runs its manual attention a block of queries at a time and keeps only the pooled
+    weights, so at 2048 tokens it holds megabytes, not the gigabytes of a trace. The numbers equal
+    `pool_trace(trace_text(...))` up to float rounding (see `attention.pooled_attention`).
+    """
+    source, target_stream = tokens or streams(ckpt, text, target)
+    _, maps = ckpt.model(*_inputs(ckpt.model, source, target_stream), pool=max_cells)
+    return AttentionMaps(
+        maps={kind: m[:, 0].float().cpu() for kind, m in maps.items()},
+        max_cells=max_cells,
+        source=source,
+        target=target_stream,
+    )
+
+
+def pool_trace(trace: Trace, max_cells: int = 64) -> AttentionMaps:
+    """A full trace's weights pooled as `attention_maps` pools them (block max to at most max_cells × max_cells)."""
+    maps = {}
+    for kind in trace.kinds:
+        weights = torch.stack([trace.attention(kind, layer).weights[0] for layer in range(trace.n_layers(kind))])
+        maps[kind] = block_max(weights, *pool_blocks(*weights.shape[-2:], max_cells)).float()
+    return AttentionMaps(maps=maps, max_cells=max_cells, source=trace.source, target=trace.target)

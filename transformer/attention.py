@@ -5,7 +5,9 @@
     output  = weights · V                          (per head), then heads merged and projected by W_O
 
 Two paths compute the same thing: the manual one below (which also returns every intermediate)
-and PyTorch's fused `scaled_dot_product_attention`, used when nothing is traced.
+and PyTorch's fused `scaled_dot_product_attention`, used when nothing is traced. A third,
+`pooled_attention`, is the manual path a block of queries at a time, keeping only block-max
+pooled weights: what the model view draws, without ever holding a (Tq, Tk) matrix per head.
 """
 
 from __future__ import annotations
@@ -32,6 +34,46 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Ten
     return weights @ v, weights, scores  # output: (B, H, Tq, d_head)
 
 
+QUERY_BLOCK = 128  # queries per block in pooled_attention: 12 heads × 128 × 2048 keys is 12 MB of scores
+
+
+def pool_blocks(n_queries: int, n_keys: int, max_cells: int) -> tuple[int, int]:
+    """Block sizes (queries, keys) that pool a (n_queries, n_keys) map to at most max_cells × max_cells."""
+    return -(-n_queries // max_cells), -(-n_keys // max_cells)  # ceil
+
+
+def block_max(weights: Tensor, block_q: int, block_k: int) -> Tensor:
+    """Max over (block_q × block_k) blocks of the last two dims (a partial last block counts too).
+
+    Max, not mean: one sharp weight (a head that looks at one token) stays visible in a thumbnail.
+    """
+    if block_q == 1 and block_k == 1:
+        return weights
+    lead, (tq, tk) = weights.shape[:-2], weights.shape[-2:]
+    x = F.max_pool2d(weights.reshape(-1, 1, tq, tk), kernel_size=(block_q, block_k), ceil_mode=True)
+    return x.reshape(*lead, *x.shape[-2:])
+
+
+def pooled_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, max_cells: int) -> tuple[Tensor, Tensor]:
+    """`attention`, a block of queries at a time, keeping only the weights block-max pooled to ≤ max_cells².
+
+    Returns (output (B, H, Tq, d_head), pooled weights (B, H, ⌈Tq/bq⌉, ⌈Tk/bk⌉)). Each query row is
+    computed by the same operations as in `attention`, so the output and the pooled weights equal
+    `attention`'s output and `block_max` of its weights up to float rounding: bit for bit on the CPU,
+    except where BLAS picks another kernel for a last block of 1-3 rows (differences ~1e-6; tested).
+    """
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    bq, bk = pool_blocks(n_q, n_k, max_cells)
+    rows = bq * max(1, QUERY_BLOCK // bq)  # a whole number of pooling blocks per query block
+    outputs, pooled = [], []
+    for start in range(0, n_q, rows):
+        block_mask = None if mask is None else mask[:, :, start : start + rows]
+        out, weights, _ = attention(q[:, :, start : start + rows], k, v, block_mask)
+        outputs.append(out)
+        pooled.append(block_max(weights, bq, bk))
+    return torch.cat(outputs, dim=2), torch.cat(pooled, dim=2)
+
+
 class MultiHeadAttention(nn.Module):
     """Projections into n_heads query/key/value spaces, attention per head, and the output projection."""
 
@@ -51,19 +93,30 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
 
     def forward(
-        self, x: Tensor, memory: Tensor | None = None, mask: Tensor | None = None, trace: bool = False
-    ) -> tuple[Tensor, AttentionTrace | None]:
+        self,
+        x: Tensor,
+        memory: Tensor | None = None,
+        mask: Tensor | None = None,
+        trace: bool = False,
+        pool: int | None = None,
+    ) -> tuple[Tensor, AttentionTrace | Tensor | None]:
         """x: (B, Tq, d_model) queries; memory: (B, Tk, d_model) keys/values (None: self-attention).
 
         mask: (B, 1, Tq, Tk) bool, True where attending is allowed (None: everything allowed).
-        Returns the sublayer output (B, Tq, d_model) and, when `trace`, an AttentionTrace.
+        Returns the sublayer output (B, Tq, d_model) and, when `trace`, an AttentionTrace; when
+        `pool` (and not `trace`), the weights block-max pooled to at most pool × pool per head.
         """
         kv = x if memory is None else memory
         q = self._split(self.q_proj(x))  # (B, H, Tq, d_head)
         k = self._split(self.k_proj(kv))  # (B, H, Tk, d_head)
         v = self._split(self.v_proj(kv))
         dropout_p = self.dropout if self.training else 0.0
-        if trace or dropout_p > 0.0:
+        pooled = None
+        if pool is not None and not trace:
+            if dropout_p > 0.0:
+                raise ValueError("pooled attention maps are for inference: call model.eval() first")
+            out, pooled = pooled_attention(q, k, v, mask, pool)
+        elif trace or dropout_p > 0.0:
             out, weights, scores = attention(q, k, v, mask)
             if dropout_p > 0.0:
                 out = F.dropout(weights, dropout_p, training=True) @ v
@@ -73,7 +126,7 @@ class MultiHeadAttention(nn.Module):
         merged = out.transpose(1, 2).reshape(B, Tq, H * d_head)  # (B, Tq, d_model)
         y = self.out_proj(merged)
         if not trace:
-            return y, None
+            return y, pooled
         full_mask = (
             torch.ones(B, 1, Tq, k.shape[2], dtype=torch.bool, device=x.device)
             if mask is None

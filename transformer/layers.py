@@ -61,12 +61,15 @@ class EncoderLayer(nn.Module):
         self.attn_block = Sublayer(cfg)
         self.ff_block = Sublayer(cfg)
 
-    def forward(self, x: Tensor, mask: Tensor | None, trace: bool = False) -> tuple[Tensor, LayerTrace | None]:
-        x, att = self.attn_block(x, lambda h: self.self_attn(h, mask=mask, trace=trace))
+    def forward(
+        self, x: Tensor, mask: Tensor | None, trace: bool = False, pool: int | None = None
+    ) -> tuple[Tensor, LayerTrace | dict | None]:
+        """Returns the layer output and a LayerTrace (`trace`), or {"self_attn": pooled weights} (`pool`), or None."""
+        x, att = self.attn_block(x, lambda h: self.self_attn(h, mask=mask, trace=trace, pool=pool))
         resid_attn = x
         x, _ = self.ff_block(x, lambda h: (self.feed_forward(h), None))
         if not trace:
-            return x, None
+            return x, None if pool is None else {"self_attn": att}
         return x, LayerTrace(self_attn=att, resid_attn=resid_attn.detach(), resid_ff=x.detach())
 
 
@@ -92,17 +95,21 @@ class DecoderLayer(nn.Module):
         memory: Tensor | None = None,
         cross_mask: Tensor | None = None,
         trace: bool = False,
-    ) -> tuple[Tensor, LayerTrace | None]:
-        x, self_att = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, trace=trace))
+        pool: int | None = None,
+    ) -> tuple[Tensor, LayerTrace | dict | None]:
+        """Like EncoderLayer.forward; with `pool`, the dict also holds "cross_attn" when there is cross-attention."""
+        x, self_att = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, trace=trace, pool=pool))
         resid_attn = x
         cross_att = resid_cross = None
         if self.cross_attn is not None:
             assert memory is not None, "an encoder-decoder's decoder layer needs the encoder output"
-            x, cross_att = self.cross_block(x, lambda h: self.cross_attn(h, memory=memory, mask=cross_mask, trace=trace))
+            x, cross_att = self.cross_block(
+                x, lambda h: self.cross_attn(h, memory=memory, mask=cross_mask, trace=trace, pool=pool)
+            )
             resid_cross = x
         x, _ = self.ff_block(x, lambda h: (self.feed_forward(h), None))
         if not trace:
-            return x, None
+            return x, None if pool is None else {"self_attn": self_att, "cross_attn": cross_att}
         return x, LayerTrace(
             self_attn=self_att,
             resid_attn=resid_attn.detach(),

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from .config import ModelConfig
 from .layers import DecoderLayer, EncoderLayer
-from .trace import StackTrace, Trace
+from .trace import KIND_PATHS, StackTrace, Trace
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
@@ -68,15 +68,17 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.has_final_norm else None
 
-    def forward(self, x: Tensor, mask: Tensor | None, token_type_ids: Tensor | None = None, trace: bool = False):
+    def forward(
+        self, x: Tensor, mask: Tensor | None, token_type_ids: Tensor | None = None, trace: bool = False, pool: int | None = None
+    ):
         x = embed = self.embed(x, token_type_ids)
         layer_traces = []
         for layer in self.layers:
-            x, lt = layer(x, mask, trace=trace)
+            x, lt = layer(x, mask, trace=trace, pool=pool)
             layer_traces.append(lt)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return x, (StackTrace(embed.detach(), tuple(layer_traces), x.detach()) if trace else None)
+        return x, _stack_result(embed, layer_traces, x, trace, pool)
 
 
 class Decoder(nn.Module):
@@ -88,15 +90,22 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, cross) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.has_final_norm else None
 
-    def forward(self, x, self_mask, memory=None, cross_mask=None, trace: bool = False):
+    def forward(self, x, self_mask, memory=None, cross_mask=None, trace: bool = False, pool: int | None = None):
         x = embed = self.embed(x)
         layer_traces = []
         for layer in self.layers:
-            x, lt = layer(x, self_mask, memory, cross_mask, trace=trace)
+            x, lt = layer(x, self_mask, memory, cross_mask, trace=trace, pool=pool)
             layer_traces.append(lt)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return x, (StackTrace(embed.detach(), tuple(layer_traces), x.detach()) if trace else None)
+        return x, _stack_result(embed, layer_traces, x, trace, pool)
+
+
+def _stack_result(embed: Tensor, layers: list, final: Tensor, trace: bool, pool: int | None):
+    """What a stack returns besides its output: a StackTrace, the layers' pooled-weight dicts, or None."""
+    if trace:
+        return StackTrace(embed.detach(), tuple(layers), final.detach())
+    return layers if pool is not None else None
 
 
 def padding_mask(keep: Tensor | None, n_queries: int) -> Tensor | None:
@@ -146,9 +155,16 @@ class TransformerModel(nn.Module):
     def device(self) -> torch.device:
         return self.tok_embed.weight.device
 
-    def encode(self, ids: Tensor, keep: Tensor | None = None, token_type_ids: Tensor | None = None, trace: bool = False):
+    def encode(
+        self,
+        ids: Tensor,
+        keep: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        trace: bool = False,
+        pool: int | None = None,
+    ):
         """ids: (B, Ts); keep: (B, Ts) bool, False at padding. Returns (memory (B, Ts, d), StackTrace|None)."""
-        return self.encoder(self.tok_embed(ids), padding_mask(keep, ids.shape[1]), token_type_ids, trace=trace)
+        return self.encoder(self.tok_embed(ids), padding_mask(keep, ids.shape[1]), token_type_ids, trace=trace, pool=pool)
 
     def decode(
         self,
@@ -157,11 +173,12 @@ class TransformerModel(nn.Module):
         keep: Tensor | None = None,
         memory_keep: Tensor | None = None,
         trace: bool = False,
+        pool: int | None = None,
     ):
         """ids: (B, Tt) decoder input; memory: encoder output. Returns (hidden (B, Tt, d), StackTrace|None)."""
         Tt = ids.shape[1]
         cross_mask = padding_mask(memory_keep, Tt) if memory is not None else None
-        return self.decoder(self.tok_embed(ids), causal_mask(Tt, keep, ids.device), memory, cross_mask, trace=trace)
+        return self.decoder(self.tok_embed(ids), causal_mask(Tt, keep, ids.device), memory, cross_mask, trace=trace, pool=pool)
 
     def lm_logits(self, hidden: Tensor) -> Tensor:
         """(B, T, d_model) -> (B, T, vocab); a tied head reuses the token embedding matrix."""
@@ -177,8 +194,13 @@ class TransformerModel(nn.Module):
         decoder_attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         trace: bool = False,
-    ) -> tuple[Tensor, Trace | None]:
+        pool: int | None = None,
+    ) -> tuple[Tensor, Trace | dict[str, Tensor] | None]:
         """Run the model. Masks are (B, T) with 1/True at real tokens; None means no padding.
+
+        trace=True: also return a `Trace` of every intermediate. pool=N (without trace): also return
+        every head's attention weights block-max pooled to at most N × N, never holding a full
+        (Tq, Tk) map: {kind: (n_layers, B, H, rows, cols)}, e.g. {"encoder self": ...} (the model view's light pass).
 
         encoder-decoder: input_ids is the source, decoder_input_ids the target so far (starting with BOS).
         encoder: logits are class logits (B, n_classes) from the first token, or hidden states if no head.
@@ -190,16 +212,23 @@ class TransformerModel(nn.Module):
         if kind == "encoder-decoder":
             if decoder_input_ids is None:
                 raise ValueError("an encoder-decoder needs decoder_input_ids (the target, starting with BOS)")
-            memory, enc_trace = self.encode(input_ids, keep, trace=trace)
+            memory, enc_trace = self.encode(input_ids, keep, trace=trace, pool=pool)
             dec_keep = None if decoder_attention_mask is None else decoder_attention_mask.bool()
-            hidden, dec_trace = self.decode(decoder_input_ids, memory, dec_keep, keep, trace=trace)
+            hidden, dec_trace = self.decode(decoder_input_ids, memory, dec_keep, keep, trace=trace, pool=pool)
             logits = self.lm_logits(hidden)  # (B, Tt, vocab)
         elif kind == "encoder":
-            hidden, enc_trace = self.encode(input_ids, keep, token_type_ids, trace=trace)
+            hidden, enc_trace = self.encode(input_ids, keep, token_type_ids, trace=trace, pool=pool)
             logits = self.classifier(hidden[:, 0]) if self.cfg.n_classes else hidden  # (B, C) from the first token
         else:
-            hidden, dec_trace = self.decode(input_ids, keep=keep, trace=trace)
+            hidden, dec_trace = self.decode(input_ids, keep=keep, trace=trace, pool=pool)
             logits = self.lm_logits(hidden)  # (B, T, vocab)
+        if not trace and pool is not None:
+            stacks = {"encoder": enc_trace, "decoder": dec_trace}
+            return logits, {
+                kind: torch.stack([layer[sub] for layer in stacks[stack]])
+                for kind, (stack, sub) in KIND_PATHS.items()
+                if stacks[stack] and stacks[stack][0][sub] is not None
+            }
         if not trace:
             return logits, None
         logits = logits.detach()

@@ -121,8 +121,7 @@ class Trace:
 
     def query_tokens(self, kind: str) -> tuple[str, ...]:
         """Tokens along the query axis of attention `kind`."""
-        stream = self.source if kind == "encoder self" or (kind == "decoder self" and self.encoder is None) else self.target
-        return () if stream is None else stream.tokens
+        return query_tokens(kind, self.source, self.target, self.encoder is not None)
 
     def key_tokens(self, kind: str) -> tuple[str, ...]:
         """Tokens along the key axis of attention `kind` (the source, for cross-attention)."""
@@ -160,6 +159,42 @@ class Trace:
         return _map(self, fn)
 
 
+def query_tokens(kind: str, source: Stream | None, target: Stream | None, has_encoder: bool) -> tuple[str, ...]:
+    """Tokens along the query axis of attention `kind`: the source for the encoder (or a decoder-only model), else the target."""
+    stream = source if kind == "encoder self" or (kind == "decoder self" and not has_encoder) else target
+    return () if stream is None else stream.tokens
+
+
+@dataclass(frozen=True)
+class AttentionMaps:
+    """Every head's attention weights block-max pooled to at most max_cells × max_cells: what the model view draws.
+
+    Made by `api.attention_maps` (a light pass that never holds a full map) or `api.pool_trace`
+    (from a full trace); both give the same numbers.
+    """
+
+    maps: dict[str, Tensor]  # kind -> (n_layers, n_heads, rows, cols), float32 on the CPU
+    max_cells: int
+    source: Stream | None = None
+    target: Stream | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.maps)
+
+    def n_layers(self, kind: str) -> int:
+        return self.maps[kind].shape[0]
+
+    def query_tokens(self, kind: str) -> tuple[str, ...]:
+        return query_tokens(kind, self.source, self.target, "encoder self" in self.maps)
+
+    def key_tokens(self, kind: str) -> tuple[str, ...]:
+        return self.query_tokens("encoder self" if kind == "cross" else kind)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.maps.values())
+
+
 def _map(obj, fn):
     if isinstance(obj, Tensor):
         return fn(obj)
@@ -176,4 +211,14 @@ def to_cpu(trace: Trace) -> Trace:
     return trace.map_tensors(lambda t: t.detach().cpu())
 
 
-__all__ = ["AttentionTrace", "LayerTrace", "StackTrace", "Stream", "Trace", "KIND_PATHS", "to_cpu"]
+__all__ = [
+    "AttentionMaps",
+    "AttentionTrace",
+    "LayerTrace",
+    "StackTrace",
+    "Stream",
+    "Trace",
+    "KIND_PATHS",
+    "query_tokens",
+    "to_cpu",
+]

@@ -56,5 +56,10 @@ def layer_grid(key: tuple, trace: Trace, kind: str, layer: int, head: int, prese
     """All heads of one layer as thumbnails with `head` framed, once per (trace, kind, layer, head, presentation)."""
     return _cached(
         (key, "grid", kind, layer, head, presentation),
-        lambda: grid.head_grid(trace, kind, [layer], selected=(layer, head), presentation=presentation, title=" "),
+        lambda: _layer_grid(trace, kind, layer, head, presentation),
     )
+
+
+def _layer_grid(trace: Trace, kind: str, layer: int, head: int, presentation: bool) -> go.Figure:
+    pooled, block = grid.layer_maps(trace, kind, layer)
+    return grid.pooled_grid(pooled, [layer], kind, block, selected=(layer, head), presentation=presentation, title=" ")

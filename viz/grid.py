@@ -1,10 +1,11 @@
 """Small multiples of attention heads (the model view): every head pooled to a thumbnail, drawn as ONE heatmap.
 
-One heatmap trace of uint16 weights, not one subplot per head: 72 subplots take seconds to draw
-and the full-resolution weights of 72 heads at 2048 tokens would be over a gigabyte. Each head is
-block-max pooled to at most `max_cells` × `max_cells`, and each weight w travels as round(w · 65535)
-(steps of 1.5e-5, so diffuse attention over 2048 keys, ~5e-4 a key, is not rounded away), so a
-6 × 12 model view is about 0.8 MB whatever the text length.
+One heatmap trace, not one subplot per head: 72 subplots take seconds to draw, and the
+full-resolution weights of 72 heads at 2048 tokens would be over a gigabyte. Each head is
+block-max pooled to at most `max_cells` × `max_cells` (`transformer.attention.block_max`, in the
+model's light pass `api.attention_maps` or from a full trace), and travels as float32, so hovering
+a cell shows the exact largest weight of its block: a 6 × 12 model view is about 1.6 MB whatever
+the text length.
 """
 
 from __future__ import annotations
@@ -14,78 +15,98 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 import torch
-import torch.nn.functional as F
 
-from transformer.trace import Trace
+from transformer.attention import block_max, pool_blocks
+from transformer.trace import AttentionMaps, Trace
 
 from .figures import WEIGHTS_SCALE, font_size
 
 MAX_CELLS = 64
-COLORBAR_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
-LEVELS = 65535  # a weight w is sent as round(w * LEVELS), uint16 (Plotly.js has no float16 typed array)
+SCALES = ("linear", "sqrt")  # colour mapping of weights; sqrt spreads the small weights of diffuse heads
+COLORBAR_TICKS = {"linear": (0.0, 0.25, 0.5, 0.75, 1.0), "sqrt": (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)}
 
 
-def pool(weights: torch.Tensor, max_cells: int = MAX_CELLS) -> torch.Tensor:
-    """Block-max pool (..., Tq, Tk) so neither side exceeds `max_cells` (a sharp one-token pattern stays visible)."""
-    tq, tk = weights.shape[-2:]
-    bq, bk = -(-tq // max_cells), -(-tk // max_cells)  # ceil: block sizes
-    if bq == 1 and bk == 1:
-        return weights
-    lead = weights.shape[:-2]
-    x = weights.reshape(-1, 1, tq, tk).float()
-    x = F.max_pool2d(x, kernel_size=(bq, bk), stride=(bq, bk), ceil_mode=True)
-    return x.reshape(*lead, *x.shape[-2:])
+def sqrt_colorscale(name: str = WEIGHTS_SCALE, steps: int = 16) -> list[list]:
+    """`name` with its colours placed at t² instead of t: colour(w) = name(√w), so 0.01 already shows as 0.1 would."""
+    from plotly.colors import get_colorscale, sample_colorscale
+
+    points = np.linspace(0.0, 1.0, steps + 1)
+    colours = sample_colorscale(get_colorscale(name), list(points))
+    return [[float(p**2), c] for p, c in zip(points, colours)]
 
 
-def grid_image(trace: Trace, kind: str, layers: Sequence[int], max_cells: int = MAX_CELLS) -> np.ndarray:
-    """(len(layers)·rows, n_heads·cols) uint16 image of pooled weights × LEVELS; layer i's heads side by side."""
-    blocks = [pool(trace.attention(kind, layer).weights[0], max_cells) for layer in layers]  # each (H, r, c)
-    stacked = torch.stack(blocks)  # (L, H, r, c)
-    n_l, n_h, r, c = stacked.shape
-    image = stacked.permute(0, 2, 1, 3).reshape(n_l * r, n_h * c)  # rows: layer then query; cols: head then key
-    return torch.round(image.float().clamp(0, 1) * LEVELS).to(torch.int32).numpy().astype(np.uint16)
+def grid_image(pooled: torch.Tensor) -> np.ndarray:
+    """(L, H, r, c) pooled weights -> (L·r, H·c) float32 image: layer i's heads side by side in row band i."""
+    n_l, n_h, r, c = pooled.shape
+    return pooled.permute(0, 2, 1, 3).reshape(n_l * r, n_h * c).float().numpy()
+
+
+def layer_maps(trace: Trace, kind: str, layer: int, max_cells: int = MAX_CELLS) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(1, H, r, c): one layer's heads from a full trace, pooled as the model view pools them; and the block size."""
+    weights = trace.attention(kind, layer).weights[0]  # (H, Tq, Tk)
+    block = pool_blocks(*weights.shape[-2:], max_cells)
+    return block_max(weights, *block).float()[None], block
 
 
 def head_grid(
-    trace: Trace,
+    maps: AttentionMaps,
     kind: str,
     layers: Sequence[int] | None = None,
     selected: tuple[int, int] | None = None,
-    max_cells: int = MAX_CELLS,
     presentation: bool = False,
     title: str | None = None,
+    scale: str = "linear",
 ) -> go.Figure:
-    """Every head of the given layers (default: all) as thumbnails; click a thumbnail's centre to pick that head.
+    """Every head of the given layers (default: all) as thumbnails; click a thumbnail's centre to pick that head."""
+    layers = list(range(maps.n_layers(kind))) if layers is None else list(layers)
+    block = pool_blocks(len(maps.query_tokens(kind)), len(maps.key_tokens(kind)), maps.max_cells)
+    return pooled_grid(maps.maps[kind][layers], layers, kind, block, selected, presentation, title, scale)
+
+
+def pooled_grid(
+    pooled: torch.Tensor,
+    layers: Sequence[int],
+    kind: str,
+    block: tuple[int, int] = (1, 1),
+    selected: tuple[int, int] | None = None,
+    presentation: bool = False,
+    title: str | None = None,
+    scale: str = "linear",
+) -> go.Figure:
+    """The thumbnails of `pooled` (len(layers), H, r, c), whose rows are the model's layers `layers`.
+
+    `block`: how many (queries, keys) each cell pools (1, 1: each cell is one weight).
 
     Coordinates: x = head index, y = layer index, each thumbnail spanning ±0.5 around its centre.
-    `selected` = (layer, head) gets a red frame.
+    `selected` = (layer, head) gets a red frame. `scale`: "linear" or "sqrt" colours (values unchanged).
     """
-    layers = list(range(trace.n_layers(kind))) if layers is None else list(layers)
-    image = grid_image(trace, kind, layers, max_cells)
-    n_heads = trace.attention(kind, layers[0]).weights.shape[1]
-    r = image.shape[0] // len(layers)
-    c = image.shape[1] // n_heads
+    layers = list(layers)
+    image = grid_image(pooled)
+    n_heads, r, c = pooled.shape[1:]
     # Cell centres in head/layer units, float32 so they travel as base64 too.
     x = (np.arange(n_heads * c) // c + (np.arange(n_heads * c) % c + 0.5) / c - 0.5).astype(np.float32)
     y_units = np.arange(len(layers) * r) // r
     y = (np.asarray(layers)[y_units] + (np.arange(len(layers) * r) % r + 0.5) / r - 0.5).astype(np.float32)
     size = font_size(presentation)
+    pooled_cells = block != (1, 1)
+    what = f"largest of {block[0]} × {block[1]} weights" if pooled_cells else "one query, one key"
     fig = go.Figure(
         go.Heatmap(
             z=image,
             x=x,
             y=y,
-            zmin=0,
-            zmax=LEVELS,
-            colorscale=WEIGHTS_SCALE,
-            colorbar=dict(  # labelled in weights (0..1), though z counts 1/LEVELS steps
-                title=dict(text="weight", font=dict(size=size)),
+            zmin=0.0,
+            zmax=1.0,
+            colorscale=sqrt_colorscale() if scale == "sqrt" else WEIGHTS_SCALE,
+            colorbar=dict(
+                title=dict(text="weight" if scale == "linear" else "weight (√ colours)", font=dict(size=size)),
                 tickmode="array",
-                tickvals=[t * LEVELS for t in COLORBAR_TICKS],
-                ticktext=[f"{t:g}" for t in COLORBAR_TICKS],
+                tickvals=list(COLORBAR_TICKS[scale]),
+                ticktext=[f"{t:g}" for t in COLORBAR_TICKS[scale]],
                 tickfont=dict(size=size),
             ),
-            hoverinfo="skip",
+            # %{x:.0f} rounds a cell's x to its thumbnail's head (cells sit within ±0.5 of it); same for y.
+            hovertemplate=f"layer %{{y:.0f}} · head %{{x:.0f}}<br>weight %{{z:.4g}} ({what})<extra></extra>",
         )
     )
     # One clickable point per head at its thumbnail's centre (heatmaps have no point selection).
@@ -112,7 +133,7 @@ def head_grid(
         shapes.append(dict(type="rect", x0=sh - 0.5, x1=sh + 0.5, y0=sl - 0.5, y1=sl + 0.5, line=dict(color="#e4002b", width=3)))
     thumb_px = 90 if presentation else 70
     fig.update_layout(
-        title=dict(text=title or f"{kind} — all layers × heads (each thumbnail: block max, ≤ {max_cells}×{max_cells})"),
+        title=dict(text=title or f"{kind}: all layers × heads" + (f" (each cell: {what})" if pooled_cells else "")),
         shapes=shapes,
         xaxis=dict(
             title="head",

@@ -2,12 +2,16 @@
 
 The model runs once per (checkpoint identity, text, target): the loaded checkpoint is a `st.cache_resource`
 entry and traces live in one process-wide LRU bounded by bytes (a trace is frozen and read-only, so
-sessions share it without the pickling copy `st.cache_data` would make on every hit). Layer, head, kind and query token are plain
-session values ("sel_*"), so changing them re-draws figures from the cached trace.
+sessions share it without the pickling copy `st.cache_data` would make on every hit). The full trace
+is made only when a page asks for it (`Context.trace`); the model view asks for the lighter pooled
+maps (`Context.maps`), taken from the full trace when one is cached, else from the model's light
+pass. Layer, head, kind and query token are plain session values ("sel_*"), so changing them
+re-draws figures from the cached trace.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import re
@@ -20,9 +24,9 @@ import streamlit as st
 
 from transformer import api, catalog
 from transformer.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from transformer.trace import Trace
+from transformer.trace import AttentionMaps, Stream, Trace, query_tokens
 
-from . import urlstate
+from . import grid, urlstate
 from .lru import ByteLRU
 from .urlstate import MAX_TEXT_CHARS
 
@@ -43,7 +47,7 @@ class Context:
     path: str
     hf_dir: bool
     ckpt: Checkpoint
-    trace: Trace | None  # None when the text is empty
+    tokens: tuple[Stream, Stream | None] | None  # (source, decoder tokens); None when the text is empty
     text: str
     target: str | None  # the user's decoder text; None = greedy decoding
     kind: str
@@ -55,7 +59,26 @@ class Context:
 
     @property
     def n_layers(self) -> int:
-        return self.trace.n_layers(self.kind) if self.trace is not None else self.ckpt.config.n_layers
+        return self.ckpt.config.n_layers
+
+    @property
+    def trace(self) -> Trace | None:
+        """The full trace of this text (made on first use, then cached); None when the text is empty."""
+        if self.tokens is None:
+            return None
+        return trace_for(self.identity, self.path, self.hf_dir, self.text, self.target)
+
+    @property
+    def maps(self) -> AttentionMaps | None:
+        """Every head's pooled weights (the model view); None when the text is empty."""
+        if self.tokens is None:
+            return None
+        return maps_for(self.identity, self.path, self.hf_dir, self.text, self.target)
+
+    def query_tokens(self, kind: str) -> tuple[str, ...]:
+        if self.tokens is None:
+            return ()
+        return query_tokens(kind, *self.tokens, self.ckpt.config.has_encoder)
 
     @property
     def n_heads(self) -> int:
@@ -91,15 +114,63 @@ def trace_cache() -> ByteLRU[Trace]:
     return ByteLRU(TRACE_BUDGET_BYTES, Trace.nbytes)
 
 
+@st.cache_resource(max_entries=256, show_spinner=False)
+def tokens_for(identity: str, path: str, hf_dir: bool, text: str, target: str | None) -> tuple[Stream, Stream | None]:
+    """The source tokens and the decoder's tokens (greedy translation when `target` is None), once per key."""
+    return api.streams(load(identity, path, hf_dir), text, target)
+
+
 def trace_for(identity: str, path: str, hf_dir: bool, text: str, target: str | None) -> Trace:
     """The model's full trace of `text` (and `target`), computed once and shared read-only (float32, as computed)."""
     key = (identity, str(path), hf_dir, text, target)  # = Context.trace_key
 
     def run() -> Trace:
+        tokens = tokens_for(identity, path, hf_dir, text, target)
         with st.spinner("Running the model…"):
-            return api.trace_text(load(identity, path, hf_dir), text, target)
+            return api.trace_text(load(identity, path, hf_dir), text, target, tokens=tokens)
 
     return trace_cache().get_or_create(key, run)
+
+
+MAPS_BUDGET_BYTES = 256 * 1024**2  # a 6 × 12 model view is 1.2 MB
+
+
+@st.cache_resource
+def maps_cache() -> ByteLRU[AttentionMaps]:
+    return ByteLRU(MAPS_BUDGET_BYTES, AttentionMaps.nbytes)
+
+
+def maps_for(identity: str, path: str, hf_dir: bool, text: str, target: str | None) -> AttentionMaps:
+    """Every head's weights pooled for the model view: from the cached full trace if there is one, else the light pass.
+
+    Both give the same numbers up to float rounding (`api.pool_trace` and `api.attention_maps`, tested); the light
+    pass never builds the full trace, which at 2048 tokens is seconds and gigabytes.
+    """
+    key = (identity, str(path), hf_dir, text, target)
+
+    def run() -> AttentionMaps:
+        trace = trace_cache().get(key)
+        if trace is not None:
+            return api.pool_trace(trace, grid.MAX_CELLS)
+        tokens = tokens_for(identity, path, hf_dir, text, target)
+        with st.spinner("Running the model…"):
+            return api.attention_maps(load(identity, path, hf_dir), text, target, grid.MAX_CELLS, tokens=tokens)
+
+    return maps_cache().get_or_create(key, run)
+
+
+@st.cache_resource
+def freeze_startup_objects() -> bool:
+    """Move everything alive after the first run (modules, the first model) out of the garbage collector's sight.
+
+    Streamlit runs a full collection after every script run (`runner.postScriptGC`); with torch,
+    plotly and pandas loaded that walks ~370 000 objects, 150 ms on this machine, which landed in the
+    middle of the next click's redraw. Frozen, those objects are never walked again (a collection
+    then takes microseconds); what later runs allocate is still collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    return True
 
 
 def identity_of(path: Path) -> str:
@@ -346,16 +417,16 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
 
     text = st.session_state["sel_text"][:MAX_TEXT_CHARS]
     target = None if not is_enc_dec or st.session_state["sel_auto_target"] else (st.session_state.get("sel_target") or "")
-    trace = None
+    tokens = None
     if text.strip():
         identity, path, hf_dir = identity_path
-        trace = trace_for(identity, str(path), hf_dir, text, target)
-        if is_enc_dec and target is None and trace.target is not None:
-            st.session_state["_greedy_text"] = trace.target.text
-    return _with_selection(name, label, identity_path, ckpt, trace, text, target)
+        tokens = tokens_for(identity, str(path), hf_dir, text, target)
+        if is_enc_dec and target is None and tokens[1] is not None:
+            st.session_state["_greedy_text"] = tokens[1].text
+    return _with_selection(name, label, identity_path, ckpt, tokens, text, target)
 
 
-def _with_selection(name, label, identity_path, ckpt, trace, text, target) -> Context:
+def _with_selection(name, label, identity_path, ckpt, tokens, text, target) -> Context:
     """Validate the canonical selection against this model (clamping with a warning) and freeze it."""
     warnings = st.session_state.setdefault("_warnings", [])
     kinds = ckpt.config.attention_kinds
@@ -366,7 +437,7 @@ def _with_selection(name, label, identity_path, ckpt, trace, text, target) -> Co
     n_layers = ckpt.config.n_layers
     layer = urlstate.clamp(int(st.session_state.get("sel_layer", 0)), n_layers, "layer", warnings)
     head = urlstate.clamp(int(st.session_state.get("sel_head", 0)), ckpt.config.n_heads, "head", warnings)
-    n_q = len(trace.query_tokens(kind)) if trace is not None else 1
+    n_q = len(query_tokens(kind, *tokens, ckpt.config.has_encoder)) if tokens is not None else 1
     query = urlstate.clamp(int(st.session_state.get("sel_query", 0)), max(n_q, 1), "query token", warnings)
     st.session_state.update(sel_kind=kind, sel_layer=layer, sel_head=head, sel_query=query)
     return Context(
@@ -376,7 +447,7 @@ def _with_selection(name, label, identity_path, ckpt, trace, text, target) -> Co
         path=str(identity_path[1]),
         hf_dir=identity_path[2],
         ckpt=ckpt,
-        trace=trace,
+        tokens=tokens,
         text=text,
         target=target,
         kind=kind,
@@ -411,9 +482,10 @@ def show_messages(ctx: Context | None) -> None:
     for message in st.session_state.pop("_warnings", []):
         st.warning(message)
     st.session_state["_warnings"] = []
-    if ctx is None or ctx.trace is None:
+    if ctx is None or ctx.tokens is None:
         return
-    for stream, what in ((ctx.trace.source, "text"), (ctx.trace.target if ctx.target is not None else None, "target")):
+    source, target = ctx.tokens
+    for stream, what in ((source, "text"), (target if ctx.target is not None else None, "target")):
         if stream is not None and stream.truncated:
             kept = len(stream.tokens)
             st.warning(
@@ -423,7 +495,13 @@ def show_messages(ctx: Context | None) -> None:
 
 
 def require_trace(ctx: Context | None) -> Trace:
-    """The trace for pages that need one; otherwise a hint and the page stops here (the sidebar keeps working)."""
+    """The full trace for pages that need one; otherwise a hint and the page stops here (the sidebar keeps working)."""
+    require_text(ctx)
+    return ctx.trace
+
+
+def require_text(ctx: Context | None) -> Context:
+    """The context when there is a checkpoint and some text; otherwise a hint, and the page stops here."""
     if ctx is None:
         error = st.session_state.get("_load_error")
         if error:
@@ -431,10 +509,10 @@ def require_trace(ctx: Context | None) -> Trace:
         else:
             st.info("Pick a checkpoint in the sidebar (or upload one) to begin.")
         st.stop()
-    if ctx.trace is None:
+    if ctx.tokens is None:
         st.info("The text is empty. Type a sentence in the sidebar, or pick one of the examples.")
         st.stop()
-    return ctx.trace
+    return ctx
 
 
 def greedy_trace(ctx: Context) -> Trace:
