@@ -49,6 +49,7 @@ if page.url_path == HOME.url_path or page.url_path == "":
     st.switch_page(PAGES["attention"])
 
 ctx = state.sidebar(entries)
+state.freeze_startup_objects()  # once per process, after the first model is loaded
 st.session_state["_ctx"] = ctx
 state.sync_url(ctx, with_query=page.url_path == "qkv")
 state.show_messages(ctx)

@@ -161,13 +161,49 @@ SIGNATURE_JS = """(sel) => {
 
 
 def wait_changed(page, key: str, before: str | None, timeout_ms: int = 60_000) -> None:
-    """Wait until the chart's fingerprint differs from `before` (the new figure is in the DOM)."""
+    """Wait until the chart's fingerprint differs from `before` (the new figure is in the DOM).
+
+    The page notes when it saw the change (`performance.now()`, checked every animation frame), for `seconds_since_action`.
+    """
     page.wait_for_function(
-        f"([sel, before]) => {{ const s = ({SIGNATURE_JS})(sel); return s !== null && s !== before; }}",
+        f"""([sel, before]) => {{
+          const s = ({SIGNATURE_JS})(sel);
+          if (s === null || s === before) return false;
+          window.__attnvizChanged = performance.now();
+          return true;
+        }}""",
         arg=[PLOT.format(key=key), before],
         timeout=timeout_ms,
         polling="raf",
     )
+
+
+def arm_action(page, event: str, key: str | None = None) -> None:
+    """Have the page note the time of the next `event` ("click", or "keydown" of `key`), as the browser stamped it."""
+    page.evaluate(
+        """([type, key]) => {
+          window.__attnvizAction = null;
+          const note = (e) => {
+            if (key !== null && e.key !== key) return;
+            window.__attnvizAction = e.timeStamp;
+            document.removeEventListener(type, note, true);
+          };
+          document.addEventListener(type, note, true);
+        }""",
+        [event, key],
+    )
+
+
+def seconds_since_action(page) -> float:
+    """Seconds from the armed user event to the figure change `wait_changed` saw, both timed inside the page.
+
+    This leaves out Playwright's own work (finding the element, checking it is stable, sending the
+    input through the driver), which is not what a person at the browser waits for.
+    """
+    ms = page.evaluate("() => window.__attnvizChanged - window.__attnvizAction")
+    if ms is None or ms != ms:  # NaN: the event was not seen
+        raise AssertionError("the armed event was not seen by the page")
+    return ms / 1000
 
 
 def type_text(page, text: str) -> None:
