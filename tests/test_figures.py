@@ -111,6 +111,19 @@ def test_presentation_enlarges_fonts(enc_dec):
     assert big.layout.yaxis.tickfont.size > small.layout.yaxis.tickfont.size
 
 
+def test_margins_fit_the_token_labels_without_automargin():
+    """Margins are computed from the labels (Plotly's automargin would draw every heatmap twice)."""
+    short = figures.token_heatmap(np.eye(3), ["a", "b", "c"], ["a", "b", "c"], title="t")
+    long = figures.token_heatmap(np.eye(3), ["a", "b", "unbelievably"], ["a", "b", "中文字符"], title="t")
+    for fig in (short, long):
+        assert fig.layout.xaxis.automargin is False and fig.layout.yaxis.automargin is False
+    size = short.layout.font.size
+    assert long.layout.margin.l - short.layout.margin.l >= 0.6 * size * (len("unbelievably") - 1) * 0.9
+    assert long.layout.margin.b - short.layout.margin.b >= 0.87 * 1.1 * size * 4 - 0.87 * 0.6 * size * 1 - 1
+    bigger = figures.token_heatmap(np.eye(3), ["a", "b", "unbelievably"], None, title="t", presentation=True)
+    assert bigger.layout.margin.l > long.layout.margin.l  # larger fonts, larger margins
+
+
 def test_html_in_tokens_is_escaped_for_plotly():
     fig = figures.token_heatmap(np.eye(3), ["<b>", "&", "x"], ["<b>", "&", "x"], title="t")
     layout = fig.layout

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 
 from transformer.trace import Trace
 
-from .labels import plotly_text, tick_step, unique_labels
+from .labels import plotly_text, text_px, tick_step, unique_labels
 
 WEIGHTS_SCALE = "Viridis"  # perceptually uniform; attention weights in [0, 1]
 SIGNED_SCALE = "Cividis"  # perceptually uniform and colour-blind safe; Q, K, V, scores, projection weights
@@ -28,20 +28,26 @@ def as_array(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def _token_axis(tokens: Sequence[str], title: str, size: int) -> tuple[list[str], dict]:
-    """Unique category values for an axis of tokens, and axis settings whose tick labels are the bare tokens."""
+MAX_LABEL_PX = 220  # margins never grow past this for one very long token (its label is then clipped)
+
+
+def _token_axis(tokens: Sequence[str], title: str, size: int) -> tuple[list[str], dict, float]:
+    """Unique category values for an axis of tokens, axis settings whose tick labels are the bare tokens,
+    and the widest tick label's estimated width in pixels."""
     values = [plotly_text(label) for label in unique_labels(tokens)]
     step = tick_step(len(tokens))
+    shown = list(tokens)[::step]
     axis = dict(
         title=dict(text=title, font=dict(size=size)),
         type="category",
         tickmode="array",
         tickvals=values[::step],
-        ticktext=[plotly_text(t) for t in tokens][::step],
+        ticktext=[plotly_text(t) for t in shown],
         tickfont=dict(size=size),
         showgrid=False,
+        automargin=False,  # margins are set from the labels' estimated size (see text_px)
     )
-    return values, axis
+    return values, axis, min(MAX_LABEL_PX, max((text_px(t, size) for t in shown), default=0.0))
 
 
 def token_heatmap(
@@ -65,15 +71,17 @@ def token_heatmap(
     """
     z = as_array(z)
     size = font_size(presentation)
-    y, yaxis = _token_axis(row_tokens, row_name, size)
+    y, yaxis, y_label_px = _token_axis(row_tokens, row_name, size)
     yaxis["autorange"] = "reversed"  # first token at the top, like reading the sentence
     if col_tokens is None:
         x = list(range(z.shape[1]))
-        xaxis = dict(title=dict(text=col_name, font=dict(size=size)), tickfont=dict(size=size), showgrid=False)
+        xaxis = dict(title=dict(text=col_name, font=dict(size=size)), tickfont=dict(size=size), showgrid=False, automargin=False)
         hover_x = f"{col_name} %{{x}}"
+        x_label_px = 1.2 * size  # numbers, horizontal: one line of text
     else:
-        x, xaxis = _token_axis(col_tokens, col_name, size)
+        x, xaxis, x_label_px = _token_axis(col_tokens, col_name, size)
         xaxis["tickangle"] = -60
+        x_label_px = x_label_px * 0.87 + 0.5 * size  # rotated by 60°: sin 60° of the width, plus the line height
         hover_x = f"{col_name}: %{{x}}"
     fig = go.Figure(
         go.Heatmap(
@@ -94,7 +102,8 @@ def token_heatmap(
         xaxis=xaxis,
         yaxis=yaxis,
         height=int(min(900, max(320, (30 if presentation else 22) * rows + 170))),
-        margin=dict(l=10, r=10, t=60 if title else 20, b=10),
+        # Room for the tick labels and the axis title (2 em), computed rather than Plotly's automargin.
+        margin=dict(l=int(y_label_px + 2.6 * size + 12), r=10, t=60 if title else 20, b=int(x_label_px + 2.6 * size + 12)),
         font=dict(size=size),
         hoverlabel=dict(font=dict(size=size)),
     )

@@ -23,7 +23,7 @@ from .figures import WEIGHTS_SCALE, font_size
 
 MAX_CELLS = 64
 SCALES = ("linear", "sqrt")  # colour mapping of weights; sqrt spreads the small weights of diffuse heads
-COLORBAR_TICKS = {"linear": (0.0, 0.25, 0.5, 0.75, 1.0), "sqrt": (0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0)}
+COLORBAR_TICKS = {"linear": (0.0, 0.25, 0.5, 0.75, 1.0), "sqrt": (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)}
 
 
 def sqrt_colorscale(name: str = WEIGHTS_SCALE, steps: int = 16) -> list[list]:
@@ -143,6 +143,7 @@ def pooled_grid(
             zeroline=False,
             range=[-0.5, n_heads - 0.5],
             tickfont=dict(size=size),
+            automargin=False,  # fixed margins below: automargin would draw the figure twice
         ),
         yaxis=dict(
             title="layer",
@@ -152,9 +153,10 @@ def pooled_grid(
             showgrid=False,
             zeroline=False,
             tickfont=dict(size=size),
+            automargin=False,
         ),
         height=int(max(220, thumb_px * len(layers) + 120)),
-        margin=dict(l=10, r=10, t=50, b=10),
+        margin=dict(l=int(4 * size + 12), r=10, t=50, b=int(3.6 * size + 12)),  # tick numbers + axis title
         font=dict(size=size),
         clickmode="event+select",
         dragmode=False,

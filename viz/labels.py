@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import unicodedata
 
 SEP = "·"  # between position and token in a unique label: "3·the"
 
@@ -18,6 +19,15 @@ def plotly_text(text: str) -> str:
     Plotly turns the entities back into the literal characters on screen.
     """
     return html.escape(text, quote=False)
+
+
+def text_px(text: str, size: int) -> float:
+    """Estimated width in pixels of `text` at font `size`: ~0.6 em a character, 1.1 em for wide (CJK, emoji) ones.
+
+    Used to size figure margins up front: Plotly's automargin measures the labels after a first
+    draw and then draws again, which doubles the cost of every heatmap redraw.
+    """
+    return size * sum(1.1 if unicodedata.east_asian_width(c) in "WF" else 0.6 for c in text)
 
 
 def tick_step(n: int, max_ticks: int = 64) -> int:
