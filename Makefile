@@ -24,12 +24,15 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-# Debian's Chromium drives the browser tests (Playwright cannot download its own browser here).
+# Debian's Chromium drives the browser tests (Playwright cannot download its own browser here); the
+# colour emoji font lets its screenshots show emoji typed into the app instead of empty boxes.
+EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -e $(EMOJI_FONT) ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) >/dev/null; \
-	  else echo "note: /usr/bin/chromium missing and not root: browser tests will skip"; fi; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji) >/dev/null \
+	      || echo "note: apt-get could not install chromium and fonts-noto-color-emoji"; \
+	  else echo "note: chromium or the emoji font missing and not root: browser tests skip without chromium"; fi; \
 	fi
 
 test: $(VENV)/.dev browser

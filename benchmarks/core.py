@@ -125,6 +125,22 @@ def trace_sizes(model: TransformerModel) -> list[tuple[int, int, int, int]]:
     return rows
 
 
+@torch.inference_mode()
+def light_pass(model: TransformerModel) -> list[tuple[int, float, float, float, float, int, int]]:
+    """The model view's light pass (forward(pool=64)) against the untraced and the fully traced forward."""
+    rows = []
+    for T in (512, 2048):
+        ids = ids_of(T)
+        n = repeats_for(T)
+        plain, pooled, ratio_plain = paired_seconds(lambda: model(ids), lambda: model(ids, pool=64), n)
+        traced, pooled_again, ratio_traced = paired_seconds(lambda: model(ids, trace=True), lambda: model(ids, pool=64), n)
+        maps = model(ids, pool=64)[1]
+        kept = sum(m.numel() * m.element_size() for m in maps.values())
+        full = model(ids, trace=True)[1].nbytes()
+        rows.append((T, plain, traced, statistics.median([pooled, pooled_again]), ratio_plain, ratio_traced, kept, full))
+    return rows
+
+
 def mib(n: int) -> str:
     return f"{n / 2**20:8.1f} MiB"
 
@@ -158,6 +174,16 @@ def main() -> None:
     print(f"{'tokens':>8} {'float32':>13} {'float16':>13} {'layer 0 only':>13}")
     for T, full, half, one in trace_sizes(model):
         print(f"{T:>8} {mib(full):>13} {mib(half):>13} {mib(one):>13}")
+
+    print("\nthe model view's light pass: forward(pool=64) keeps only block-max pooled weights")
+    print(
+        f"{'tokens':>8} {'untraced':>10} {'traced':>10} {'pooled':>10} {'÷untraced':>10} {'÷traced':>8} {'kept':>13} {'trace':>13}"
+    )
+    for T, plain, traced, pooled, r_plain, r_traced, kept, full in light_pass(model):
+        print(
+            f"{T:>8} {plain * 1e3:>8.1f}ms {traced * 1e3:>8.1f}ms {pooled * 1e3:>8.1f}ms {r_plain:>9.2f}x {r_traced:>7.2f}x"
+            f" {mib(kept):>13} {mib(full):>13}"
+        )
 
     settings = " ".join(f"{k}={v}" for k, v in KEEP_FREED_MEMORY.items())
     print(f"\ntraced vs untraced again, allocator keeping freed memory ({settings})")

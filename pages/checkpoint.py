@@ -20,6 +20,20 @@ if ctx is None:
     st.stop()
 
 cfg = ctx.ckpt.config
+
+
+def facts(values: dict, key: str) -> None:
+    """A two-column table of names and values, wide enough for names like `metrics.token_accuracy`."""
+    frame = pd.DataFrame({"name": list(values), "value": [str(v) for v in values.values()]})
+    st.dataframe(
+        frame,
+        key=key,
+        hide_index=True,
+        height="content",
+        column_config={"name": st.column_config.TextColumn(width="medium"), "value": st.column_config.TextColumn(width="large")},
+    )
+
+
 st.subheader("Checkpoint", anchor=False)
 st.text(ctx.label)
 left, right = st.columns(2)
@@ -27,9 +41,7 @@ with left:
     st.markdown("**Configuration**")
     config = {k: (", ".join(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
     config["d_head"] = cfg.d_head
-    st.dataframe(
-        pd.DataFrame({"value": [str(v) for v in config.values()]}, index=list(config)), key="ck_config", height="content"
-    )
+    facts(config, "ck_config")
 with right:
     st.markdown("**Training facts and metrics**")
     training = ctx.ckpt.training or {}
@@ -41,9 +53,7 @@ with right:
         elif isinstance(v, dict | list):
             nested[k] = v
     if flat:
-        st.dataframe(
-            pd.DataFrame({"value": [str(v) for v in flat.values()]}, index=list(flat)), key="ck_training", height="content"
-        )
+        facts(flat, "ck_training")
     if nested:  # e.g. the training plan and history: their names shown, the contents a click away
         st.json(json.loads(json.dumps(nested, default=str)), expanded=1)
     if not training:
