@@ -227,6 +227,42 @@ def test_the_model_runs_once_per_text(env, monkeypatch):
     assert len(calls) == 2 and calls[-1][0] == "the cat runs ."
 
 
+def test_a_short_text_runs_the_model_once_even_from_the_model_view(env, monkeypatch):
+    """Below LIGHT_PASS_BYTES the model view makes the full trace itself, so later pages reuse it."""
+    from viz import state
+
+    for cache in (state.trace_cache(), state.maps_cache()):
+        cache.clear()
+    traced, mapped = [], []
+    real_trace, real_maps = api.trace_text, api.attention_maps
+    monkeypatch.setattr(api, "trace_text", lambda *a, **k: traced.append(a[1]) or real_trace(*a, **k))
+    monkeypatch.setattr(api, "attention_maps", lambda *a, **k: mapped.append(a[1]) or real_maps(*a, **k))
+    at = start({"page": "model_view"})
+    no_errors(at)
+    for page in PAGES:
+        at.switch_page(page).run()
+        no_errors(at)
+    assert (len(traced), len(mapped)) == (1, 0)
+
+
+def test_attention_map_bytes_counts_every_kind_layer_and_head(env):
+    from viz import state
+
+    ckpt = load_checkpoint(catalog.available()["translator"].path, device="cpu")
+    tokens = api.streams(ckpt, "the cat runs .", "a b c")
+    n_src, n_tgt = len(tokens[0].ids), len(tokens[1].ids)
+    cfg = ckpt.config
+    expected = (n_src * n_src + n_tgt * n_tgt + n_tgt * n_src) * cfg.n_layers * cfg.n_heads * 8
+    assert state.attention_map_bytes(ckpt, tokens) == expected
+    trace = api.trace_text(ckpt, "the cat runs .", "a b c")
+    held = sum(
+        trace.attention(k, i).weights.nbytes + trace.attention(k, i).scores.nbytes
+        for k in trace.kinds
+        for i in range(cfg.n_layers)
+    )
+    assert held == expected
+
+
 def test_url_restores_the_view(env):
     text = "the dogs that the cat sees run ."
     at = start({"checkpoint": "lm", "text": text, "kind": "decoder self", "layer": "1", "head": "1", "q": "3", "page": "qkv"})
@@ -358,6 +394,7 @@ def test_model_view_opens_a_head_on_the_attention_page(env, monkeypatch):
     real_trace, real_maps = api.trace_text, api.attention_maps
     monkeypatch.setattr(api, "trace_text", lambda *a, **k: traced.append(a[1]) or real_trace(*a, **k))
     monkeypatch.setattr(api, "attention_maps", lambda *a, **k: mapped.append(a[1]) or real_maps(*a, **k))
+    monkeypatch.setattr(state, "LIGHT_PASS_BYTES", 0)  # as for a long text: these tiny traces are far below the limit
     at = start({"page": "model_view", "kind": "cross"})
     no_errors(at)
     figs = charts(at)
@@ -386,7 +423,7 @@ def test_model_view_opens_a_head_on_the_attention_page(env, monkeypatch):
     at.button(key="mv_open").click().run()
     no_errors(at)
     assert "attn_heatmap" in charts(at)
-    assert len(traced) == 1  # the Attention page needs the full trace: made now, once
+    assert (len(traced), len(mapped)) == (1, 1)  # the Attention page needs the full trace: made now, once
     np.testing.assert_array_equal(charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention("cross", 1).weights[0, 1].numpy())
 
 

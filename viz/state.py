@@ -140,21 +140,41 @@ def maps_cache() -> ByteLRU[AttentionMaps]:
     return ByteLRU(MAPS_BUDGET_BYTES, AttentionMaps.nbytes)
 
 
-def maps_for(identity: str, path: str, hf_dir: bool, text: str, target: str | None) -> AttentionMaps:
-    """Every head's weights pooled for the model view: from the cached full trace if there is one, else the light pass.
+LIGHT_PASS_BYTES = 256 * 1024**2  # a full trace whose attention maps would be larger: the model view uses the light pass
 
-    Both give the same numbers up to float rounding (`api.pool_trace` and `api.attention_maps`, tested); the light
-    pass never builds the full trace, which at 2048 tokens is seconds and gigabytes.
+
+def attention_map_bytes(ckpt: Checkpoint, tokens: tuple[Stream, Stream | None]) -> int:
+    """Bytes of the scores and weights (float32) a full trace of these tokens would hold, over every kind, layer and head."""
+    cfg = ckpt.config
+    source, target = tokens
+    n_src, n_tgt = len(source.ids), len(target.ids) if target is not None else 0
+    cells = {"encoder self": n_src * n_src, "decoder self": n_tgt * n_tgt if cfg.has_encoder else n_src * n_src}
+    cells["cross"] = n_tgt * n_src
+    return sum(cells[kind] for kind in cfg.attention_kinds) * cfg.n_layers * cfg.n_heads * 2 * 4
+
+
+def maps_for(identity: str, path: str, hf_dir: bool, text: str, target: str | None) -> AttentionMaps:
+    """Every head's weights pooled for the model view.
+
+    From the full trace when one is cached, or when it is small enough to make now (so the model
+    still runs once per text, whichever page comes first); past LIGHT_PASS_BYTES (about 600
+    tokens for 6 × 12 heads) from the light pass instead, which never builds the full trace: at
+    2048 tokens that trace is 1.6 GB and seconds. Both give the same numbers up to float rounding
+    (`api.pool_trace` and `api.attention_maps`, tested); the other pages then make the full trace
+    when they are opened.
     """
     key = (identity, str(path), hf_dir, text, target)
 
     def run() -> AttentionMaps:
         trace = trace_cache().get(key)
+        tokens = tokens_for(identity, path, hf_dir, text, target)
+        ckpt = load(identity, path, hf_dir)
+        if trace is None and attention_map_bytes(ckpt, tokens) <= LIGHT_PASS_BYTES:
+            trace = trace_for(identity, path, hf_dir, text, target)
         if trace is not None:
             return api.pool_trace(trace, grid.MAX_CELLS)
-        tokens = tokens_for(identity, path, hf_dir, text, target)
         with st.spinner("Running the model…"):
-            return api.attention_maps(load(identity, path, hf_dir), text, target, grid.MAX_CELLS, tokens=tokens)
+            return api.attention_maps(ckpt, text, target, grid.MAX_CELLS, tokens=tokens)
 
     return maps_cache().get_or_create(key, run)
 
