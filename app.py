@@ -1,6 +1,6 @@
 """Attention, layer by layer and head by head: the Streamlit entry point (`make run` / `streamlit run app.py`).
 
-This file sets up the page, the sidebar and the URL state, then runs one of the five pages in
+This file sets up the page, the sidebar and the URL state, then runs one of the six pages in
 `pages/`. The model runs once per (checkpoint, text, target); pages only draw from the cached trace.
 """
 
@@ -20,6 +20,7 @@ PAGES = {
     "model_view": st.Page("pages/model_view.py", title="Model view", icon=":material/apps:", url_path="model_view"),
     "checkpoint": st.Page("pages/checkpoint.py", title="Checkpoint", icon=":material/memory:", url_path="checkpoint"),
     "output": st.Page("pages/output.py", title="Output", icon=":material/output:", url_path="output"),
+    "training": st.Page("pages/training.py", title="Training", icon=":material/timeline:", url_path="training"),
 }
 
 

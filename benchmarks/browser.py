@@ -330,6 +330,10 @@ def save_screenshots(folder: Path) -> None:
         page.get_by_role("link", name="Output", exact=True).click()
         page.wait_for_url("**/output?**")
         _shot(page, folder / "output.png", None)
+        if name == "translator":  # the alignment head forming over training
+            page.get_by_role("link", name="Training", exact=True).click()
+            page.wait_for_url("**/training?**")
+            _shot(page, folder / "training.png", "tr_heatmap")
         if "minilm" in entries:
             text = "The keys to the old wooden cabinet are on the table."
             page.goto(url(base, "/attention", checkpoint="minilm", text=text, layer="3", head="1"))  # "are" looks at "keys"

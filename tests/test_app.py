@@ -23,7 +23,14 @@ from viz import jsonfig
 from viz.labels import plotly_text
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
-PAGES = ("pages/attention.py", "pages/qkv.py", "pages/model_view.py", "pages/checkpoint.py", "pages/output.py")
+PAGES = (
+    "pages/attention.py",
+    "pages/qkv.py",
+    "pages/model_view.py",
+    "pages/checkpoint.py",
+    "pages/training.py",
+    "pages/output.py",
+)
 TINY = {"translator": "encoder-decoder", "lm": "decoder", "classifier": "encoder", "reverse": "encoder-decoder"}
 SHIPPED = list(catalog.available())  # read before any test points ATTNVIZ_ASSETS elsewhere
 TIMEOUT = 120
@@ -425,6 +432,51 @@ def test_model_view_opens_a_head_on_the_attention_page(env, monkeypatch):
     assert "attn_heatmap" in charts(at)
     assert (len(traced), len(mapped)) == (1, 1)  # the Attention page needs the full trace: made now, once
     np.testing.assert_array_equal(charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention("cross", 1).weights[0, 1].numpy())
+
+
+@pytest.mark.skipif("translator" not in SHIPPED, reason="needs the shipped translator and its snapshots")
+def test_training_page_shows_each_snapshot_on_the_same_tokens(monkeypatch):
+    from transformer.snapshots import load_snapshots
+
+    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
+    monkeypatch.delenv(catalog.ASSETS_ENV, raising=False)
+    at = start({"checkpoint": "translator", "page": "training", "kind": "cross", "layer": "1", "head": "1"})
+    no_errors(at)
+    entry = catalog.available()["translator"]
+    final = reference(entry, at.session_state["sel_text"])  # the greedy translation every snapshot reads too
+    snaps = load_snapshots(catalog.snapshots_path(entry), device="cpu")
+    expected = [trace_text(ckpt, final.source.text, tokens=(final.source, final.target)) for _, ckpt in snaps]
+    strip = charts(at)["tr_strip"]["data"]
+    assert len(strip) == len(snaps) == 9
+    for panel, trace in zip(strip, expected):
+        np.testing.assert_array_equal(panel["z"], trace.attention("cross", 1).weights[0, 1].numpy())
+    # The snapshot slider picks which one is drawn large; it starts on the last one.
+    np.testing.assert_array_equal(
+        charts(at)["tr_heatmap"]["data"][0]["z"], expected[-1].attention("cross", 1).weights[0, 1].numpy()
+    )
+    at.select_slider(key="tr_step").set_value(4).run()
+    no_errors(at)
+    big = charts(at)["tr_heatmap"]
+    np.testing.assert_array_equal(big["data"][0]["z"], expected[4].attention("cross", 1).weights[0, 1].numpy())
+    assert big["layout"]["title"]["text"].startswith(f"step {snaps[4][0]} ·")
+    # Step 0 is the random initialisation: near-uniform; the trained head is sharp (the alignment head).
+    assert strip[0]["z"].max() < 0.5 < strip[-1]["z"].max()
+
+
+def test_training_page_without_snapshots_or_with_a_broken_file(env):
+    at = start({"checkpoint": "classifier", "page": "training"})
+    no_errors(at)
+    assert not charts(at) and any("ships no training snapshots" in i.value for i in at.info)
+    (env / "lm.snapshots.safetensors").write_bytes(b"not a safetensors file")
+    try:
+        at = start({"checkpoint": "lm", "page": "training"})
+        assert not at.exception  # a message, never a traceback
+        assert [e.value for e in at.error] == [
+            "Could not read the training snapshots: lm.snapshots.safetensors is not a safetensors file "
+            "(no valid header; is it a pickle or a truncated download?)"
+        ]
+    finally:
+        (env / "lm.snapshots.safetensors").unlink()
 
 
 def test_checkpoint_page_shows_config_params_and_weights(env):

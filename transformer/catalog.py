@@ -30,6 +30,14 @@ class CatalogEntry:
     hf_dir: bool = False
 
 
+def snapshots_path(entry: CatalogEntry) -> Path | None:
+    """The training snapshots saved next to a checkpoint (`<name>.snapshots.safetensors`), if there are any."""
+    if entry.hf_dir:
+        return None
+    path = entry.path.with_name(entry.path.name.removesuffix(".safetensors") + ".snapshots.safetensors")
+    return path if path.is_file() else None
+
+
 def minilm_dir() -> Path | None:
     """The folder holding all-MiniLM-L6-v2's config.json/model.safetensors/tokenizer.json, if the package is installed."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)

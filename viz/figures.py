@@ -149,6 +149,44 @@ def mean_heads_figure(trace: Trace, kind: str, layer: int, presentation: bool = 
     )
 
 
+def training_strip(
+    traces: Sequence[Trace], labels: Sequence[str], kind: str, layer: int, head: int, presentation: bool = False
+) -> go.Figure:
+    """One head's weights at each training snapshot, side by side (same colours 0..1), hover with tokens and value."""
+    from plotly.subplots import make_subplots
+
+    size = font_size(presentation)
+    fig = make_subplots(rows=1, cols=len(traces), subplot_titles=list(labels), horizontal_spacing=0.012)
+    for i, (trace, label) in enumerate(zip(traces, labels), start=1):
+        queries = [plotly_text(t) for t in unique_labels(trace.query_tokens(kind))]
+        keys = [plotly_text(t) for t in unique_labels(trace.key_tokens(kind))]
+        fig.add_trace(
+            go.Heatmap(
+                z=as_array(trace.head(kind, layer, head)["weights"]),
+                x=keys,
+                y=queries,
+                zmin=0.0,
+                zmax=1.0,
+                colorscale=WEIGHTS_SCALE,
+                showscale=i == len(traces),
+                colorbar=dict(title=dict(text="weight", font=dict(size=size)), tickfont=dict(size=size)),
+                hovertemplate=f"{plotly_text(label)}<br>query: %{{y}}<br>key: %{{x}}<br>weight: %{{z:.6f}}<extra></extra>",
+            ),
+            row=1,
+            col=i,
+        )
+        fig.update_xaxes(showticklabels=False, ticks="", automargin=False, row=1, col=i)
+        fig.update_yaxes(showticklabels=False, ticks="", automargin=False, autorange="reversed", row=1, col=i)
+    fig.update_annotations(font=dict(size=size))
+    fig.update_layout(
+        title=dict(text=_layer_head_title(kind, layer, head, "weights at each snapshot"), font=dict(size=size + 2)),
+        height=230 if not presentation else 280,
+        margin=dict(l=10, r=10, t=80, b=10),
+        font=dict(size=size),
+    )
+    return fig
+
+
 def add_cell_picker(fig: go.Figure) -> go.Figure:
     """Overlay invisible, clickable points on every cell of a token heatmap (Plotly heatmaps have no point selection).
 

@@ -140,6 +140,26 @@ def maps_cache() -> ByteLRU[AttentionMaps]:
     return ByteLRU(MAPS_BUDGET_BYTES, AttentionMaps.nbytes)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Loading the training snapshots…")
+def snapshots(identity: str, path: str) -> list[tuple[int, Checkpoint]]:
+    """A checkpoint's training snapshots, loaded once per file identity: [(step, Checkpoint)] in step order."""
+    from transformer.snapshots import load_snapshots
+
+    return load_snapshots(path)
+
+
+def snapshot_trace(ctx: Context, path: str, index: int) -> Trace:
+    """Snapshot `index` run on this context's exact tokens (the same source and target as every other page)."""
+    identity = identity_of(Path(path))
+    step, ckpt = snapshots(identity, path)[index]
+    key = (identity, path, False, ctx.text, ctx.target, "snapshot", step)
+
+    def run() -> Trace:
+        return api.trace_text(ckpt, ctx.text, ctx.target, tokens=ctx.tokens)
+
+    return trace_cache().get_or_create(key, run)
+
+
 LIGHT_PASS_BYTES = 256 * 1024**2  # a full trace whose attention maps would be larger: the model view uses the light pass
 
 

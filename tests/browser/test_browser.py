@@ -294,6 +294,7 @@ PAGES = {
     "qkv": ("Q, K, V", "qkv_weights"),
     "model_view": ("Model view", "mv_grid"),
     "checkpoint": ("Checkpoint", "ck_W_Q"),
+    "training": ("Training", "tr_strip"),  # snapshots ship with the real translator only; else a note
     "output": ("Output", None),
 }
 
@@ -304,7 +305,7 @@ def test_every_page_draws_and_model_view_opens_a_head(page, served):
     for name, (title, chart) in PAGES.items():
         page.get_by_role("link", name=title, exact=True).click()
         page.wait_for_url(f"**/{name}?**")
-        if chart is not None:
+        if chart is not None and (name != "training" or served.shipped):
             wait_plot(page, chart)
         wait_idle(page)
         assert not exceptions(page), (name, exceptions(page))

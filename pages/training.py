@@ -1,0 +1,72 @@
+"""Page 6 — Training: how one head's attention formed, snapshot by snapshot, on the text in the sidebar.
+
+The shipped translator and language model carry snapshots (`assets/*.snapshots.safetensors`,
+written by `python -m transformer.train --n-snapshots N`). Every snapshot runs on the same tokens
+as the other pages (for the translator: the final model's greedy translation, or the edited target).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from transformer import catalog
+from transformer.checkpoint import CheckpointError
+from viz import figures, state, ui
+
+ctx = state.require_text(state.context())
+entry = catalog.available().get(ctx.name)
+path = catalog.snapshots_path(entry) if entry is not None else None
+if path is None:
+    st.info(
+        "This checkpoint ships no training snapshots. The Translator and the Language model do; to record "
+        "your own, train with `python -m transformer.train --n-snapshots 9` and keep the `.snapshots.safetensors` "
+        "file next to the checkpoint in the assets folder."
+    )
+    st.stop()
+
+try:
+    snaps = state.snapshots(state.identity_of(path), str(path))
+except CheckpointError as e:
+    st.error(f"Could not read the training snapshots: {e}")
+    st.stop()
+first = snaps[0][1]
+if first.tokenizer.to_json() != ctx.ckpt.tokenizer.to_json() or (
+    first.config.n_layers,
+    first.config.n_heads,
+    first.config.kind,
+) != (
+    ctx.ckpt.config.n_layers,
+    ctx.ckpt.config.n_heads,
+    ctx.ckpt.config.kind,
+):
+    st.error(f"{path.name} does not belong to {ctx.label} (another tokenizer or shape): its attention cannot be shown here.")
+    st.stop()
+
+ui.kind_picker(ctx, "tr_kind")
+ui.layer_head_controls(ctx, ctx.n_layers, ctx.n_heads, "tr")
+kind, layer, head = ctx.kind, st.session_state["sel_layer"], st.session_state["sel_head"]
+steps = [step for step, _ in snaps]
+planned = ctx.ckpt.training.get("steps") if ctx.ckpt.training else None
+labels = [f"step {step}" for step in steps]
+traces = [state.snapshot_trace(ctx, str(path), i) for i in range(len(snaps))]
+
+st.caption(
+    f"{len(steps)} snapshots from step 0 (random weights) to step {steps[-1]}"
+    + (f" of {planned}" if planned else "")
+    + ", stored in float16; the last one is the trained model up to that rounding. Same colours (0–1) in every panel."
+)
+ui.chart(figures.training_strip(traces, labels, kind, layer, head, ctx.presentation), key="tr_strip")
+
+index = st.select_slider("Snapshot", range(len(steps)), format_func=lambda i: labels[i], key="tr_step", value=len(steps) - 1)
+trace = traces[index]
+fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation)
+fig.update_layout(title_text=f"{labels[index]} · {fig.layout.title.text}")
+ui.heatmap(
+    fig,
+    trace.head(kind, layer, head)["weights"],
+    trace.query_tokens(kind),
+    trace.key_tokens(kind),
+    key="tr_heatmap",
+    filename=f"weights_step{steps[index]}_{kind.replace(' ', '_')}_L{layer}_H{head}",
+)
+state.sync_url(ctx)
