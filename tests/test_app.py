@@ -209,18 +209,22 @@ def test_opens_on_the_translator_attention_page(env):
     np.testing.assert_allclose(mean, ref.attention("encoder self", 0).weights[0].mean(0).numpy(), atol=1e-7)
 
 
-def test_the_model_runs_once_per_text(env, monkeypatch):
+@pytest.fixture
+def model_runs(monkeypatch) -> dict[str, list]:
+    """Empty the app's trace and maps caches, then record every model run: the texts of full traces and of light passes."""
     from viz import state
 
-    state.trace_cache().clear()
-    calls = []
-    real = api.trace_text
+    for cache in (state.trace_cache(), state.maps_cache()):
+        cache.clear()
+    runs = {"trace_text": [], "attention_maps": []}
+    for name, log in runs.items():
+        real = getattr(api, name)
+        monkeypatch.setattr(api, name, lambda *a, _real=real, _log=log, **k: _log.append(a[1]) or _real(*a, **k))
+    return runs
 
-    def counting(*args, **kwargs):
-        calls.append(args[1:])
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(api, "trace_text", counting)
+def test_the_model_runs_once_per_text(env, model_runs):
+    calls = model_runs["trace_text"]
     at = start()
     assert len(calls) == 1
     at.button(key="attn_next_head").click().run()
@@ -231,19 +235,12 @@ def test_the_model_runs_once_per_text(env, monkeypatch):
     no_errors(at)
     assert len(calls) == 1, calls
     at.text_area(key="w_text").input("the cat runs .").run()
-    assert len(calls) == 2 and calls[-1][0] == "the cat runs ."
+    assert len(calls) == 2 and calls[-1] == "the cat runs ."
 
 
-def test_a_short_text_runs_the_model_once_even_from_the_model_view(env, monkeypatch):
+def test_a_short_text_runs_the_model_once_even_from_the_model_view(env, model_runs):
     """Below LIGHT_PASS_BYTES the model view makes the full trace itself, so later pages reuse it."""
-    from viz import state
-
-    for cache in (state.trace_cache(), state.maps_cache()):
-        cache.clear()
-    traced, mapped = [], []
-    real_trace, real_maps = api.trace_text, api.attention_maps
-    monkeypatch.setattr(api, "trace_text", lambda *a, **k: traced.append(a[1]) or real_trace(*a, **k))
-    monkeypatch.setattr(api, "attention_maps", lambda *a, **k: mapped.append(a[1]) or real_maps(*a, **k))
+    traced, mapped = model_runs["trace_text"], model_runs["attention_maps"]
     at = start({"page": "model_view"})
     no_errors(at)
     for page in PAGES:
@@ -392,15 +389,10 @@ def test_qkv_page_works_the_selected_row(env):
     assert at.query_params["q"] == "4"
 
 
-def test_model_view_opens_a_head_on_the_attention_page(env, monkeypatch):
+def test_model_view_opens_a_head_on_the_attention_page(env, model_runs, monkeypatch):
     from viz import state
 
-    for cache in (state.trace_cache(), state.maps_cache()):
-        cache.clear()
-    traced, mapped = [], []
-    real_trace, real_maps = api.trace_text, api.attention_maps
-    monkeypatch.setattr(api, "trace_text", lambda *a, **k: traced.append(a[1]) or real_trace(*a, **k))
-    monkeypatch.setattr(api, "attention_maps", lambda *a, **k: mapped.append(a[1]) or real_maps(*a, **k))
+    traced, mapped = model_runs["trace_text"], model_runs["attention_maps"]
     monkeypatch.setattr(state, "LIGHT_PASS_BYTES", 0)  # as for a long text: these tiny traces are far below the limit
     at = start({"page": "model_view", "kind": "cross"})
     no_errors(at)
