@@ -29,17 +29,14 @@ try:
 except CheckpointError as e:
     st.error(f"Could not read the training snapshots: {e}")
     st.stop()
-first = snaps[0][1]
-if first.tokenizer.to_json() != ctx.ckpt.tokenizer.to_json() or (
-    first.config.n_layers,
-    first.config.n_heads,
-    first.config.kind,
-) != (
-    ctx.ckpt.config.n_layers,
-    ctx.ckpt.config.n_heads,
-    ctx.ckpt.config.kind,
-):
-    st.error(f"{path.name} does not belong to {ctx.label} (another tokenizer or shape): its attention cannot be shown here.")
+
+
+def shape(ckpt) -> tuple:
+    return ckpt.config.kind, ckpt.config.n_layers, ckpt.config.n_heads, ckpt.tokenizer.to_json()
+
+
+if not snaps or shape(snaps[0][1]) != shape(ctx.ckpt):
+    st.error(f"{path.name} does not belong to {ctx.label} (no snapshots, or another shape or tokenizer): nothing to show.")
     st.stop()
 
 ui.kind_picker(ctx, "tr_kind")

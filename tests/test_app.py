@@ -18,6 +18,7 @@ from transformer.checkpoint import load_checkpoint, save_checkpoint
 from transformer.config import ModelConfig
 from transformer.data.algorithmic import reverse_examples
 from transformer.data.toy_english import generate_corpus
+from transformer.snapshots import save_snapshots
 from transformer.tokenizer import train_tokenizer
 from viz import jsonfig
 from viz.labels import plotly_text
@@ -459,16 +460,23 @@ def test_training_page_without_snapshots_or_with_a_broken_file(env):
     at = start({"checkpoint": "classifier", "page": "training"})
     no_errors(at)
     assert not charts(at) and any("ships no training snapshots" in i.value for i in at.info)
-    (env / "lm.snapshots.safetensors").write_bytes(b"not a safetensors file")
+    snapshots = env / "lm.snapshots.safetensors"
     try:
+        snapshots.write_bytes(b"not a safetensors file")
         at = start({"checkpoint": "lm", "page": "training"})
         assert not at.exception  # a message, never a traceback
         assert [e.value for e in at.error] == [
             "Could not read the training snapshots: lm.snapshots.safetensors is not a safetensors file "
             "(no valid header; is it a pickle or a truncated download?)"
         ]
+        # Valid snapshots of another model (the classifier's) next to the lm: refused, not drawn.
+        other = load_checkpoint(env / "classifier.safetensors", device="cpu")
+        save_snapshots(snapshots, [(0, other.model.state_dict())], other.config, other.tokenizer)
+        at = start({"checkpoint": "lm", "page": "training"})
+        assert not at.exception and not charts(at)
+        assert any("does not belong to" in e.value for e in at.error)
     finally:
-        (env / "lm.snapshots.safetensors").unlink()
+        snapshots.unlink()
 
 
 def test_checkpoint_page_shows_config_params_and_weights(env):

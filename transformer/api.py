@@ -129,6 +129,7 @@ def pool_trace(trace: Trace, max_cells: int = 64) -> AttentionMaps:
     """A full trace's weights pooled as `attention_maps` pools them (block max to at most max_cells × max_cells)."""
     maps = {}
     for kind in trace.kinds:
-        weights = torch.stack([trace.attention(kind, layer).weights[0] for layer in range(trace.n_layers(kind))])
-        maps[kind] = block_max(weights, *pool_blocks(*weights.shape[-2:], max_cells)).float()
+        layers = [trace.attention(kind, layer).weights[0] for layer in range(trace.n_layers(kind))]  # each (H, Tq, Tk)
+        blocks = pool_blocks(*layers[0].shape[-2:], max_cells)
+        maps[kind] = torch.stack([block_max(w, *blocks) for w in layers]).float()  # pooled layer by layer: no full copy
     return AttentionMaps(maps=maps, max_cells=max_cells, source=trace.source, target=trace.target)

@@ -75,11 +75,6 @@ class Context:
             return None
         return maps_for(self.identity, self.path, self.hf_dir, self.text, self.target)
 
-    def query_tokens(self, kind: str) -> tuple[str, ...]:
-        if self.tokens is None:
-            return ()
-        return query_tokens(kind, *self.tokens, self.ckpt.config.has_encoder)
-
     @property
     def n_heads(self) -> int:
         return self.ckpt.config.n_heads
@@ -152,7 +147,7 @@ def snapshot_trace(ctx: Context, path: str, index: int) -> Trace:
     """Snapshot `index` run on this context's exact tokens (the same source and target as every other page)."""
     identity = identity_of(Path(path))
     step, ckpt = snapshots(identity, path)[index]
-    key = (identity, path, False, ctx.text, ctx.target, "snapshot", step)
+    key = (identity, path, False, ctx.identity, ctx.text, ctx.target, "snapshot", step)  # ctx.identity: whose tokens
 
     def run() -> Trace:
         return api.trace_text(ckpt, ctx.text, ctx.target, tokens=ctx.tokens)
