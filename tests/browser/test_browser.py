@@ -327,3 +327,48 @@ def test_every_page_draws_and_model_view_opens_a_head(page, served):
     wait_idle(page)
     assert "layer 1 · head 1" in figure(page, "attn_heatmap")["layout"]["title"]["text"]
     assert (url_params(page)["layer"], url_params(page)["head"]) == ("1", "1")
+
+
+def test_model_view_hover_shows_the_weight_and_a_click_opens_the_head(page, served):
+    """Hovering a thumbnail cell names its layer and head and shows the weight; clicking a thumbnail's centre opens it."""
+    text = "the big dog near the old tables sees the cats ."
+    open_app(page, "/model_view", {"text": text, "kind": "cross"}, chart="mv_grid")
+    ref = served.reference(text)
+    grid = figure(page, "mv_grid")
+    n_q, n_k = len(ref.query_tokens("cross")), len(ref.key_tokens("cross"))
+    z = np.asarray(grid["data"][0]["z"])
+    np.testing.assert_allclose(
+        z[n_q : 2 * n_q, 2 * n_k : 3 * n_k], ref.attention("cross", 1).weights[0, 2].numpy(), rtol=1e-5, atol=1e-6
+    )
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        """Page pixels of data point (x = head, y = layer) in the grid, from Plotly's own axes."""
+        return tuple(
+            page.evaluate(
+                """([x, y]) => { const g = document.querySelector('.st-key-mv_grid .js-plotly-plot');
+                  const xa = g._fullLayout.xaxis, ya = g._fullLayout.yaxis, r = g.getBoundingClientRect();
+                  return [r.left + xa._offset + xa.l2p(x), r.top + ya._offset + ya.l2p(y)]; }""",
+                [x, y],
+            )
+        )
+
+    # The first query row and key column of layer 1, head 2: one weight, not pooled at this length.
+    page.mouse.move(*at(2 - 0.5 + 0.5 / n_k, 1 - 0.5 + 0.5 / n_q))
+    page.wait_for_function("() => document.querySelector('.st-key-mv_grid .hoverlayer text') !== null")
+    hover = page.evaluate(
+        "() => [...document.querySelectorAll('.st-key-mv_grid .hoverlayer text')].map(t => t.textContent).join(' ')"
+    )
+    weight = float(ref.attention("cross", 1).weights[0, 2, 0, 0])
+    assert "layer 1 · head 2" in hover and f"weight {weight:.4g}" in hover, hover
+
+    # As a person would: move to the thumbnail's centre, where the hover offers to open it, then click.
+    page.mouse.move(*at(2, 1))
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.st-key-mv_grid .hoverlayer text')].some(t => t.textContent.includes('click to open'))"
+    )
+    page.mouse.click(*at(2, 1))
+    page.wait_for_url("**/attention?**")
+    wait_plot(page, "attn_heatmap")
+    wait_idle(page)
+    assert (url_params(page)["kind"], url_params(page)["layer"], url_params(page)["head"]) == ("cross", "1", "2")
+    np.testing.assert_array_equal(figure(page, "attn_heatmap")["data"][0]["z"], ref.attention("cross", 1).weights[0, 2].numpy())
