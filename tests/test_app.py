@@ -311,6 +311,12 @@ def test_empty_text_gives_a_hint_and_the_app_keeps_working(env):
     no_errors(at)
     assert any("text is empty" in i.value for i in at.info)
     assert not at.get("plotly_chart")
+    for page in PAGES[1:]:  # every page that needs a text says so (the Checkpoint page still shows the weights)
+        at.switch_page(page).run()
+        no_errors(at)
+        if page != "pages/checkpoint.py":
+            assert any("text is empty" in i.value for i in at.info), page
+    at.switch_page(PAGES[0]).run()
     at.text_area(key="w_text").input("the cat runs .").run()
     assert "attn_heatmap" in charts(at)
 
@@ -340,10 +346,11 @@ def test_html_markdown_and_emoji_are_shown_literally(env):
     assert "<b>" not in "".join(ticks) and "<script>" not in "".join(ticks)
     for md in at.markdown:  # no user text ever reaches markdown
         assert "script" not in md.value and "star" not in md.value
-    at.switch_page("pages/qkv.py").run()
-    no_errors(at)
-    at.switch_page("pages/output.py").run()
-    no_errors(at)
+    for page in PAGES[1:]:
+        at.switch_page(page).run()
+        no_errors(at)
+        for md in at.markdown:
+            assert "script" not in md.value and "star" not in md.value, page
 
 
 def test_bad_upload_shows_an_error(env, tmp_path):
