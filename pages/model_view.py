@@ -19,10 +19,12 @@ with top[1]:
     scale = st.radio(
         "Colours",
         grid.SCALES,
-        format_func={"linear": "linear", "sqrt": "√ weight (diffuse heads)"}.get,
+        format_func={"linear": "0–1", "sqrt": "√ weight", "stretch": "stretched"}.get,
         horizontal=True,
         key="mv_scale",
-        help="√ weight colours spread the small weights of heads that attend to many tokens; hover values stay exact.",
+        help="0–1: the same colours for every view. √ weight: spreads the small weights of heads that attend to many "
+        "tokens. Stretched: 0 to the 99th percentile of the cells shown (top colour above it), for long texts where "
+        "nearly every weight is small. Hover values are exact in all three.",
     )
 maps = ctx.maps
 n_layers, n_heads = maps.n_layers(kind), ctx.n_heads

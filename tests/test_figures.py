@@ -242,8 +242,14 @@ def test_model_view_payload_at_128_tokens():
 def test_model_view_sqrt_colours_keep_the_values():
     trace = synthetic_trace(2, 3, 10)
     maps = api.pool_trace(trace)
-    linear, sqrt = (_heatmap(grid.head_grid(maps, "decoder self", scale=s)) for s in grid.SCALES)
+    linear, sqrt, stretch = (_heatmap(grid.head_grid(maps, "decoder self", scale=s)) for s in grid.SCALES)
     np.testing.assert_array_equal(linear["z"], sqrt["z"])  # only the colours move
+    np.testing.assert_array_equal(linear["z"], stretch["z"])
+    # Stretched: colours span 0 to the 99th percentile of the cells, labelled in weights ("≥" at the top).
+    z = np.asarray(linear["z"])
+    top = float(np.quantile(z, 0.99))
+    assert stretch["zmax"] == pytest.approx(top) and 0 < top < z.max()
+    assert stretch["colorbar"]["ticktext"][-1] == f"≥ {top:.3g}"
     stops = sqrt["colorscale"]
     assert stops[0][0] == 0 and stops[-1][0] == 1
     # colour(w) = viridis(√w): the stop placed at weight 0.25 has the colour linear viridis gives 0.5.

@@ -22,8 +22,13 @@ from transformer.trace import AttentionMaps, Trace
 from .figures import WEIGHTS_SCALE, font_size
 
 MAX_CELLS = 64
-SCALES = ("linear", "sqrt")  # colour mapping of weights; sqrt spreads the small weights of diffuse heads
+# Colour mappings of the weights (the values never change): 0..1 linear; √ (spreads the small weights
+# of diffuse heads); linear from 0 to the 99th percentile of the cells shown, the top colour above it
+# (for long texts where nearly every weight is small and a few spikes would set the range).
+SCALES = ("linear", "sqrt", "stretch")
+STRETCH_QUANTILE = 0.99
 COLORBAR_TICKS = {"linear": (0.0, 0.25, 0.5, 0.75, 1.0), "sqrt": (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)}
+SCALE_TITLES = {"linear": "weight", "sqrt": "weight (√ colours)", "stretch": "weight (0 to the 99th pct.)"}
 
 
 def sqrt_colorscale(name: str = WEIGHTS_SCALE, steps: int = 16) -> list[list]:
@@ -78,7 +83,7 @@ def pooled_grid(
     `block`: how many (queries, keys) each cell pools (1, 1: each cell is one weight).
 
     Coordinates: x = head index, y = layer index, each thumbnail spanning ±0.5 around its centre.
-    `selected` = (layer, head) gets a red frame. `scale`: "linear" or "sqrt" colours (values unchanged).
+    `selected` = (layer, head) gets a red frame. `scale`: one of SCALES (the colours change, the values never).
     """
     layers = list(layers)
     image = grid_image(pooled)
@@ -90,19 +95,24 @@ def pooled_grid(
     size = font_size(presentation)
     pooled_cells = block != (1, 1)
     what = f"largest of {block[0]} × {block[1]} weights" if pooled_cells else "one query, one key"
+    zmax = 1.0
+    ticks = COLORBAR_TICKS.get(scale)
+    if scale == "stretch":
+        zmax = float(np.quantile(image, STRETCH_QUANTILE)) or float(image.max()) or 1.0
+        ticks = tuple(zmax * t for t in (0.0, 0.25, 0.5, 0.75, 1.0))
     fig = go.Figure(
         go.Heatmap(
             z=image,
             x=x,
             y=y,
             zmin=0.0,
-            zmax=1.0,
+            zmax=zmax,
             colorscale=sqrt_colorscale() if scale == "sqrt" else WEIGHTS_SCALE,
             colorbar=dict(
-                title=dict(text="weight" if scale == "linear" else "weight (√ colours)", font=dict(size=size)),
+                title=dict(text=SCALE_TITLES[scale], font=dict(size=size)),
                 tickmode="array",
-                tickvals=list(COLORBAR_TICKS[scale]),
-                ticktext=[f"{t:g}" for t in COLORBAR_TICKS[scale]],
+                tickvals=list(ticks),
+                ticktext=[f"{t:.3g}" for t in ticks[:-1]] + [("≥ " if scale == "stretch" else "") + f"{ticks[-1]:.3g}"],
                 tickfont=dict(size=size),
             ),
             # %{x:.0f} rounds a cell's x to its thumbnail's head (cells sit within ±0.5 of it); same for y.
