@@ -52,6 +52,13 @@ st.caption(
     "Hover a cell for its weight; click a thumbnail's centre to open that head on the Attention page."
 )
 ui.chart(fig, key="mv_grid", on_select=_on_click, selection_mode="points")
+ui.csv_download(
+    lambda: ui.pooled_frame(
+        maps.maps[kind], range(n_layers), n_queries, n_keys, grid.pool_blocks(n_queries, n_keys, maps.max_cells)
+    ).to_csv(index=False),
+    key="csv_mv_grid",
+    filename=f"model_view_{kind.replace(' ', '_')}",
+)
 
 pairs = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
 c1, c2 = st.columns([3, 1], vertical_alignment="bottom")

@@ -7,6 +7,7 @@ as the other pages (for the translator: the final model's greedy translation, or
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from transformer import catalog
@@ -53,6 +54,18 @@ st.caption(
     + ", stored in float16; the last one is the trained model up to that rounding. Same colours (0–1) in every panel."
 )
 ui.chart(figures.training_strip(traces, labels, kind, layer, head, ctx.presentation), key="tr_strip")
+
+
+def strip_csv() -> str:
+    """Every panel's matrix as one long table: step, query, key, weight."""
+    frames = []
+    for step, trace in zip(steps, traces):
+        matrix = ui.matrix_frame(trace.head(kind, layer, head)["weights"], trace.query_tokens(kind), trace.key_tokens(kind))
+        frames.append(matrix.stack().rename("weight").rename_axis(["query", "key"]).reset_index().assign(step=step))
+    return pd.concat(frames)[["step", "query", "key", "weight"]].to_csv(index=False)
+
+
+ui.csv_download(strip_csv, key="csv_tr_strip", filename=f"weights_by_step_{kind.replace(' ', '_')}_L{layer}_H{head}")
 
 index = st.select_slider("Snapshot", range(len(steps)), format_func=lambda i: labels[i], key="tr_step", value=len(steps) - 1)
 trace = traces[index]

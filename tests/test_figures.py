@@ -239,6 +239,19 @@ def test_model_view_payload_at_128_tokens():
     np.testing.assert_array_equal(layers, np.repeat(np.arange(6), 64))
 
 
+def test_model_view_csv_names_the_positions_each_cell_covers():
+    from viz import ui
+
+    trace = synthetic_trace(2, 3, 5)
+    maps = api.pool_trace(trace, max_cells=2)  # 5 tokens in blocks of 3: positions 0-2 and 3-4
+    table = ui.pooled_frame(maps.maps["decoder self"], [0, 1], 5, 5, (3, 3))
+    assert len(table) == 2 * 3 * 2 * 2
+    row = table[(table["layer"] == 1) & (table["head"] == 2) & (table["query_from"] == 3) & (table["key_from"] == 0)].iloc[0]
+    assert (row.query_to, row.key_to) == (4, 2)
+    w = trace.attention("decoder self", 1).weights[0, 2].numpy()
+    assert row.weight == w[3:5, 0:3].max()
+
+
 def test_model_view_sqrt_colours_keep_the_values():
     trace = synthetic_trace(2, 3, 10)
     maps = api.pool_trace(trace)

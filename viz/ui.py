@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -29,15 +30,36 @@ def heatmap(fig: go.Figure, z, rows: Sequence[str], cols: Sequence[str] | None, 
     """Draw a heatmap figure and offer the exact matrix it shows as CSV (values as float32 prints them)."""
     event = chart(fig, key, **kwargs)
     z, rows, cols = as_array(z), tuple(rows), None if cols is None else tuple(cols)
-    st.download_button(
-        "Download CSV",
-        lambda: matrix_frame(z, rows, cols).to_csv(),  # built only when clicked: a 512×512 CSV is megabytes
-        file_name=f"{filename}.csv",
-        mime="text/csv",
-        key=f"csv_{key}",
-        icon=":material/download:",
-    )
+    csv_download(lambda: matrix_frame(z, rows, cols).to_csv(), key=f"csv_{key}", filename=filename)
     return event
+
+
+def csv_download(make_csv, key: str, filename: str) -> None:
+    """A "Download CSV" button whose data `make_csv()` builds only when clicked (a 512×512 CSV is megabytes)."""
+    st.download_button(
+        "Download CSV", make_csv, file_name=f"{filename}.csv", mime="text/csv", key=key, icon=":material/download:"
+    )
+
+
+def pooled_frame(pooled, layers: Sequence[int], n_queries: int, n_keys: int, block: tuple[int, int]) -> pd.DataFrame:
+    """Thumbnails (L, H, r, c) as a long table: layer, head, the query and key positions each cell covers, weight."""
+    z = as_array(pooled)
+    n_l, n_h, r, c = z.shape
+    bq, bk = block
+    li, hi, ri, ci = (
+        a.reshape(-1) for a in np.meshgrid(np.arange(n_l), np.arange(n_h), np.arange(r), np.arange(c), indexing="ij")
+    )
+    return pd.DataFrame(
+        {
+            "layer": np.asarray(layers)[li],
+            "head": hi,
+            "query_from": ri * bq,
+            "query_to": np.minimum((ri + 1) * bq, n_queries) - 1,
+            "key_from": ci * bk,
+            "key_to": np.minimum((ci + 1) * bk, n_keys) - 1,
+            "weight": z.reshape(-1),  # the largest weight of the block (the weight itself when a block is one cell)
+        }
+    )
 
 
 def layer_head_controls(ctx: state.Context, n_layers: int, n_heads: int, prefix: str) -> None:

@@ -372,3 +372,30 @@ def test_model_view_hover_shows_the_weight_and_a_click_opens_the_head(page, serv
     wait_idle(page)
     assert (url_params(page)["kind"], url_params(page)["layer"], url_params(page)["head"]) == ("cross", "1", "2")
     np.testing.assert_array_equal(figure(page, "attn_heatmap")["data"][0]["z"], ref.attention("cross", 1).weights[0, 2].numpy())
+
+
+def download_csv(page, key: str):
+    """Click the Download CSV button under `.st-key-<key>` and read the file the browser saved."""
+    import pandas as pd
+
+    with page.expect_download() as info:
+        page.locator(f".st-key-{key} button").click()
+    return pd.read_csv(info.value.path())
+
+
+def test_csv_downloads_hold_the_numbers_shown(page, served):
+    """The heatmap's CSV is the trace's matrix; the model view's CSV names each cell's positions and weight."""
+    text = "the big dog near the old tables sees the cats ."
+    open_app(page, "/attention", {"text": text, "kind": "cross", "layer": "1", "head": "1"})
+    ref = served.reference(text)
+    table = download_csv(page, "csv_attn_heatmap").set_index("query")
+    weights = ref.attention("cross", 1).weights[0, 1].numpy()
+    np.testing.assert_allclose(table.to_numpy(dtype=np.float32), weights, **TOL)
+    assert list(table.index)[:2] == [f"0·{ref.target.tokens[0]}", f"1·{ref.target.tokens[1]}"]
+
+    open_app(page, "/model_view", {"text": text, "kind": "cross"}, chart="mv_grid")
+    cells = download_csv(page, "csv_mv_grid")
+    n_layers, n_heads = ref.n_layers("cross"), ref.attention("cross", 0).weights.shape[1]
+    assert len(cells) == n_layers * n_heads * weights.size  # no pooling at this length: one row per weight
+    mine = cells[(cells["layer"] == 1) & (cells["head"] == 1)].sort_values(["query_from", "key_from"])
+    np.testing.assert_allclose(mine["weight"].to_numpy(dtype=np.float32).reshape(weights.shape), weights, **TOL)
