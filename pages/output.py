@@ -12,20 +12,27 @@ trace = state.require_trace(ctx)
 cfg, tok = ctx.ckpt.config, ctx.ckpt.tokenizer
 size = figures.font_size(ctx.presentation)
 
+
+def top_k(trace) -> None:
+    """The next-token table, every row on screen for the short texts of the teaching models (scrolling past 64)."""
+    table = metrics.top_k_table(trace, tok.id_to_token)
+    st.dataframe(table, key="out_topk", height="content" if len(table) <= 64 else "auto")
+
+
 if cfg.kind == "encoder-decoder":
     st.subheader("Greedy translation", anchor=False)
     if ctx.target is None:
         st.code(trace.target.text or "(empty: the model predicted [EOS] first)", language=None)
     else:
-        st.code(state.greedy_trace(ctx).target.text or "(empty: the model predicted [EOS] first)", language=None)
+        st.code(state.greedy_text(ctx) or "(empty: the model predicted [EOS] first)", language=None)
         st.caption("The tables below are for your own target text from the sidebar:")
         st.code(ctx.target, language=None)
     st.markdown("**Next-token predictions at each decoder position** (top 5, probability in brackets):")
-    st.dataframe(metrics.top_k_table(trace, tok.id_to_token), key="out_topk")
+    top_k(trace)
 elif cfg.kind == "decoder":
     st.subheader("Top next tokens at each position", anchor=False)
     st.caption("Row “3·cat” shows what the model predicts right after reading up to token 3.")
-    st.dataframe(metrics.top_k_table(trace, tok.id_to_token), key="out_topk")
+    top_k(trace)
 elif cfg.n_classes > 0:
     st.subheader("Class probabilities", anchor=False)
     names = list(cfg.class_names) or [f"class {i}" for i in range(cfg.n_classes)]

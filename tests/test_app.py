@@ -303,6 +303,11 @@ def test_translator_target_is_greedy_by_default_and_editable(env):
     at.radio(key="attn_kind").set_value("cross").run()
     own = reference(catalog.available()["translator"], at.session_state["sel_text"], "a b c")
     np.testing.assert_array_equal(charts(at)["attn_heatmap"]["data"][0]["z"], own.attention("cross", 0).weights[0, 0].numpy())
+    # The Output page still names the greedy translation, then the user's own target the tables are for.
+    at.switch_page("pages/output.py").run()
+    no_errors(at)
+    assert [c.value for c in at.code][:2] == [ref.target.text, "a b c"]
+    assert len(frame(at, column="#1")) == len(own.target.tokens)
 
 
 def test_empty_text_gives_a_hint_and_the_app_keeps_working(env):

@@ -550,9 +550,9 @@ def require_text(ctx: Context | None) -> Context:
     return ctx
 
 
-def greedy_trace(ctx: Context) -> Trace:
-    """The trace with the decoder's text decoded greedily (same cache as the main trace)."""
-    return trace_for(ctx.identity, ctx.path, ctx.hf_dir, ctx.text, None)
+def greedy_text(ctx: Context) -> str:
+    """The greedy translation of the text (decoded once per text and cached; no trace is made for it)."""
+    return tokens_for(ctx.identity, ctx.path, ctx.hf_dir, ctx.text, None)[1].text
 
 
 def leave_legacy_pages_mode() -> None:
