@@ -43,19 +43,16 @@ def _on_click() -> None:
 
 fig = grid.head_grid(maps, kind, selected=(ctx.layer, ctx.head), presentation=ctx.presentation, scale=scale)
 n_queries, n_keys = len(maps.query_tokens(kind)), len(maps.key_tokens(kind))
+block = maps.block(kind)
 rows, cols = maps.maps[kind].shape[-2:]
-pooled = (
-    "" if (rows, cols) == (n_queries, n_keys) else f" Pooled to {rows} × {cols}: each cell is the largest weight of its block."
-)
+pooled = "" if block == (1, 1) else f" Pooled to {rows} × {cols}: each cell is the largest weight of its block."
 st.caption(
     f"{n_layers} layers × {n_heads} heads; {n_queries} query × {n_keys} key tokens.{pooled} "
     "Hover a cell for its weight; click a thumbnail's centre to open that head on the Attention page."
 )
 ui.chart(fig, key="mv_grid", on_select=_on_click, selection_mode="points")
 ui.csv_download(
-    lambda: ui.pooled_frame(
-        maps.maps[kind], range(n_layers), n_queries, n_keys, grid.pool_blocks(n_queries, n_keys, maps.max_cells)
-    ).to_csv(index=False),
+    lambda: ui.pooled_frame(maps.maps[kind], range(n_layers), n_queries, n_keys, block).to_csv(index=False),
     key="csv_mv_grid",
     filename=f"model_view_{kind.replace(' ', '_')}",
 )

@@ -26,7 +26,8 @@ if path is None:
     st.stop()
 
 try:
-    snaps = state.snapshots(state.identity_of(path), str(path))
+    identity = state.identity_of(path)  # path + mtime + size: a rewritten file is loaded again
+    snaps = state.snapshots(identity, str(path))
 except CheckpointError as e:
     st.error(f"Could not read the training snapshots: {e}")
     st.stop()
@@ -46,7 +47,7 @@ kind, layer, head = ctx.kind, st.session_state["sel_layer"], st.session_state["s
 steps = [step for step, _ in snaps]
 planned = ctx.ckpt.training.get("steps") if ctx.ckpt.training else None
 labels = [f"step {step}" for step in steps]
-traces = [state.snapshot_trace(ctx, str(path), i) for i in range(len(snaps))]
+traces = [state.snapshot_trace(ctx, identity, str(path), i) for i in range(len(snaps))]
 
 st.caption(
     f"{len(steps)} snapshots from step 0 (random weights) to step {steps[-1]}"

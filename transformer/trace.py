@@ -191,6 +191,12 @@ class AttentionMaps:
     def key_tokens(self, kind: str) -> tuple[str, ...]:
         return self.query_tokens("encoder self" if kind == "cross" else kind)
 
+    def block(self, kind: str) -> tuple[int, int]:
+        """How many (queries, keys) each cell of `kind`'s maps pools; (1, 1) when each cell is one weight."""
+        from .attention import pool_blocks  # attention.py imports this module
+
+        return pool_blocks(len(self.query_tokens(kind)), len(self.key_tokens(kind)), self.max_cells)
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.maps.values())
 

@@ -64,8 +64,7 @@ def head_grid(
 ) -> go.Figure:
     """Every head of the given layers (default: all) as thumbnails; click a thumbnail's centre to pick that head."""
     layers = list(range(maps.n_layers(kind))) if layers is None else list(layers)
-    block = pool_blocks(len(maps.query_tokens(kind)), len(maps.key_tokens(kind)), maps.max_cells)
-    return pooled_grid(maps.maps[kind][layers], layers, kind, block, selected, presentation, title, scale)
+    return pooled_grid(maps.maps[kind][layers], layers, kind, maps.block(kind), selected, presentation, title, scale)
 
 
 def pooled_grid(

@@ -143,9 +143,8 @@ def snapshots(identity: str, path: str) -> list[tuple[int, Checkpoint]]:
     return load_snapshots(path)
 
 
-def snapshot_trace(ctx: Context, path: str, index: int) -> Trace:
-    """Snapshot `index` run on this context's exact tokens (the same source and target as every other page)."""
-    identity = identity_of(Path(path))
+def snapshot_trace(ctx: Context, identity: str, path: str, index: int) -> Trace:
+    """Snapshot `index` of the file `path` (`identity_of` it) run on this context's exact tokens, as every other page reads them."""
     step, ckpt = snapshots(identity, path)[index]
     key = (identity, path, False, ctx.identity, ctx.text, ctx.target, "snapshot", step)  # ctx.identity: whose tokens
 
