@@ -6,8 +6,12 @@ Nothing a user can point the app at may run code: pickles are refused, whatever 
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import safetensors.torch
@@ -15,8 +19,10 @@ import torch
 from safetensors import safe_open
 
 import transformer.checkpoint as checkpoint_module
+from transformer.budget import Budget
 from transformer.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_checkpoint_parts, save_checkpoint
 
+ROOT = Path(__file__).resolve().parent.parent
 TRAINING = {"steps": 120, "final_loss": 0.4375, "data": {"seed": 3, "tasks": ["copy", "reverse"]}}
 
 
@@ -333,3 +339,93 @@ def test_saving_again_replaces_the_file(saved, make_checkpoint):
     assert loaded.training == {"steps": 1}
     assert torch.equal(loaded.model.tok_embed.weight, other.model.tok_embed.weight)
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+# --- configs judged before anything is allocated ---
+
+HOSTILE_LOAD = """
+import resource, sys
+from transformer.checkpoint import CheckpointError, load_checkpoint
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    load_checkpoint(sys.argv[1], device="cpu")
+    print("loaded")
+except CheckpointError as e:
+    print(e)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)  # peak growth in MiB (ru_maxrss: KiB)
+"""
+
+
+def with_config(path, out, **changes):
+    """A copy of a saved checkpoint, same weights, whose config says `changes`."""
+    meta, _ = read_raw(path)
+    return rewrite(path, metadata={**meta, "config": json.dumps({**json.loads(meta["config"]), **changes})}, out=out)
+
+
+@pytest.fixture
+def wide(make_checkpoint, tmp_path):
+    """A ~1.3 MB decoder (d_model 256, one layer) saved to disk: real weights for hostile configs to claim."""
+    ckpt = make_checkpoint("decoder", n_layers=1, n_heads=4, d_model=256, d_ff=64)
+    return save_checkpoint(tmp_path / "wide.safetensors", ckpt.model, ckpt.tokenizer, TRAINING)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux")
+def test_a_small_file_claiming_a_huge_position_table_allocates_nothing(wide, tmp_path):
+    """1 MB of weights, a config whose sinusoidal table would be 1 GB: refused, and the process never grew.
+
+    Run in a fresh process so its peak RSS says what loading allocated: building that model would
+    add > 1 GiB (the table and the sin/cos temporaries that fill it).
+    """
+    path = with_config(wide, tmp_path / "hostile.safetensors", max_len=1_000_000)
+    assert path.stat().st_size < 2_000_000
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ATTNVIZ_MAX_MODEL_MB": "256"}
+    done = subprocess.run([sys.executable, "-c", HOSTILE_LOAD, str(path)], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    message, grown = done.stdout.strip().splitlines()
+    assert message.startswith("hostile.safetensors: config.max_len is 1,000,000: the position tables alone would take 976.6 MiB")
+    assert "this server's limit for one model is 256.0 MiB" in message
+    assert int(grown) < 200, f"loading grew the process by {grown} MiB"
+
+
+def test_the_budget_is_judged_before_reading_or_building(wide, tmp_path, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("called before the config was judged")
+
+    monkeypatch.setattr(checkpoint_module, "read_tensors", forbidden)
+    monkeypatch.setattr(checkpoint_module, "expected_shapes", forbidden)  # not even a meta-device model
+    refused(with_config(wide, tmp_path / "a.safetensors", max_len=10**8), "config.max_len is 100,000,000: more than")
+    refused(with_config(wide, tmp_path / "b.safetensors", d_model=65_536), "config.d_model is 65,536 with config.n_layers 1")
+    refused(
+        with_config(wide, tmp_path / "c.safetensors", vocab_size=900_000, tie_embeddings=False), "config.vocab_size is 900,000"
+    )
+
+
+def test_a_header_that_disagrees_with_the_config_is_refused_before_the_data_is_read(wide, tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "read_tensors", lambda path: pytest.fail("tensor data was read"))
+    refused(
+        with_config(wide, tmp_path / "d.safetensors", d_ff=128),
+        "d.safetensors: shape of decoder.layers.0.feed_forward.up.weight is (64, 256), config says (128, 256)",
+    )
+    refused(with_config(wide, tmp_path / "n.safetensors", n_layers=2), "missing weight(s) decoder.layers.1.")
+
+
+def test_an_unknown_header_dtype_is_refused(saved):
+    path, _ = saved
+    _, weights = read_raw(path)
+    weights["tok_embed.weight"] = weights["tok_embed.weight"].to(torch.float8_e4m3fn)
+    refused(rewrite(path, tensors=weights), "tok_embed.weight has dtype F8_E4M3, expected a floating-point tensor")
+
+
+def test_a_legacy_file_is_judged_before_the_model_is_built(make_checkpoint, tmp_path, monkeypatch):
+    ckpt = make_checkpoint("decoder", seed=4)
+    path = tmp_path / "old.pt"
+    torch.save({**legacy_dict(ckpt, True), "config": {**json.loads(ckpt.config.to_json()), "max_len": 10**6}}, path)
+    monkeypatch.setattr(checkpoint_module, "TransformerModel", lambda cfg: pytest.fail("a model was built"))
+    with pytest.raises(CheckpointError, match=r"old\.pt: config\.max_len is 1,000,000: the position tables"):
+        load_checkpoint(path, device="cpu", budget=Budget(32 * 1024**2, 512 * 1024**2))
+
+
+def test_an_explicit_budget_is_used(saved):
+    path, _ = saved
+    with pytest.raises(CheckpointError, match="this server's limit for one model is 1.0 KiB"):
+        load_checkpoint(path, device="cpu", budget=Budget(1024, 512 * 1024**2))

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .trace import AttentionTrace
+from .trace import AttentionTrace, pool_blocks  # pool_blocks: the geometry of AttentionMaps
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -37,9 +37,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Ten
 QUERY_BLOCK = 128  # queries per block in pooled_attention: 12 heads × 128 × 2048 keys is 12 MB of scores
 
 
-def pool_blocks(n_queries: int, n_keys: int, max_cells: int) -> tuple[int, int]:
-    """Block sizes (queries, keys) that pool a (n_queries, n_keys) map to at most max_cells × max_cells."""
-    return -(-n_queries // max_cells), -(-n_keys // max_cells)  # ceil
+def query_block_rows(n_queries: int, n_keys: int, max_cells: int) -> int:
+    """Queries per block in pooled_attention: about QUERY_BLOCK, a whole number of pooling blocks."""
+    bq, _ = pool_blocks(n_queries, n_keys, max_cells)
+    return bq * max(1, QUERY_BLOCK // bq)
 
 
 def block_max(weights: Tensor, block_q: int, block_k: int) -> Tensor:
@@ -64,7 +65,7 @@ def pooled_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, max_c
     """
     n_q, n_k = q.shape[-2], k.shape[-2]
     bq, bk = pool_blocks(n_q, n_k, max_cells)
-    rows = bq * max(1, QUERY_BLOCK // bq)  # a whole number of pooling blocks per query block
+    rows = query_block_rows(n_q, n_k, max_cells)
     outputs, pooled = [], []
     for start in range(0, n_q, rows):
         block_mask = None if mask is None else mask[:, :, start : start + rows]

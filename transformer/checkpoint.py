@@ -1,7 +1,9 @@
 """One-file checkpoints: weights in a `.safetensors` file, config, tokenizer and training facts in its metadata.
 
 Loading never unpickles anything: safetensors files are parsed as data, and legacy `.pt`/`.bin`
-files go only through `torch.load(weights_only=True)`. Every problem raises `CheckpointError`
+files go only through `torch.load(weights_only=True)`. A checkpoint is judged from its header before
+any tensor is read or any model built: its config must fit this server's memory budget (`budget.py`)
+and agree with the names, shapes and dtypes the header lists. Every problem raises `CheckpointError`
 with a message that says what is wrong.
 """
 
@@ -19,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .budget import Budget, BudgetError, check_config, check_fields, default_budget
 from .config import ConfigError, ModelConfig
 from .device import pick_device
 from .model import TransformerModel
@@ -27,6 +30,23 @@ from .tokenizer import Tokenizer, TokenizerError
 FORMAT = "attnviz-checkpoint/1"
 REQUIRED_METADATA = ("format", "config", "tokenizer", "training")
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; a larger claim means a corrupted file
+
+TensorInfo = tuple[tuple[int, ...], torch.dtype | str]  # a tensor's (shape, dtype), known before its data is read
+# The dtypes a safetensors header names; one not listed stays a string (and is refused as not floating point).
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)  # weights are loaded as float32
+FLOAT_NAMES = "float32, float16, bfloat16 or float64"
 
 
 class CheckpointError(ValueError):
@@ -80,7 +100,8 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
     return path
 
 
-def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+def _check_header_bytes(path: Path) -> None:
+    """Refuse what is not a safetensors file at all (a pickle, text, a truncated download) from its first bytes."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
@@ -89,13 +110,41 @@ def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor
     (n,) = struct.unpack("<Q", head[:8])
     if n > min(size - 8, MAX_HEADER_BYTES) or head[8:9] != b"{":
         raise CheckpointError(f"{path.name} is not a safetensors file (no valid header; is it a pickle or a truncated download?)")
+
+
+def read_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
+    """A safetensors file's metadata and each tensor's (shape, dtype), without reading any tensor data.
+
+    safetensors checks here that the header's offsets cover the file exactly, so a truncated
+    download is refused before anything is read.
+    """
+    _check_header_bytes(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            layout = {}
+            for k in f.keys():
+                info = f.get_slice(k)  # a lazy view: shape and dtype from the header
+                dtype = info.get_dtype()
+                layout[k] = (tuple(info.get_shape()), SAFETENSORS_DTYPES.get(dtype, dtype))
     except Exception as e:  # SafetensorError and friends: a corrupted header or truncated data
         raise CheckpointError(f"{path.name} is not a valid safetensors file: {e}") from e
-    return metadata, tensors
+    return metadata, layout
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, read into memory: only once its header has been judged."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"{path.name} is not a valid safetensors file: {e}") from e
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """A safetensors file's metadata and every tensor, for callers that check what they read afterwards."""
+    metadata, _ = read_header(path)
+    return metadata, read_tensors(path)
 
 
 def read_tagged(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -128,13 +177,24 @@ def _read_legacy(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     return metadata, obj["state_dict"]
 
 
-def read_checkpoint_parts(path: str | os.PathLike) -> tuple[ModelConfig, Tokenizer, dict, dict[str, torch.Tensor]]:
-    """Parse and validate a checkpoint's metadata; returns (config, tokenizer, training, tensors)."""
+def read_checkpoint_parts(
+    path: str | os.PathLike, budget: Budget | None = None
+) -> tuple[ModelConfig, Tokenizer, dict, dict[str, torch.Tensor]]:
+    """Parse and validate a checkpoint; returns (config, tokenizer, training, tensors).
+
+    Judged before anything is allocated: the header (metadata, each tensor's shape and dtype) is read
+    first; the config must fit `budget` (default: `budget.default_budget()`) and agree with the
+    header's names, shapes and dtypes; only then are the tensors read. A legacy `.pt` file can only be
+    read whole, but it too is judged before any model is built. Finiteness is checked by the loader.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
-    legacy = path.suffix in (".pt", ".bin", ".pth")
-    metadata, tensors = _read_legacy(path) if legacy else read_safetensors(path)
+    if path.suffix in (".pt", ".bin", ".pth"):
+        metadata, tensors = _read_legacy(path)
+        layout = None
+    else:
+        (metadata, layout), tensors = read_header(path), None
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise CheckpointError(
@@ -158,35 +218,75 @@ def read_checkpoint_parts(path: str | os.PathLike) -> tuple[ModelConfig, Tokeniz
         training = json.loads(metadata["training"])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path.name}: training metadata is not valid JSON: {e}") from e
-    return config, tokenizer, training, tensors
+    check_budget(config, path.name, budget)
+    check_layout(expected_shapes(config, path.name), _layout(tensors, path.name) if layout is None else layout, path.name)
+    return config, tokenizer, training, read_tensors(path) if tensors is None else tensors
 
 
-def check_state_dict(config: ModelConfig, tensors: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
-    """Raise CheckpointError unless `tensors` has exactly the names and shapes the config implies."""
+def check_budget(config: ModelConfig, where: str, budget: Budget | None = None) -> None:
+    """Raise CheckpointError naming the field unless `config`'s model and traces fit `budget` (default: this server's)."""
+    try:
+        check_config(config, default_budget() if budget is None else budget)
+    except BudgetError as e:
+        raise CheckpointError(f"{where}: {e}") from e
+
+
+def expected_shapes(config: ModelConfig, where: str = "checkpoint") -> dict[str, tuple[int, ...]]:
+    """The state dict's names and shapes for `config`, from a model built on the meta device (no memory)."""
+    try:
+        check_fields(config)  # the build takes time per layer: no million-layer configs
+    except BudgetError as e:
+        raise CheckpointError(f"{where}: {e}") from e
     with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in TransformerModel(config).state_dict().items()}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+        return {k: tuple(v.shape) for k, v in TransformerModel(config).state_dict().items()}
+
+
+def _layout(tensors: dict, where: str) -> dict[str, TensorInfo]:
+    """(shape, dtype) of each tensor of a state dict that may hold anything (a legacy file's)."""
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{where}: {name} is a {type(t).__name__}, not a tensor")
+    return {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+
+
+def check_layout(expected: dict[str, tuple[int, ...]], layout: dict[str, TensorInfo], where: str) -> None:
+    """Raise CheckpointError unless `layout` has exactly the expected names and shapes, all floating point."""
+    missing = sorted(set(expected) - set(layout))
+    unexpected = sorted(set(layout) - set(expected))
     if missing:
         raise CheckpointError(f"{where}: missing weight(s) {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
     if unexpected:
         raise CheckpointError(f"{where}: unexpected weight(s) {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
     for name, shape in expected.items():
-        t = tensors[name]
-        if not isinstance(t, torch.Tensor):
-            raise CheckpointError(f"{where}: {name} is a {type(t).__name__}, not a tensor")
-        if tuple(t.shape) != shape:
-            raise CheckpointError(f"{where}: shape of {name} is {tuple(t.shape)}, config says {shape}")
-        if not t.is_floating_point():
-            raise CheckpointError(f"{where}: {name} has dtype {t.dtype}, expected a floating-point tensor")
+        found, dtype = layout[name]
+        if found != shape:
+            raise CheckpointError(f"{where}: shape of {name} is {found}, config says {shape}")
+        if dtype not in FLOAT_DTYPES:
+            raise CheckpointError(f"{where}: {name} has dtype {dtype}, expected a floating-point tensor ({FLOAT_NAMES})")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """Raise CheckpointError naming the first tensor with a NaN or an infinity."""
+    for name, t in tensors.items():
         if not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"{where}: {name} contains NaN or infinite values")
 
 
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None) -> Checkpoint:
-    """Load and validate a checkpoint; the model comes back in eval mode on `device` (default: best available)."""
-    config, tokenizer, training, tensors = read_checkpoint_parts(path)
-    check_state_dict(config, tensors, Path(path).name)
+def check_state_dict(config: ModelConfig, tensors: dict[str, torch.Tensor], where: str = "checkpoint") -> None:
+    """Raise CheckpointError unless `tensors` has exactly the names and shapes the config implies, all finite."""
+    check_layout(expected_shapes(config, where), _layout(tensors, where), where)
+    check_finite(tensors, where)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device | None = None, budget: Budget | None = None
+) -> Checkpoint:
+    """Load and validate a checkpoint; the model comes back in eval mode on `device` (default: best available).
+
+    `budget`: what the model and its traces may take (default: `budget.default_budget()`, this server's).
+    """
+    config, tokenizer, training, tensors = read_checkpoint_parts(path, budget)
+    check_finite(tensors, Path(path).name)
     model = TransformerModel(config)
     model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     model.eval().requires_grad_(False)

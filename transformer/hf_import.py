@@ -20,7 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checkpoint import Checkpoint, CheckpointError, check_state_dict, load_checkpoint, read_safetensors
+from .budget import Budget
+from .checkpoint import Checkpoint, CheckpointError, check_budget, check_state_dict, load_checkpoint, read_safetensors
 from .config import ConfigError, ModelConfig
 from .device import pick_device
 from .model import TransformerModel
@@ -351,8 +352,11 @@ def _map_weights(cfg: ModelConfig, family: Family, tensors: dict[str, Tensor], s
     return ours, rest
 
 
-def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = None) -> Checkpoint:
-    """Load a Hugging Face-format folder as our model (eval mode, no grad) with its tokenizer."""
+def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = None, budget: Budget | None = None) -> Checkpoint:
+    """Load a Hugging Face-format folder as our model (eval mode, no grad) with its tokenizer.
+
+    The config is judged against `budget` (default: this server's, see `budget.py`) before the weights are read.
+    """
     folder = Path(path)
     if not folder.is_dir():
         raise CheckpointError(f"no model folder at {folder}")
@@ -367,6 +371,7 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = Non
         raise CheckpointError(f"{CONFIG}: cannot describe a working model: {e}") from e
     if tokenizer.vocab_size > cfg.vocab_size:
         raise CheckpointError(f"{TOKENIZER} has {tokenizer.vocab_size} tokens, {CONFIG} vocab_size is {cfg.vocab_size}")
+    check_budget(cfg, CONFIG, budget)  # the weights are read only for a model this server can hold
     source, raw = _read_weights(folder)
     state, ignored = _map_weights(cfg, family, _normalise_names(raw, family), source)
     check_state_dict(cfg, state, source)  # also refuses NaN/inf weights
@@ -386,6 +391,6 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = Non
     return Checkpoint(model=model, tokenizer=tokenizer, training=training, name=folder.name)
 
 
-def load_any(path: str | os.PathLike, device: str | torch.device | None = None) -> Checkpoint:
+def load_any(path: str | os.PathLike, device: str | torch.device | None = None, budget: Budget | None = None) -> Checkpoint:
     """The app's one entry point: a Hugging Face folder or one of our `.safetensors` checkpoints."""
-    return load_hf_dir(path, device) if Path(path).is_dir() else load_checkpoint(path, device)
+    return load_hf_dir(path, device, budget) if Path(path).is_dir() else load_checkpoint(path, device, budget)

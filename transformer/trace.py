@@ -165,6 +165,14 @@ def query_tokens(kind: str, source: Stream | None, target: Stream | None, has_en
     return () if stream is None else stream.tokens
 
 
+def pool_blocks(n_queries: int, n_keys: int, max_cells: int) -> tuple[int, int]:
+    """Block sizes (queries, keys) that pool a (n_queries, n_keys) map to at most max_cells × max_cells.
+
+    The geometry of `AttentionMaps`; `attention.pooled_attention` pools with it (and imports it from here).
+    """
+    return -(-n_queries // max_cells), -(-n_keys // max_cells)  # ceil
+
+
 @dataclass(frozen=True)
 class AttentionMaps:
     """Every head's attention weights block-max pooled to at most max_cells × max_cells: what the model view draws.
@@ -193,8 +201,6 @@ class AttentionMaps:
 
     def block(self, kind: str) -> tuple[int, int]:
         """How many (queries, keys) each cell of `kind`'s maps pools; (1, 1) when each cell is one weight."""
-        from .attention import pool_blocks  # attention.py imports this module
-
         return pool_blocks(len(self.query_tokens(kind)), len(self.key_tokens(kind)), self.max_cells)
 
     def nbytes(self) -> int:
@@ -225,6 +231,7 @@ __all__ = [
     "Stream",
     "Trace",
     "KIND_PATHS",
+    "pool_blocks",
     "query_tokens",
     "to_cpu",
 ]
