@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
 
-.PHONY: run test lint bench checkpoints browser clean
+.PHONY: run dev test lint bench classroom checkpoints browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 
 run: $(VENV)/.runtime
 	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+# While editing the code: rerun the app when a source file changes. Polling watches just the app's own
+# modules and pages (Streamlit skips dot-folders such as .venv), not the whole tree as inotify would.
+dev: $(VENV)/.runtime
+	$(BIN)/streamlit run app.py --server.port $(PORT) --server.fileWatcherType poll --server.runOnSave true
 
 # Debian's Chromium drives the browser tests (Playwright cannot download its own browser here); the
 # colour emoji font lets its screenshots show emoji typed into the app instead of empty boxes.
@@ -44,6 +49,10 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.core
+
+# Thirty Chromium sessions typing at once on one server, against a bare Streamlit + Plotly app (minutes).
+classroom: $(VENV)/.dev browser
+	$(BIN)/python -m benchmarks.classroom
 
 checkpoints: $(VENV)/.runtime
 	$(BIN)/python -m transformer.train.make_checkpoints

@@ -9,10 +9,9 @@ from __future__ import annotations
 import streamlit as st
 
 from transformer import catalog
-from viz import state
+from viz import session, shared
 
-state.leave_legacy_pages_mode()
-st.set_page_config(page_title="Attention explorer", page_icon=":material/grid_on:", layout="wide")
+st.set_page_config(page_title="Attention explorer", page_icon=str(catalog.ASSETS / "icon.svg"), layout="wide")
 
 PAGES = {
     "attention": st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:", url_path="attention"),
@@ -32,7 +31,7 @@ def _home() -> None:
 HOME = st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden")
 
 entries = catalog.available()
-state.init_session(entries, tuple(PAGES))
+session.init_session(entries, tuple(PAGES))
 page = st.navigation([HOME, *PAGES.values()], position="top")
 
 goto = st.session_state.pop("_goto", None)  # a link's ?page=..., or a click in the model view
@@ -49,9 +48,10 @@ st.html(f"<style>{CSS}</style>")
 if page.url_path == HOME.url_path or page.url_path == "":
     st.switch_page(PAGES["attention"])
 
-ctx = state.sidebar(entries)
-state.freeze_startup_objects()  # once per process, after the first model is loaded
-st.session_state["_ctx"] = ctx
-state.sync_url(ctx, with_query=page.url_path == "qkv")
-state.show_messages(ctx)
+shared.use_one_torch_thread()
+ctx = session.sidebar(entries)
+shared.freeze_startup_objects()  # once per process, after the first model is loaded
+session.publish(ctx)
+session.sync_url(ctx, with_query=page.url_path == "qkv")
+session.show_messages(ctx)
 page.run()

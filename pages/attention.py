@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from viz import cached, grid, jobs, state, ui
+from viz import cached, grid, jobs, session, ui
 
-ctx = state.context()
-trace = state.require_trace(ctx)
+ctx = session.context()
+trace = session.require_trace(ctx)
 kind = ctx.kind
 
 top = st.columns([3, 2, 2], vertical_alignment="center")
@@ -27,7 +27,7 @@ with top[2]:
     autoplay = st.toggle(
         "Autoplay",
         key="autoplay",
-        help=f"Steps through every layer and head, one head every {state.AUTOPLAY_SECONDS:g} s.",
+        help=f"Steps through every layer and head, one head every {session.AUTOPLAY_SECONDS:g} s.",
     )
 
 
@@ -35,7 +35,7 @@ def main_view() -> None:
     """Layer and head selectors and the heatmap of the selected head."""
     n_layers, n_heads = trace.n_layers(kind), ctx.n_heads
     if autoplay:
-        state.advance_autoplay(n_layers, n_heads)
+        session.advance_autoplay(n_layers, n_heads)
     ui.layer_head_controls(ctx, n_layers, n_heads, "attn")
     layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
     fig = cached.attention_figure(ctx.trace_key, trace, kind, layer, head, ctx.presentation, stretch)
@@ -50,7 +50,7 @@ def main_view() -> None:
     label = jobs.label(ctx, kind, layer, head)
     if label:
         st.caption(f"Head job (from the analysis): {label}")
-    state.sync_url(ctx)
+    session.sync_url(ctx)
 
 
 def layer_view() -> None:
@@ -70,12 +70,13 @@ def layer_view() -> None:
         )
     with right:
         st.subheader("All heads of this layer", anchor=False)
-        st.caption("Click a thumbnail to show that head above.")
+        pooled = grid.pooled_note(len(trace.query_tokens(kind)), len(trace.key_tokens(kind)))
+        st.caption(f"{pooled} Click a thumbnail to show that head above.".lstrip())
 
         def _pick_head() -> None:
             picked = grid.pick_from_selection(st.session_state["attn_layer_grid"].selection.points)
             if picked is not None:
-                state.set_selection(head=picked[1])
+                session.set_selection(head=picked[1])
 
         ui.chart(
             cached.layer_grid(ctx.trace_key, trace, kind, layer, st.session_state["sel_head"], ctx.presentation),
@@ -95,4 +96,4 @@ def page() -> None:
     layer_view()
 
 
-st.fragment(page, run_every=state.AUTOPLAY_SECONDS if autoplay else None)()
+st.fragment(page, run_every=session.AUTOPLAY_SECONDS if autoplay else None)()

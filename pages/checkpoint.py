@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from viz import figures, jobs, metrics, state, ui
+from viz import figures, jobs, metrics, session, ui
 
-ctx = state.context()
+ctx = session.context()
 limit = int(st.get_option("server.maxUploadSize"))
 st.caption(
     f"Pick a checkpoint in the sidebar, or choose “Upload…” there to load your own .safetensors file (at most {limit} MB)."

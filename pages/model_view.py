@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from viz import grid, state, ui
+from viz import grid, session, ui
 
-ctx = state.require_text(state.context())
+ctx = session.require_text(session.context())
 kind = ctx.kind
 top = st.columns([3, 2], vertical_alignment="center")
 with top[0]:
@@ -31,7 +31,7 @@ n_layers, n_heads = maps.n_layers(kind), ctx.n_heads
 
 
 def _open(layer: int, head: int) -> None:
-    state.set_selection(kind=kind, layer=layer, head=head)
+    session.set_selection(kind=kind, layer=layer, head=head)
     st.session_state["_goto"] = "attention"
 
 
@@ -44,10 +44,8 @@ def _on_click() -> None:
 fig = grid.head_grid(maps, kind, selected=(ctx.layer, ctx.head), presentation=ctx.presentation, scale=scale)
 n_queries, n_keys = len(maps.query_tokens(kind)), len(maps.key_tokens(kind))
 block = maps.block(kind)
-rows, cols = maps.maps[kind].shape[-2:]
-pooled = "" if block == (1, 1) else f" Pooled to {rows} × {cols}: each cell is the largest weight of its block."
 st.caption(
-    f"{n_layers} layers × {n_heads} heads; {n_queries} query × {n_keys} key tokens.{pooled} "
+    f"{n_layers} layers × {n_heads} heads; {n_queries} query × {n_keys} key tokens. {grid.pooled_note(n_queries, n_keys, block)} "
     "Hover a cell for its weight; click a thumbnail's centre to open that head on the Attention page."
 )
 ui.chart(fig, key="mv_grid", on_select=_on_click, selection_mode="points")

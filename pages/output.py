@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import plotly.graph_objects as go
 import streamlit as st
 
-from viz import figures, metrics, state, ui
+from viz import figures, metrics, session, ui
 
-ctx = state.context()
-trace = state.require_trace(ctx)
+ctx = session.context()
+trace = session.require_trace(ctx)
 cfg, tok = ctx.ckpt.config, ctx.ckpt.tokenizer
-size = figures.font_size(ctx.presentation)
 
 
 def top_k(trace) -> None:
@@ -24,7 +22,7 @@ if cfg.kind == "encoder-decoder":
     if ctx.target is None:
         st.code(trace.target.text or "(empty: the model predicted [EOS] first)", language=None)
     else:
-        st.code(state.greedy_text(ctx) or "(empty: the model predicted [EOS] first)", language=None)
+        st.code(session.greedy_text(ctx) or "(empty: the model predicted [EOS] first)", language=None)
         st.caption("The tables below are for your own target text from the sidebar:")
         st.code(ctx.target, language=None)
     st.markdown("**Next-token predictions at each decoder position** (top 5, probability in brackets):")
@@ -35,27 +33,9 @@ elif cfg.kind == "decoder":
     top_k(trace)
 elif cfg.n_classes > 0:
     st.subheader("Class probabilities", anchor=False)
-    names = list(cfg.class_names) or [f"class {i}" for i in range(cfg.n_classes)]
+    names = [str(n) for n in cfg.class_names] or [f"class {i}" for i in range(cfg.n_classes)]  # from the checkpoint
     probs = trace.probs[0].float().numpy()
-    fig = go.Figure(
-        go.Bar(
-            x=probs,
-            y=names,
-            orientation="h",
-            marker_color="#3b528b",
-            hovertemplate="%{y}: %{x:.6f}<extra></extra>",
-            text=[f"{p:.3f}" for p in probs],
-            textposition="auto",
-        )
-    )
-    fig.update_layout(
-        yaxis=dict(autorange="reversed", tickfont=dict(size=size)),
-        xaxis=dict(range=[0, 1], title="probability", tickfont=dict(size=size)),
-        height=120 + 50 * len(names),
-        font=dict(size=size),
-        margin=dict(l=10, r=10, t=20, b=10),
-    )
-    ui.chart(fig, key="out_classes")
+    ui.chart(figures.class_probabilities_figure(probs, names, ctx.presentation), key="out_classes")
     st.text(f"Prediction: {names[int(probs.argmax())]} ({float(probs.max()):.3f})")
 else:
     st.subheader("No output head", anchor=False)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from viz import figures, state, ui, worked
+from viz import figures, session, ui, worked
 from viz.labels import unique_labels
 
-ctx = state.context()
-trace = state.require_trace(ctx)
+ctx = session.context()
+trace = session.require_trace(ctx)
 kind = ctx.kind
 
 ui.kind_picker(ctx, "qkv_kind")
@@ -36,7 +36,7 @@ def computation() -> None:
         "Query token (or click a row of the weights heatmap)",
         range(len(q_tokens)),
         format_func=q_labels.__getitem__,
-        **state.bind("sel_query", "w_query"),
+        **session.bind("sel_query", "w_query"),
     )
     query = st.session_state["sel_query"]
     h = trace.head(kind, layer, head)
@@ -106,20 +106,30 @@ def computation() -> None:
         f"**Each key:** `q·k` (dot product of q with that key's row of K), divided by `√{d_head} = {row.scale:.4f}` gives the score; "
         "keys the mask forbids get weight 0; the softmax turns the allowed scores into weights that sum to 1."
     )
+    st.caption(
+        "`q·k` is recomputed here from the q above and the rows of K; the score, the mask and the softmax weight "
+        "are the model's own numbers."
+    )
     st.dataframe(row.steps_table(), key="qkv_steps")
-    softmax_diff = float(abs(row.softmax_check - row.weights).max())
     st.markdown(
         f"Sum of the weights: `{float(row.weights.sum()):.6f}`. "
-        f"Softmax recomputed here from the scores differs from the model's weights by at most `{softmax_diff:.1e}`."
+        f"The recomputed `q·k ÷ √{d_head}` differs from the model's scores by at most `{row.score_diff:.1e}`, "
+        f"and the softmax recomputed here from the model's scores differs from its weights by at most "
+        f"`{row.softmax_diff:.1e}` (float32 rounding: the model adds the same numbers in another order)."
     )
     st.markdown("**The output row** is the weighted sum of the value vectors, `Σⱼ weightⱼ · vⱼ`:")
     st.dataframe(row.sum_table(), key="qkv_sum")
-    ok = row.max_abs_diff <= 1e-5
+    ok = row.output_matches
     (st.success if ok else st.error)(
         f"Σ weightⱼ · vⱼ {'equals' if ok else 'differs from'} the head output's row {query}: "
-        f"largest difference {row.max_abs_diff:.1e} (float32 rounding)."
+        f"largest difference {row.max_abs_diff:.1e}, tolerance {row.tolerance:.1e}."
     )
-    state.sync_url(ctx, with_query=True)
+    st.caption(
+        "The tolerance is the most float32 rounding alone can change a sum of n products: "
+        f"n · ε · Σⱼ |weightⱼ · vⱼ| (in its largest dimension), with n = {len(row.weights)} keys and ε = 2⁻²³ ≈ 1.2e-7. "
+        "It grows with the size of the values, as rounding does."
+    )
+    session.sync_url(ctx, with_query=True)
 
 
 st.fragment(computation)()

@@ -12,9 +12,11 @@ import streamlit as st
 
 from transformer import catalog
 from transformer.checkpoint import CheckpointError
-from viz import figures, state, ui
+from transformer.snapshots import stored_dtypes
+from viz import figures, session, shared, ui
+from viz.literal import md
 
-ctx = state.require_text(state.context())
+ctx = session.require_text(session.context())
 entry = catalog.available().get(ctx.name)
 path = catalog.snapshots_path(entry) if entry is not None else None
 if path is None:
@@ -26,10 +28,10 @@ if path is None:
     st.stop()
 
 try:
-    identity = state.identity_of(path)  # path + mtime + size: a rewritten file is loaded again
-    snaps = state.snapshots(identity, str(path))
+    identity = shared.identity_of(path)  # path + mtime + size: a rewritten file is loaded again
+    snaps = shared.snapshots(identity, str(path))
 except CheckpointError as e:
-    st.error(f"Could not read the training snapshots: {e}")
+    st.error(f"Could not read the training snapshots: {md(e, 400)}")
     st.stop()
 
 
@@ -47,12 +49,24 @@ kind, layer, head = ctx.kind, st.session_state["sel_layer"], st.session_state["s
 steps = [step for step, _ in snaps]
 planned = ctx.ckpt.training.get("steps") if ctx.ckpt.training else None
 labels = [f"step {step}" for step in steps]
-traces = [state.snapshot_trace(ctx, identity, str(path), i) for i in range(len(snaps))]
+traces = [
+    shared.snapshot_trace(identity, str(path), i, ctx.identity, ctx.text, ctx.target, ctx.tokens) for i in range(len(snaps))
+]
 
+try:
+    dtypes = stored_dtypes(path)
+except CheckpointError:
+    dtypes = ()
+if not dtypes:
+    stored = ""
+elif set(dtypes) <= {"float32", "float64"}:
+    stored = f", stored in {' and '.join(dtypes)}: the weights as they were at each step, unrounded"
+else:
+    stored = f", stored in {' and '.join(dtypes)}; the last one is the trained model up to that rounding"
 st.caption(
     f"{len(steps)} snapshots from step 0 (random weights) to step {steps[-1]}"
-    + (f" of {planned}" if planned else "")
-    + ", stored in float16; the last one is the trained model up to that rounding. Same colours (0–1) in every panel."
+    + (f" of {planned}" if isinstance(planned, int) and planned > 0 else "")  # a number from the metadata, or nothing
+    + f"{stored}. Same colours (0–1) in every panel."
 )
 ui.chart(figures.training_strip(traces, labels, kind, layer, head, ctx.presentation), key="tr_strip")
 
@@ -80,4 +94,4 @@ ui.heatmap(
     key="tr_heatmap",
     filename=f"weights_step{steps[index]}_{kind.replace(' ', '_')}_L{layer}_H{head}",
 )
-state.sync_url(ctx)
+session.sync_url(ctx)

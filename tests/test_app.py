@@ -213,9 +213,9 @@ def test_opens_on_the_translator_attention_page(env):
 @pytest.fixture
 def model_runs(monkeypatch) -> dict[str, list]:
     """Empty the app's trace and maps caches, then record every model run: the texts of full traces and of light passes."""
-    from viz import state
+    from viz import shared
 
-    for cache in (state.trace_cache(), state.maps_cache()):
+    for cache in (shared.trace_cache(), shared.maps_cache()):
         cache.clear()
     runs = {"trace_text": [], "attention_maps": []}
     for name, log in runs.items():
@@ -251,14 +251,14 @@ def test_a_short_text_runs_the_model_once_even_from_the_model_view(env, model_ru
 
 
 def test_attention_map_bytes_counts_every_kind_layer_and_head(env):
-    from viz import state
+    from viz import shared
 
     ckpt = load_checkpoint(catalog.available()["translator"].path, device="cpu")
     tokens = api.streams(ckpt, "the cat runs .", "a b c")
     n_src, n_tgt = len(tokens[0].ids), len(tokens[1].ids)
     cfg = ckpt.config
     expected = (n_src * n_src + n_tgt * n_tgt + n_tgt * n_src) * cfg.n_layers * cfg.n_heads * 8
-    assert state.attention_map_bytes(ckpt, tokens) == expected
+    assert shared.attention_map_bytes(ckpt, tokens) == expected
     trace = api.trace_text(ckpt, "the cat runs .", "a b c")
     held = sum(
         trace.attention(k, i).weights.nbytes + trace.attention(k, i).scores.nbytes
@@ -344,8 +344,9 @@ def test_html_markdown_and_emoji_are_shown_literally(env):
     at = start({"checkpoint": "lm"})
     at.text_area(key="w_text").input(text).run()
     no_errors(at)
-    assert at.text_area(key="w_text").value == text
-    ref = reference(catalog.available()["lm"], text)
+    kept = at.text_area(key="w_text").value  # the tiny model reads 24 tokens: the box keeps what it read
+    assert kept and text.startswith(kept)
+    ref = reference(catalog.available()["lm"], kept)
     ticks = charts(at)["attn_heatmap"]["layout"]["xaxis"]["ticktext"]
     assert ticks == [plotly_text(t) for t in ref.source.tokens]  # escaped for Plotly (whatever the tokenizer made of it)
     assert "<b>" not in "".join(ticks) and "<script>" not in "".join(ticks)
@@ -403,10 +404,10 @@ def test_qkv_page_works_the_selected_row(env):
 
 
 def test_model_view_opens_a_head_on_the_attention_page(env, model_runs, monkeypatch):
-    from viz import state
+    from viz import shared
 
     traced, mapped = model_runs["trace_text"], model_runs["attention_maps"]
-    monkeypatch.setattr(state, "LIGHT_PASS_BYTES", 0)  # as for a long text: these tiny traces are far below the limit
+    monkeypatch.setattr(shared, "LIGHT_PASS_BYTES", 0)  # as for a long text: these tiny traces are far below the limit
     at = start({"page": "model_view", "kind": "cross"})
     no_errors(at)
     figs = charts(at)
@@ -478,8 +479,8 @@ def test_training_page_without_snapshots_or_with_a_broken_file(env):
         at = start({"checkpoint": "lm", "page": "training"})
         assert not at.exception  # a message, never a traceback
         assert [e.value for e in at.error] == [
-            "Could not read the training snapshots: lm.snapshots.safetensors is not a safetensors file "
-            "(no valid header; is it a pickle or a truncated download?)"
+            "Could not read the training snapshots: ` lm.snapshots.safetensors is not a safetensors file "
+            "(no valid header; is it a pickle or a truncated download?) `"
         ]
         # Valid snapshots of another model (the classifier's) next to the lm: refused, not drawn.
         other = load_checkpoint(env / "classifier.safetensors", device="cpu")
@@ -509,7 +510,7 @@ def test_output_page_class_probabilities(env):
     ref = reference(catalog.available()["classifier"], at.session_state["sel_text"])
     bars = charts(at)["out_classes"]["data"][0]
     np.testing.assert_array_equal(np.asarray(bars["x"], dtype=np.float32), ref.probs[0].numpy())
-    assert list(bars["y"]) == ["ungrammatical", "grammatical"]
+    assert list(charts(at)["out_classes"]["layout"]["yaxis"]["ticktext"]) == ["ungrammatical", "grammatical"]
 
 
 def test_presentation_mode_enlarges_figure_fonts(env):

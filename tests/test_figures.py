@@ -231,7 +231,7 @@ def test_model_view_payload_at_128_tokens():
     assert (data["zmin"], data["zmax"]) == (0, 1)
     bar = data["colorbar"]
     assert bar["title"]["text"] == "weight" and bar["ticktext"] == ["0", "0.25", "0.5", "0.75", "1"]
-    assert data["hovertemplate"].startswith("layer %{y:.0f} · head %{x:.0f}<br>weight %{z:.4g} (largest of 2 × 2 weights)")
+    assert data["hovertemplate"].startswith("layer %{y:.0f} · head %{x:.0f}<br>weight %{z:.9~g} (largest of 2 × 2 weights)")
     # Every cell's x and y round to its thumbnail's head and layer (what the hover text shows).
     heads = np.round(np.asarray(data["x"])).astype(int)
     layers = np.round(np.asarray(data["y"])).astype(int)
@@ -409,7 +409,7 @@ def test_byte_lru_evicts_least_recently_used_by_bytes():
 def test_trace_cache_counts_trace_bytes():
     """The app's cache sizes traces by `Trace.nbytes()`: two 2048-token 6 × 12 traces never fit its budget together."""
     from viz.lru import ByteLRU
-    from viz.state import TRACE_BUDGET_BYTES
+    from viz.shared import TRACE_CACHE_BYTES
 
     small = synthetic_trace(1, 2, 8)
     cache = ByteLRU(budget=small.nbytes() * 2, size=Trace.nbytes)
@@ -417,4 +417,112 @@ def test_trace_cache_counts_trace_bytes():
         cache.put(i, synthetic_trace(1, 2, 8, seed=i))
     assert cache.keys() == [1, 2] and cache.nbytes == 2 * small.nbytes()
     per_2048 = 6 * 12 * 2048 * 2048 * 4 * 2  # weights + scores alone, float32
-    assert TRACE_BUDGET_BYTES < 2 * per_2048
+    assert TRACE_CACHE_BYTES < 2 * per_2048
+
+
+# ---------------------------------------------------------------------------------------------
+# User text stays text in figures; the worked row's tolerance; the pooled-map note.
+# ---------------------------------------------------------------------------------------------
+
+HOSTILE_TOKENS = ["<a href='http://evil.example'>a</a>", "%{x}", "$x^2$", "&amp;", "<br>"]
+
+
+def test_plotly_text_escapes_markup_templates_and_maths():
+    assert plotly_text("<b>&</b>") == "&lt;b&gt;&amp;&lt;/b&gt;"
+    assert plotly_text("%{x} $y$") == "&#37;{x} &#36;y&#36;"  # Plotly shows the characters, but fills in no template
+    assert plotly_text(3) == "3"
+
+
+def test_token_text_never_lands_in_a_hover_template():
+    fig = figures.token_heatmap(np.eye(5), HOSTILE_TOKENS, HOSTILE_TOKENS, title="t")
+    spec = jsonfig.parse(fig.to_json())
+    data = spec["data"][0]
+    assert data["hovertemplate"] == "query: %{y}<br>key: %{x}<br>weight: %{z:.6f}<extra></extra>"
+    assert data["x"] == data["y"] == [plotly_text(t) for t in unique_labels(HOSTILE_TOKENS)]
+    for values in (data["x"], spec["layout"]["xaxis"]["ticktext"], spec["layout"]["yaxis"]["ticktext"]):
+        text = "".join(values)
+        assert "<" not in text and "%{" not in text and "$" not in text
+    picker = figures.add_cell_picker(fig).data[1]
+    assert picker.hovertemplate == "query: %{y}<br>key: %{x}<br>weight: %{marker.color:.6f}<extra></extra>"
+
+
+def test_class_names_from_a_checkpoint_reach_plotly_escaped():
+    names = ["<img src=http://evil.example/y>", "%{x}", "<img src=http://evil.example/y>", "n" * 100]
+    fig = figures.class_probabilities_figure(np.array([0.1, 0.2, 0.3, 0.4]), names)
+    spec = jsonfig.parse(fig.to_json())
+    bars = spec["data"][0]
+    shown = [plotly_text(n) for n in names[:3]] + [plotly_text("n" * figures.MAX_CLASS_CHARS + "…")]
+    assert spec["layout"]["yaxis"]["ticktext"] == shown and list(bars["customdata"]) == shown
+    assert list(bars["y"]) == [0, 1, 2, 3]  # two classes with the same name stay two bars
+    assert bars["hovertemplate"] == "%{customdata}: %{x:.6f}<extra></extra>"
+    np.testing.assert_array_equal(np.asarray(bars["x"]), np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
+
+
+def test_training_strip_labels_stay_out_of_the_template_syntax(lm):
+    fig = figures.training_strip([lm], ["step %{z} <b>"], "decoder self", 0, 0)
+    template = fig.data[0].hovertemplate
+    assert "%{z}" not in template.replace("%{z:.6f}", "") and "<b>" not in template
+    assert fig.layout.annotations[0].text == plotly_text("step %{z} <b>")  # the panel's title
+
+
+def test_model_view_hover_shows_every_float32_digit():
+    trace = synthetic_trace(1, 2, 6)
+    data = _heatmap(grid.head_grid(api.pool_trace(trace), "decoder self"))
+    assert "%{z:" + grid.EXACT + "}" in data["hovertemplate"]
+    # 9 significant digits tell any two float32 values apart.
+    for w in np.random.default_rng(0).random(1000, dtype=np.float32):
+        assert np.float32(f"{w:.9g}") == w
+
+
+def test_pooled_note_says_when_and_how_a_map_is_pooled():
+    assert grid.pooled_note(64, 64) == ""
+    assert grid.pooled_note(130, 20) == (
+        "Pooled to 44 × 20 cells: each cell is the largest weight of its block of 3 query × 1 key tokens."
+    )
+    trace = synthetic_trace(1, 2, 100)
+    pooled, block = grid.layer_maps(trace, "decoder self", 0)
+    assert block == (2, 2) and grid.pooled_note(100, 100) == grid.pooled_note(100, 100, block)
+    assert "Pooled to 50 × 50 cells" in grid.pooled_note(100, 100)
+
+
+def test_worked_row_tolerance_is_relative_to_the_magnitudes(lm):
+    """Large values (GPT-2, MiniLM) pass on float32 rounding alone; a real error of the size of one term does not."""
+    row = worked.worked_row(lm, "decoder self", 1, 1, 5)
+    assert row.output_matches and row.max_abs_diff <= row.tolerance
+    assert row.tolerance == pytest.approx(
+        len(row.weights) * np.finfo(np.float32).eps * float((np.abs(row.weights)[:, None] * np.abs(row.v)).sum(0).max())
+    )
+    # The same sum with values 10 000 times larger, added by torch (the model's way) and by numpy: the
+    # rounding differences alone exceed the old absolute 1e-5, and stay within the relative tolerance.
+    rng = np.random.default_rng(0)
+    n, d = 512, 64
+    weights = rng.dirichlet(np.ones(n)).astype(np.float32)
+    v = (rng.standard_normal((n, d)) * 1e4).astype(np.float32)
+    model_out = (torch.from_numpy(weights)[None] @ torch.from_numpy(v))[0].numpy()
+    big = dataclasses.replace(row, weights=weights, v=v, output=(weights[None] @ v)[0], trace_output=model_out)
+    assert big.max_abs_diff > 1e-5 and big.output_matches
+    assert dataclasses.replace(big, v=v * 2).tolerance == pytest.approx(2 * big.tolerance)  # it scales with the values
+    wrong = v.copy()
+    wrong[7] = v[8]  # a real mistake: one key's value row taken from its neighbour
+    broken = dataclasses.replace(big, trace_output=(torch.from_numpy(weights)[None] @ torch.from_numpy(wrong))[0].numpy())
+    assert not broken.output_matches
+
+
+def test_worked_row_reports_how_far_the_recomputed_scores_are(enc_dec):
+    row = worked.worked_row(enc_dec, "cross", 0, 1, 2)
+    head = enc_dec.head("cross", 0, 1)
+    assert row.score_diff == float(np.abs(row.scaled - head["scores"][2].numpy()).max()) < 1e-5
+    table = row.steps_table()
+    np.testing.assert_array_equal(table.iloc[:, 0].to_numpy(), row.dots)  # q·k: recomputed
+    np.testing.assert_array_equal(table.iloc[:, 1].to_numpy(), head["scores"][2].numpy())  # the score: the model's
+    assert "recomputed" in table.columns[0] and "model" in table.columns[1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_snapshots_report_the_dtype_they_are_stored_in(tmp_path, lm_ckpt, dtype):
+    from transformer.snapshots import load_snapshots, save_snapshots, stored_dtypes
+
+    state = {k: v.clone() for k, v in lm_ckpt.model.state_dict().items()}
+    path = save_snapshots(tmp_path / "s.safetensors", [(0, state)], lm_ckpt.model.cfg, lm_ckpt.tokenizer, dtype=dtype)
+    assert stored_dtypes(path) == (str(dtype).removeprefix("torch."),)
+    assert next(load_snapshots(path, device="cpu")[0][1].model.parameters()).dtype == torch.float32  # cast on load

@@ -83,29 +83,33 @@ def token_heatmap(
         xaxis["tickangle"] = -60
         x_label_px = x_label_px * 0.87 + 0.5 * size  # rotated by 60°: sin 60° of the width, plus the line height
         hover_x = f"{col_name}: %{{x}}"
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=x,
-            y=y,
-            colorscale=colorscale,
-            zmin=zmin,
-            zmax=zmax,
-            colorbar=dict(title=dict(text=value_name, font=dict(size=size)), tickfont=dict(size=size)),
-            hovertemplate=f"{row_name}: %{{y}}<br>{hover_x}<br>{value_name}: %{{z:{fmt}}}<extra></extra>",
-            hoverongaps=False,
-        )
-    )
     rows = z.shape[0]
-    fig.update_layout(
-        title=dict(text=title, font=dict(size=size + 2)),
-        xaxis=xaxis,
-        yaxis=yaxis,
-        height=int(min(900, max(320, (30 if presentation else 22) * rows + 170))),
-        # Room for the tick labels and the axis title (2 em), computed rather than Plotly's automargin.
-        margin=dict(l=int(y_label_px + 2.6 * size + 12), r=10, t=60 if title else 20, b=int(x_label_px + 2.6 * size + 12)),
-        font=dict(size=size),
-        hoverlabel=dict(font=dict(size=size)),
+    # Data and layout go to the constructor in one piece: Plotly validates them once there, where a
+    # later `update_layout` walks every property path again (1.6 ms against 15 ms a heatmap).
+    fig = go.Figure(
+        data=[
+            go.Heatmap(
+                z=z,
+                x=x,
+                y=y,
+                colorscale=colorscale,
+                zmin=zmin,
+                zmax=zmax,
+                colorbar=dict(title=dict(text=value_name, font=dict(size=size)), tickfont=dict(size=size)),
+                hovertemplate=f"{row_name}: %{{y}}<br>{hover_x}<br>{value_name}: %{{z:{fmt}}}<extra></extra>",
+                hoverongaps=False,
+            )
+        ],
+        layout=dict(
+            title=dict(text=title, font=dict(size=size + 2)),
+            xaxis=xaxis,
+            yaxis=yaxis,
+            height=int(min(900, max(320, (30 if presentation else 22) * rows + 170))),
+            # Room for the tick labels and the axis title (2 em), computed rather than Plotly's automargin.
+            margin=dict(l=int(y_label_px + 2.6 * size + 12), r=10, t=60 if title else 20, b=int(x_label_px + 2.6 * size + 12)),
+            font=dict(size=size),
+            hoverlabel=dict(font=dict(size=size)),
+        ),
     )
     return fig
 
@@ -156,7 +160,9 @@ def training_strip(
     from plotly.subplots import make_subplots
 
     size = font_size(presentation)
-    fig = make_subplots(rows=1, cols=len(traces), subplot_titles=list(labels), horizontal_spacing=0.012)
+    fig = make_subplots(
+        rows=1, cols=len(traces), subplot_titles=[plotly_text(label) for label in labels], horizontal_spacing=0.012
+    )
     for i, (trace, label) in enumerate(zip(traces, labels), start=1):
         queries = [plotly_text(t) for t in unique_labels(trace.query_tokens(kind))]
         keys = [plotly_text(t) for t in unique_labels(trace.key_tokens(kind))]
@@ -267,3 +273,40 @@ def head_figures(trace: Trace, kind: str, layer: int, head: int, presentation: b
             h["output"], qt, None, title=f"output = weights · V  ({len(qt)} × {d})", value_name="output", col_name="dim", **signed
         ),
     }
+
+
+MAX_CLASS_CHARS = 60  # a class name longer than this (from an uploaded checkpoint) is cut on the axis
+
+
+def class_probabilities_figure(probs, names: Sequence[str], presentation: bool = False) -> go.Figure:
+    """One horizontal bar per class, top to bottom in class order; names come from the checkpoint, shown literally.
+
+    Bars sit at positions 0..n-1 with the names as tick labels, so two classes with the same name stay
+    two bars; the hover reads the name from `customdata`, never from the template itself.
+    """
+    probs = as_array(probs)
+    size = font_size(presentation)
+    shown = [plotly_text(name if len(name) <= MAX_CLASS_CHARS else name[:MAX_CLASS_CHARS] + "…") for name in map(str, names)]
+    return go.Figure(
+        data=[
+            go.Bar(
+                x=probs,
+                y=list(range(len(probs))),
+                orientation="h",
+                marker_color="#3b528b",
+                customdata=shown,
+                hovertemplate="%{customdata}: %{x:.6f}<extra></extra>",
+                text=[f"{p:.3f}" for p in probs],
+                textposition="auto",
+            )
+        ],
+        layout=dict(
+            yaxis=dict(
+                autorange="reversed", tickmode="array", tickvals=list(range(len(probs))), ticktext=shown, tickfont=dict(size=size)
+            ),
+            xaxis=dict(range=[0, 1], title="probability", tickfont=dict(size=size)),
+            height=120 + 50 * len(probs),
+            font=dict(size=size),
+            margin=dict(l=10, r=10, t=20, b=10),
+        ),
+    )

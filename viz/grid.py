@@ -4,8 +4,8 @@ One heatmap trace, not one subplot per head: 72 subplots take seconds to draw, a
 full-resolution weights of 72 heads at 2048 tokens would be over a gigabyte. Each head is
 block-max pooled to at most `max_cells` × `max_cells` (`transformer.attention.block_max`, in the
 model's light pass `api.attention_maps` or from a full trace), and travels as float32, so hovering
-a cell shows the exact largest weight of its block: a 6 × 12 model view is about 1.6 MB whatever
-the text length.
+a cell shows the exact largest weight of its block (to 9 significant digits, which tell any two
+float32 values apart): a 6 × 12 model view is about 1.6 MB whatever the text length.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from transformer.trace import AttentionMaps, Trace
 from .figures import WEIGHTS_SCALE, font_size
 
 MAX_CELLS = 64
+EXACT = ".9~g"  # hover format: 9 significant digits tell every float32 apart (trailing zeros dropped)
 # Colour mappings of the weights (the values never change): 0..1 linear; √ (spreads the small weights
 # of diffuse heads); linear from 0 to the 99th percentile of the cells shown, the top colour above it
 # (for long texts where nearly every weight is small and a few spikes would set the range).
@@ -44,6 +45,18 @@ def grid_image(pooled: torch.Tensor) -> np.ndarray:
     """(L, H, r, c) pooled weights -> (L·r, H·c) float32 image: layer i's heads side by side in row band i."""
     n_l, n_h, r, c = pooled.shape
     return pooled.permute(0, 2, 1, 3).reshape(n_l * r, n_h * c).float().numpy()
+
+
+def pooled_note(n_queries: int, n_keys: int, block: tuple[int, int] | None = None) -> str:
+    """The sentence every pooled map's caption carries ("" when each cell is one weight).
+
+    `block`: the (queries, keys) each cell pools; default: what `MAX_CELLS` gives for this map.
+    """
+    bq, bk = pool_blocks(n_queries, n_keys, MAX_CELLS) if block is None else block
+    if (bq, bk) == (1, 1):
+        return ""
+    rows, cols = -(-n_queries // bq), -(-n_keys // bk)
+    return f"Pooled to {rows} × {cols} cells: each cell is the largest weight of its block of {bq} query × {bk} key tokens."
 
 
 def layer_maps(trace: Trace, kind: str, layer: int, max_cells: int = MAX_CELLS) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -99,36 +112,32 @@ def pooled_grid(
     if scale == "stretch":
         zmax = float(np.quantile(image, STRETCH_QUANTILE)) or float(image.max()) or 1.0
         ticks = tuple(zmax * t for t in (0.0, 0.25, 0.5, 0.75, 1.0))
-    fig = go.Figure(
-        go.Heatmap(
-            z=image,
-            x=x,
-            y=y,
-            zmin=0.0,
-            zmax=zmax,
-            colorscale=sqrt_colorscale() if scale == "sqrt" else WEIGHTS_SCALE,
-            colorbar=dict(
-                title=dict(text=SCALE_TITLES[scale], font=dict(size=size)),
-                tickmode="array",
-                tickvals=list(ticks),
-                ticktext=[f"{t:.3g}" for t in ticks[:-1]] + [("≥ " if scale == "stretch" else "") + f"{ticks[-1]:.3g}"],
-                tickfont=dict(size=size),
-            ),
-            # %{x:.0f} rounds a cell's x to its thumbnail's head (cells sit within ±0.5 of it); same for y.
-            hovertemplate=f"layer %{{y:.0f}} · head %{{x:.0f}}<br>weight %{{z:.4g}} ({what})<extra></extra>",
-        )
+    heatmap = go.Heatmap(
+        z=image,
+        x=x,
+        y=y,
+        zmin=0.0,
+        zmax=zmax,
+        colorscale=sqrt_colorscale() if scale == "sqrt" else WEIGHTS_SCALE,
+        colorbar=dict(
+            title=dict(text=SCALE_TITLES[scale], font=dict(size=size)),
+            tickmode="array",
+            tickvals=list(ticks),
+            ticktext=[f"{t:.3g}" for t in ticks[:-1]] + [("≥ " if scale == "stretch" else "") + f"{ticks[-1]:.3g}"],
+            tickfont=dict(size=size),
+        ),
+        # %{x:.0f} rounds a cell's x to its thumbnail's head (cells sit within ±0.5 of it); same for y.
+        hovertemplate=f"layer %{{y:.0f}} · head %{{x:.0f}}<br>weight %{{z:{EXACT}}} ({what})<extra></extra>",
     )
     # One clickable point per head at its thumbnail's centre (heatmaps have no point selection).
     hh, ll = np.meshgrid(np.arange(n_heads), np.asarray(layers))
-    fig.add_trace(
-        go.Scatter(
-            x=hh.reshape(-1).astype(np.float32),
-            y=ll.reshape(-1).astype(np.float32),
-            mode="markers",
-            marker=dict(size=28, symbol="square", opacity=0),
-            hovertemplate="layer %{y} · head %{x}<br>click to open<extra></extra>",
-            showlegend=False,
-        )
+    centres = go.Scatter(
+        x=hh.reshape(-1).astype(np.float32),
+        y=ll.reshape(-1).astype(np.float32),
+        mode="markers",
+        marker=dict(size=28, symbol="square", opacity=0),
+        hovertemplate="layer %{y} · head %{x}<br>click to open<extra></extra>",
+        showlegend=False,
     )
     shapes = [
         dict(type="line", x0=h + 0.5, x1=h + 0.5, y0=layers[0] - 0.5, y1=layers[-1] + 0.5, line=dict(color="white", width=3))
@@ -141,36 +150,39 @@ def pooled_grid(
         sl, sh = selected
         shapes.append(dict(type="rect", x0=sh - 0.5, x1=sh + 0.5, y0=sl - 0.5, y1=sl + 0.5, line=dict(color="#e4002b", width=3)))
     thumb_px = 90 if presentation else 70
-    fig.update_layout(
-        title=dict(text=title or f"{kind}: all layers × heads" + (f" (each cell: {what})" if pooled_cells else "")),
-        shapes=shapes,
-        xaxis=dict(
-            title="head",
-            tickmode="array",
-            tickvals=list(range(n_heads)),
-            showgrid=False,
-            zeroline=False,
-            range=[-0.5, n_heads - 0.5],
-            tickfont=dict(size=size),
-            automargin=False,  # fixed margins below: automargin would draw the figure twice
+    # One constructor call: Plotly validates data and layout once (update_layout would walk them again).
+    return go.Figure(
+        data=[heatmap, centres],
+        layout=dict(
+            title=dict(text=title or f"{kind}: all layers × heads" + (f" (each cell: {what})" if pooled_cells else "")),
+            shapes=shapes,
+            xaxis=dict(
+                title="head",
+                tickmode="array",
+                tickvals=list(range(n_heads)),
+                showgrid=False,
+                zeroline=False,
+                range=[-0.5, n_heads - 0.5],
+                tickfont=dict(size=size),
+                automargin=False,  # fixed margins below: automargin would draw the figure twice
+            ),
+            yaxis=dict(
+                title="layer",
+                tickmode="array",
+                tickvals=layers,
+                autorange="reversed",
+                showgrid=False,
+                zeroline=False,
+                tickfont=dict(size=size),
+                automargin=False,
+            ),
+            height=int(max(220, thumb_px * len(layers) + 120)),
+            margin=dict(l=int(4 * size + 12), r=10, t=50, b=int(3.6 * size + 12)),  # tick numbers + axis title
+            font=dict(size=size),
+            clickmode="event+select",
+            dragmode=False,
         ),
-        yaxis=dict(
-            title="layer",
-            tickmode="array",
-            tickvals=layers,
-            autorange="reversed",
-            showgrid=False,
-            zeroline=False,
-            tickfont=dict(size=size),
-            automargin=False,
-        ),
-        height=int(max(220, thumb_px * len(layers) + 120)),
-        margin=dict(l=int(4 * size + 12), r=10, t=50, b=int(3.6 * size + 12)),  # tick numbers + axis title
-        font=dict(size=size),
-        clickmode="event+select",
-        dragmode=False,
     )
-    return fig
 
 
 def pick_from_selection(points: Sequence[dict]) -> tuple[int, int] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from . import state
+from . import session
 
 THRESHOLD = 0.5
 
@@ -23,7 +23,7 @@ def _scores(identity: str, _ckpt) -> dict | None:
         return None
 
 
-def table(ctx: state.Context, kind: str) -> pd.DataFrame | None:
+def table(ctx: session.Context, kind: str) -> pd.DataFrame | None:
     """Scores of every job for attention `kind`, one row per (layer, head); None when there are none (read-only: shared)."""
     return _table(ctx.identity, kind, ctx.ckpt)
 
@@ -41,7 +41,7 @@ def _table(identity: str, kind: str, _ckpt) -> pd.DataFrame | None:
     return pd.DataFrame({job: t.reshape(-1).float().numpy() for job, t in cols.items()}, index=index)
 
 
-def label(ctx: state.Context, kind: str, layer: int, head: int) -> str | None:
+def label(ctx: session.Context, kind: str, layer: int, head: int) -> str | None:
     """e.g. "previous-token 0.93 · induction 0.71" for heads whose scores reach the threshold, else None."""
     frame = table(ctx, kind)
     if frame is None:

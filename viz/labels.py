@@ -13,12 +13,15 @@ def unique_labels(tokens: tuple[str, ...] | list[str]) -> list[str]:
     return [f"{i}{SEP}{tok}" for i, tok in enumerate(tokens)]
 
 
-def plotly_text(text: str) -> str:
-    """Text safe inside Plotly labels: Plotly renders a subset of HTML (<b>, <br>, &amp;), so escape it.
+def plotly_text(text: object) -> str:
+    """Text shown literally by Plotly, wherever it goes: labels, titles, hover values.
 
-    Plotly turns the entities back into the literal characters on screen.
+    Plotly renders a subset of HTML (<b>, <br>, <a href>, &amp;), so `<`, `>` and `&` become entities.
+    `%` and `$` become numeric entities too: "%{x}" inside a hover template would be filled in, and a
+    label between two `$` would be handed to MathJax. Plotly turns every entity back into the literal
+    character on screen, after it has looked for templates and maths.
     """
-    return html.escape(text, quote=False)
+    return html.escape(str(text), quote=False).replace("%", "&#37;").replace("$", "&#36;")
 
 
 def text_px(text: str, size: int) -> float:

@@ -2,7 +2,8 @@
 
 Pure Python (no Streamlit): the app holds one instance per process in a `st.cache_resource`
 singleton, and tests drive it directly. The most recent entry is always kept, even when it alone is
-over budget, so the trace on screen is never evicted by itself.
+over budget, so the trace on screen is never evicted by itself. A value is made once however many
+sessions ask for it at the same moment: the first makes it, the others wait for it (`get_or_create`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ByteLRU(Generic[V]):
         self._items: OrderedDict[Hashable, tuple[V, int]] = OrderedDict()  # oldest first
         self._total = 0
         self._lock = threading.Lock()
+        self._making: dict[Hashable, threading.Event] = {}  # keys being made now, set when done (or failed)
 
     def get(self, key: Hashable) -> V | None:
         """The value for `key` (now the most recent), or None."""
@@ -49,9 +51,29 @@ class ByteLRU(Generic[V]):
         return value
 
     def get_or_create(self, key: Hashable, make: Callable[[], V]) -> V:
-        """The cached value, or `make()` stored and returned (computed outside the lock: other keys stay available)."""
-        value = self.get(key)
-        return value if value is not None else self.put(key, make())
+        """The cached value, or `make()` stored and returned.
+
+        Made outside the lock (other keys stay available), and once: a caller that finds `key` being
+        made by another thread waits for that result instead of making it again. If the maker fails
+        (an exception, or a session's rerun interrupting it), a waiter makes the value itself.
+        """
+        while True:
+            with self._lock:
+                item = self._items.get(key)
+                if item is not None:
+                    self._items.move_to_end(key)
+                    return item[0]
+                done = self._making.get(key)
+                if done is None:
+                    done = self._making[key] = threading.Event()
+                    break
+            done.wait()  # another thread is making it: then look again
+        try:
+            return self.put(key, make())
+        finally:
+            with self._lock:
+                del self._making[key]
+            done.set()
 
     def clear(self) -> None:
         with self._lock:

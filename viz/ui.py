@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from . import state
+from . import session
 from .figures import PNG_CONFIG, as_array
 from .labels import unique_labels
 
@@ -62,24 +62,26 @@ def pooled_frame(pooled, layers: Sequence[int], n_queries: int, n_keys: int, blo
     )
 
 
-def layer_head_controls(ctx: state.Context, n_layers: int, n_heads: int, prefix: str) -> None:
+def layer_head_controls(ctx: session.Context, n_layers: int, n_heads: int, prefix: str) -> None:
     """Sliders plus previous/next buttons for layer and head (all editing the canonical selection)."""
     c_layer, c_head = st.columns(2)
     for col, name, n, what in ((c_layer, "sel_layer", n_layers, "layer"), (c_head, "sel_head", n_heads, "head")):
         with col:
             if n > 1:
-                st.slider(what.capitalize(), 0, n - 1, **state.bind(name, f"{prefix}_{what}"))
+                st.slider(what.capitalize(), 0, n - 1, **session.bind(name, f"{prefix}_{what}"))
             else:
                 st.markdown(f"**{what.capitalize()}:** 0 (the only one)")
             b1, b2 = st.columns(2)
-            b1.button(f"◀ Previous {what}", key=f"{prefix}_prev_{what}", on_click=state.step, args=(name, -1, n), width="stretch")
-            b2.button(f"Next {what} ▶", key=f"{prefix}_next_{what}", on_click=state.step, args=(name, 1, n), width="stretch")
+            b1.button(
+                f"◀ Previous {what}", key=f"{prefix}_prev_{what}", on_click=session.step, args=(name, -1, n), width="stretch"
+            )
+            b2.button(f"Next {what} ▶", key=f"{prefix}_next_{what}", on_click=session.step, args=(name, 1, n), width="stretch")
 
 
-def kind_picker(ctx: state.Context, key: str) -> None:
+def kind_picker(ctx: session.Context, key: str) -> None:
     """Choose the attention kind (only when the model has more than one)."""
     kinds = list(ctx.ckpt.config.attention_kinds)
     if len(kinds) > 1:
-        st.radio("Attention kind", kinds, horizontal=True, **state.bind("sel_kind", key))
+        st.radio("Attention kind", kinds, horizontal=True, **session.bind("sel_kind", key))
     else:
         st.markdown(f"**Attention kind:** {kinds[0]} (the only one in this model)")

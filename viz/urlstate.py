@@ -2,13 +2,16 @@
 
 Everything in the URL is a plain string; anything unexpected is dropped with a warning, never
 evaluated. Ranges that depend on the model (layer, head, query token) are clamped later, once the
-model is known.
+model is known. The warnings are Markdown (the app shows them with `st.warning`): a value from the
+link enters one only through `literal.md`, which shows it as typed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from .literal import md
 
 KINDS = ("encoder self", "decoder self", "cross")
 MAX_TEXT_CHARS = 20_000  # about 4 000 words: enough for any model's max_len, small enough for a URL
@@ -42,7 +45,7 @@ def _index(raw: str | None, name: str, warnings: list[str]) -> int | None:
     if raw is None or raw == "":
         return None
     if not raw.isdigit() or int(raw) > MAX_INDEX:
-        warnings.append(f"Ignored {name}={raw[:20]!r} from the link: expected a whole number ≥ 0.")
+        warnings.append(f"Ignored the link's {name} {md(raw, 20)}: expected a whole number ≥ 0.")
         return None
     return int(raw)
 
@@ -53,7 +56,8 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
     checkpoint = _one(params, "checkpoint")
     if checkpoint is not None and checkpoint not in checkpoints:
         warnings.append(
-            f"Unknown checkpoint {checkpoint[:40]!r} in the link; showing the default. Known: {', '.join(checkpoints)}."
+            f"Unknown checkpoint {md(checkpoint, 40)} in the link; showing the default. "
+            f"Known: {', '.join(md(c) for c in checkpoints)}."
         )
         checkpoint = None
     text, target = _one(params, "text"), _one(params, "target")
@@ -64,11 +68,11 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
     target = None if target is None else target[:MAX_TEXT_CHARS]
     kind = _one(params, "kind")
     if kind is not None and kind not in KINDS:
-        warnings.append(f"Unknown attention kind {kind[:30]!r} in the link; expected one of {', '.join(KINDS)}.")
+        warnings.append(f"Unknown attention kind {md(kind, 30)} in the link; expected one of {', '.join(KINDS)}.")
         kind = None
     page = _one(params, "page")
     if page is not None and page not in pages:
-        warnings.append(f"Unknown page {page[:30]!r} in the link.")
+        warnings.append(f"Unknown page {md(page, 30)} in the link.")
         page = None
     return UrlView(
         checkpoint=checkpoint,

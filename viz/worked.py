@@ -1,4 +1,8 @@
-"""One query row of one head worked through by hand: q·k, ÷√d_head, mask, softmax, Σ weight·v — with the trace's numbers."""
+"""One query row of one head worked through by hand: q·k, ÷√d_head, mask, softmax, Σ weight·v — with the trace's numbers.
+
+What the model computed (scores, weights, output) comes from the trace; what is recomputed here
+(q·k, the softmax, Σ weight·v) is compared with it, within the rounding float32 arithmetic allows.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import pandas as pd
 from transformer.trace import Trace
 
 from .labels import unique_labels
+
+EPS = float(np.finfo(np.float32).eps)  # 2⁻²³: the gap between 1 and the next float32
 
 
 @dataclass(frozen=True)
@@ -42,13 +48,41 @@ class WorkedRow:
         """Largest difference between the recomputed output row and the trace's (float32 rounding only)."""
         return float(np.abs(self.output - self.trace_output).max())
 
+    @property
+    def tolerance(self) -> float:
+        """The largest difference float32 rounding alone can make in the output row: n · ε · max_d Σ_j |w_j · v_j,d|.
+
+        Two programs that add the same n products in different orders (the model's matmul, numpy's
+        here) each land within (n/2)·ε·Σ|terms| of the exact sum (Higham, "Accuracy and Stability of
+        Numerical Algorithms", §3.1), so they differ by at most n·ε·Σ|terms|. Relative to the
+        magnitudes, so large-valued models (GPT-2, MiniLM) pass on rounding alone and a real
+        mistake (a wrong weight or value, of the size of the terms themselves) does not.
+        """
+        magnitude = float((np.abs(self.weights)[:, None].astype(np.float64) * np.abs(self.v)).sum(0).max(initial=0.0))
+        return len(self.weights) * EPS * magnitude
+
+    @property
+    def output_matches(self) -> bool:
+        """Σ weight_j · v_j recomputed here equals the trace's output row, within `tolerance`."""
+        return self.max_abs_diff <= self.tolerance
+
+    @property
+    def score_diff(self) -> float:
+        """Largest difference between q·k/√d_head recomputed here and the trace's scores (float32 rounding)."""
+        return float(np.abs(self.scaled - self.trace_scores).max(initial=0.0))
+
+    @property
+    def softmax_diff(self) -> float:
+        """Largest difference between the softmax recomputed here from the trace's scores and the trace's weights."""
+        return float(np.abs(self.softmax_check - self.weights).max(initial=0.0))
+
     def steps_table(self) -> pd.DataFrame:
-        """One row per key: q·k, ÷√d_head, mask, exp-normalised weight, as a table."""
+        """One row per key: q·k (recomputed here), then the model's own score, mask and softmax weight."""
         return pd.DataFrame(
             {
                 "key": self.key_labels,
-                "q·k": self.dots,
-                f"÷ √{self.d_head} = score": self.trace_scores,
+                "q·k (recomputed)": self.dots,
+                f"score = q·k ÷ √{self.d_head} (model)": self.trace_scores,
                 "may attend": self.allowed,
                 "softmax weight": self.weights,
             }

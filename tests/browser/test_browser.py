@@ -16,7 +16,7 @@ import pytest
 from transformer import catalog
 from transformer.api import trace_text
 from transformer.checkpoint import load_checkpoint
-from viz.state import short_label
+from viz.session import short_label
 
 from . import exceptions, figure, signature, type_text, wait_changed, wait_idle, wait_plot
 from .conftest import ARTIFACTS, write_tiny
@@ -359,7 +359,7 @@ def test_model_view_hover_shows_the_weight_and_a_click_opens_the_head(page, serv
         "() => [...document.querySelectorAll('.st-key-mv_grid .hoverlayer text')].map(t => t.textContent).join(' ')"
     )
     weight = float(ref.attention("cross", 1).weights[0, 2, 0, 0])
-    assert "layer 1 · head 2" in hover and f"weight {weight:.4g}" in hover, hover
+    assert "layer 1 · head 2" in hover and f"weight {weight:.9g}" in hover, hover
 
     # As a person would: move to the thumbnail's centre, where the hover offers to open it, then click.
     page.mouse.move(*at(2, 1))

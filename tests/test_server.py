@@ -1,0 +1,193 @@
+"""The shared server's own machinery: values made once for many sessions, private uploads, pastes of any length,
+texts whose full trace would not fit the memory budget, and what `make run` configures."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_app import APP, TIMEOUT, write_tiny
+
+from transformer import budget, catalog
+from transformer.checkpoint import CheckpointError, load_checkpoint
+from viz import jsonfig, shared
+from viz.lru import ByteLRU
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    write_tiny(folder / "lm.safetensors", "lm")
+    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
+    monkeypatch.setenv(catalog.ASSETS_ENV, str(folder))
+    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+    return folder
+
+
+def start(params: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(params or {})
+    return at.run()
+
+
+# ---------------------------------------------------------------------------------------------
+# One value for many sessions.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_value_asked_for_by_many_threads_at_once_is_made_once():
+    cache = ByteLRU(10_000, len)
+    made, gate = [], threading.Event()
+
+    def make() -> str:
+        made.append(1)
+        gate.wait(5)  # hold every other thread at the door while this one works
+        return "x" * 100
+
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_create("k", make))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert made == [1] and results == ["x" * 100] * 8
+
+
+def test_a_failed_maker_lets_a_waiting_thread_make_the_value():
+    cache = ByteLRU(10_000, len)
+    started = threading.Event()
+    calls: list[str] = []
+
+    def failing() -> str:
+        calls.append("failing")
+        started.set()
+        time.sleep(0.2)
+        raise RuntimeError("interrupted")
+
+    def first() -> None:
+        with pytest.raises(RuntimeError):
+            cache.get_or_create("k", failing)
+
+    t = threading.Thread(target=first)
+    t.start()
+    started.wait(5)
+    assert cache.get_or_create("k", lambda: calls.append("second") or "ok") == "ok"
+    t.join(5)
+    assert calls == ["failing", "second"]
+
+
+def test_model_runs_share_the_cores_one_torch_thread_each():
+    assert shared.MODEL_SLOTS == max(1, shared.CORES)
+    held = []
+    with shared.model_slot():
+        held.append(shared._slots._value)  # a slot is taken while the model runs
+    assert held == [shared.MODEL_SLOTS - 1]
+
+
+def test_trace_cache_is_fitted_to_the_machine():
+    memory = budget.physical_memory()
+    expected = min(3 * 1024**3, max(512 * 1024**2, (memory or 8 * 1024**3) // 4))
+    assert shared.TRACE_CACHE_BYTES == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads: a private folder, a file only while it is read.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_uploads_are_read_from_a_private_folder_and_removed(env, tmp_path):
+    data = (env / "lm.safetensors").read_bytes()
+    digest = shared.upload_digest(data)
+    shared.load_upload.clear()
+    ckpt = shared.load_upload(digest, "my <b>model</b>.safetensors", data)
+    assert ckpt.config == load_checkpoint(env / "lm.safetensors").config
+    assert ckpt.name == "my <b>model</b>"  # the user's name, for messages shown literally
+    folder = shared.upload_dir()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and str(os.getpid()) in folder.name
+    assert list(folder.rglob("*")) == []  # nothing left behind once loaded
+
+
+def test_a_bad_upload_is_refused_and_leaves_no_file(env):
+    shared.load_upload.clear()
+    with pytest.raises(CheckpointError, match="evil.safetensors"):
+        shared.load_upload("0" * 64, "evil.safetensors", b"\x80\x04\x95" + b"cos\nsystem\n" * 10)
+    assert list(shared.upload_dir().rglob("*")) == []
+
+
+def test_folders_left_by_dead_servers_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead = tmp_path / f"{shared.UPLOAD_PREFIX}999999999-abc"  # no such process
+    dead.mkdir()
+    (dead / "x.safetensors").write_bytes(b"x")
+    alive = tmp_path / f"{shared.UPLOAD_PREFIX}1-abc"  # pid 1 is always alive
+    alive.mkdir()
+    shared.upload_dir.clear()
+    try:
+        mine = shared.upload_dir()
+        assert not dead.exists() and alive.exists() and mine.parent == tmp_path
+    finally:
+        shared.upload_dir.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Texts: a paste of any length, and texts whose full trace would not fit.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_100000_character_paste_is_cut_to_what_the_model_reads(env):
+    at = start({"checkpoint": "lm"})
+    paste = ("the dog sees the cats . " * 5000)[:100_000]
+    at.text_area(key="w_text").input(paste).run()
+    assert not at.exception
+    messages = " ".join(w.value for w in at.warning)
+    assert "longer than this model reads (24 tokens)" in messages and "were cut" in messages
+    kept = at.session_state["sel_text"]
+    ckpt = load_checkpoint(env / "lm.safetensors")
+    assert paste.startswith(kept) and len(kept) < 200
+    assert len(ckpt.tokenizer.encode(kept).ids) <= 24 and ckpt.tokenizer.encode(kept).truncated == 0
+    chart = next(jsonfig.parse(el.proto.spec) for el in at.get("plotly_chart") if el.key == "attn_heatmap")
+    assert len(chart["data"][0]["z"]) == len(ckpt.tokenizer.encode(kept).ids)
+    assert at.query_params["text"] == kept  # the link holds what the model read
+    at.run()  # and the next run keeps it: no further cut, no message
+    assert at.session_state["sel_text"] == kept and not at.warning
+
+
+def test_a_text_whose_trace_would_not_fit_the_budget_gets_a_message_and_the_model_view(env, monkeypatch):
+    ckpt = load_checkpoint(env / "lm.safetensors")
+    small = budget.Budget(model_bytes=1024**3, trace_bytes=budget.trace_bytes(ckpt.config, 8))
+    monkeypatch.setattr(shared, "BUDGET", small)
+    text = "the dog sees the cats near the old tables ."
+    assert len(ckpt.tokenizer.encode(text).ids) > 8
+    at = start({"checkpoint": "lm", "text": text})
+    assert not at.exception and not at.get("plotly_chart")
+    assert any("more than this server allows for one trace" in w.value for w in at.warning)
+    assert at.button(key="cut_to_budget")
+    at.switch_page("pages/model_view.py").run()  # the light pass draws the whole text
+    assert not at.exception and at.get("plotly_chart")
+    at.switch_page("pages/attention.py").run()
+    at.button(key="cut_to_budget").click().run()
+    fit = budget.max_trace_tokens(ckpt.config, small)
+    assert len(ckpt.tokenizer.encode(at.session_state["sel_text"]).ids) <= fit
+    assert not at.exception and at.get("plotly_chart")
+
+
+# ---------------------------------------------------------------------------------------------
+# What `make run` configures.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_server_watches_no_files_and_sends_no_usage_statistics():
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none" and config["server"]["runOnSave"] is False
+    assert config["browser"]["gatherUsageStats"] is False

@@ -1,0 +1,490 @@
+"""What belongs to one browser session: its selection, its sidebar, its URL, its messages.
+
+Everything here reads or writes `st.session_state`, which is this session's alone. What is computed
+and shared by every session (models, traces, pooled maps, uploads) lives in `viz/shared.py`; this
+module asks it for values and never stores them itself. Layer, head, kind and query token are plain
+session values ("sel_*"), so changing them re-draws figures from the shared trace.
+
+Anything that came from the user (a link's parameters, an uploaded file's name, a checkpoint's
+metadata) enters a Markdown message only through `literal.md`, which shows it as typed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from transformer import budget, catalog
+from transformer.checkpoint import Checkpoint, CheckpointError
+from transformer.trace import AttentionMaps, Stream, Trace, query_tokens
+
+from . import shared, urlstate
+from .literal import md
+
+UPLOAD = "upload"  # the checkpoint picker's "Upload…" choice
+DEFAULT_CHECKPOINT = "translator"
+AUTOPLAY_SECONDS = 1.5
+PASTE_CHARS = 1_000_000  # a paste is cut here before the tokenizer sees it (then to what the model reads)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a page needs for this run: the checkpoint, its tokens of the current text, and the selection."""
+
+    name: str  # catalogue name, or "upload"
+    label: str
+    identity: str  # what the shared caches are keyed by: path+mtime+size, or the upload's sha256
+    ckpt: Checkpoint
+    tokens: tuple[Stream, Stream | None] | None  # (source, decoder tokens); None when the text is empty
+    text: str
+    target: str | None  # the user's decoder text; None = greedy decoding
+    kind: str
+    layer: int
+    head: int
+    query: int
+    presentation: bool
+    device: str
+
+    @property
+    def n_layers(self) -> int:
+        return self.ckpt.config.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.ckpt.config.n_heads
+
+    @property
+    def trace(self) -> Trace | None:
+        """The full trace of this text (made on first use, then shared); None when the text is empty.
+
+        A text whose full trace would not fit this server's memory budget stops the page here with a message.
+        """
+        if self.tokens is None:
+            return None
+        _stop_unless_trace_fits(self)
+        return shared.trace_for(self.identity, self.text, self.target, self.ckpt)
+
+    @property
+    def maps(self) -> AttentionMaps | None:
+        """Every head's pooled weights (the model view); None when the text is empty."""
+        if self.tokens is None:
+            return None
+        return shared.maps_for(self.identity, self.text, self.target, self.ckpt)
+
+    @property
+    def trace_key(self) -> tuple:
+        """What the trace is cached by: the same key always means the same numbers."""
+        return shared.trace_key(self.identity, self.text, self.target)
+
+
+# ---------------------------------------------------------------------------------------------
+# Selection state. Canonical values live under "sel_*" (plain session values survive page
+# switches); each widget has its own key "w_*" seeded from the canonical value before it is drawn.
+# ---------------------------------------------------------------------------------------------
+
+SELECTION = ("sel_kind", "sel_layer", "sel_head", "sel_query")
+
+
+def _copy(src: str, dst: str, then=None) -> None:
+    st.session_state[dst] = st.session_state[src]
+    if then is not None:
+        then()
+
+
+def bind(name: str, widget: str | None = None, on_change=None) -> dict:
+    """Keyword arguments for a widget that edits canonical value `name`; its widget key is `w_<name>`.
+
+    Widget state is dropped by Streamlit whenever a run does not draw the widget (another page, or
+    an interrupted run), so the value itself lives under the plain session key `name`.
+    """
+    key = widget or f"w_{name.removeprefix('sel_')}"
+    st.session_state[key] = st.session_state[name]
+    return dict(key=key, on_change=_copy, args=(key, name, on_change))
+
+
+def step(name: str, delta: int, n: int) -> None:
+    """Button callback: move a canonical index by delta, wrapping around 0..n-1."""
+    st.session_state[name] = (st.session_state[name] + delta) % n
+
+
+def set_selection(kind: str | None = None, layer: int | None = None, head: int | None = None) -> None:
+    for key, value in (("sel_kind", kind), ("sel_layer", layer), ("sel_head", head)):
+        if value is not None:
+            st.session_state[key] = value
+
+
+def advance_autoplay(n_layers: int, n_heads: int) -> None:
+    """Autoplay tick: next head, then the next layer's first head, around again; at most one step per interval."""
+    now = time.monotonic()
+    if now - st.session_state.get("_autoplay_at", 0.0) < AUTOPLAY_SECONDS * 0.8:
+        return
+    st.session_state["_autoplay_at"] = now
+    head = st.session_state["sel_head"] + 1
+    if head >= n_heads:
+        head = 0
+        st.session_state["sel_layer"] = (st.session_state["sel_layer"] + 1) % n_layers
+    st.session_state["sel_head"] = head
+
+
+# ---------------------------------------------------------------------------------------------
+# First run: the URL seeds the session.
+# ---------------------------------------------------------------------------------------------
+
+
+def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...]) -> None:
+    """On a session's first run, read the link's query parameters into session state (validated)."""
+    if st.session_state.get("_initialised"):
+        return
+    st.session_state["_initialised"] = True
+    view = urlstate.parse(st.query_params.to_dict(), tuple(entries), pages)
+    default = DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT in entries else next(iter(entries), UPLOAD)
+    name = view.checkpoint or default
+    st.session_state["sel_checkpoint"] = name
+    st.session_state["sel_text"] = view.text if view.text is not None else shared.examples_for(name)[0]["text"]
+    st.session_state["sel_target"] = view.target
+    st.session_state["sel_auto_target"] = view.target is None
+    st.session_state["sel_presentation"] = view.presentation
+    st.session_state["sel_kind"] = view.kind or ""
+    st.session_state["sel_layer"] = view.layer or 0
+    st.session_state["sel_head"] = view.head or 0
+    st.session_state["sel_query"] = view.query or 0
+    st.session_state["_warnings"] = list(view.warnings)
+    st.session_state["_goto"] = view.page
+
+
+def _on_checkpoint_change() -> None:
+    name = st.session_state["sel_checkpoint"]
+    if name != UPLOAD:
+        st.session_state["sel_text"] = shared.examples_for(name)[0]["text"]
+    st.session_state["sel_target"] = None
+    st.session_state["sel_auto_target"] = True
+    for key in SELECTION:
+        st.session_state[key] = "" if key == "sel_kind" else 0
+
+
+def _on_example() -> None:
+    choice = st.session_state.get("example")
+    if choice is None:
+        return
+    name = st.session_state["sel_checkpoint"]
+    for ex in shared.examples_for(name if name != UPLOAD else "generic"):
+        if ex["label"] == choice:
+            st.session_state["sel_text"] = ex["text"]
+            st.session_state["sel_target"] = None
+            st.session_state["sel_auto_target"] = True
+    st.session_state["example"] = None
+
+
+def _on_auto_target() -> None:
+    if st.session_state["sel_auto_target"]:
+        st.session_state["sel_target"] = None
+    else:  # start editing from the greedy translation
+        st.session_state["sel_target"] = st.session_state.get("_greedy_text", "")
+
+
+# ---------------------------------------------------------------------------------------------
+# The sidebar and the per-run context.
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_error(message: str) -> None:
+    """Show a loading problem in the sidebar, and keep it for the page (which then shows it instead of a figure)."""
+    st.sidebar.error(message)
+    st.session_state["_load_error"] = message
+
+
+def short_label(label: str) -> tuple[str, str]:
+    """A catalogue label split into the name the picker shows and the detail under it.
+
+    "Translator (Toy English → target language, encoder-decoder)" → ("Translator", "Toy English → ...").
+    """
+    name, sep, detail = label.partition(" (")
+    return (name, detail.removesuffix(")")) if sep else (label, "")
+
+
+def upload_limit_mb() -> int:
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def _uploaded(upload) -> tuple[str, Checkpoint | None]:
+    """The identity and loaded model of this session's uploaded file (None, with a message, when it cannot be loaded).
+
+    The sha256 of the bytes is the identity, computed once per uploaded file (a 100 MB file takes
+    a noticeable fraction of a second to hash, and every rerun would otherwise pay it again).
+    """
+    digests = st.session_state.setdefault("_upload_digests", {})
+    if upload.file_id not in digests:
+        digests.clear()  # one upload at a time per session: forget the previous file's digest
+        digests[upload.file_id] = shared.upload_digest(upload.getvalue())
+    digest = digests[upload.file_id]
+    try:
+        return f"upload:{digest}", shared.load_upload(digest, upload.name, upload.getvalue())
+    except CheckpointError as e:
+        _load_error(f"Could not load the uploaded file: {md(e, 400)}")
+    except Exception as e:  # anything else the loader hits: a message, never a traceback
+        _load_error(f"Could not load the uploaded file {md(upload.name)}: {md(f'{type(e).__name__}: {e}', 400)}")
+    return f"upload:{digest}", None
+
+
+def _catalogue_model(entry: catalog.CatalogEntry) -> tuple[str, Checkpoint | None]:
+    identity = shared.identity_of(entry.path) if not entry.hf_dir else f"hf:{entry.path}"
+    try:
+        return identity, shared.load(identity, str(entry.path), entry.hf_dir)
+    except ImportError:
+        _load_error(f"{entry.label} needs transformer.hf_import, which is not available in this install.")
+    except Exception as e:
+        _load_error(f"Could not load {entry.label}: {md(e, 400)}")
+    return identity, None
+
+
+def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
+    """Draw the sidebar (checkpoint, examples, text, target, presentation, device) and build this run's context."""
+    sb = st.sidebar
+    st.session_state["_load_error"] = None
+    names = [*entries, UPLOAD]
+    if st.session_state.get("sel_checkpoint") not in names:
+        st.session_state["sel_checkpoint"] = names[0]
+    sb.selectbox(
+        "Checkpoint",
+        names,
+        format_func=lambda n: "Upload…" if n == UPLOAD else short_label(entries[n].label)[0],
+        **bind("sel_checkpoint", "w_checkpoint", _on_checkpoint_change),
+    )
+    name = st.session_state["sel_checkpoint"]
+    if name != UPLOAD and short_label(entries[name].label)[1]:
+        sb.caption(short_label(entries[name].label)[1])
+    ckpt, label, identity = None, "", ""
+    if name == UPLOAD:
+        limit = upload_limit_mb()
+        upload = sb.file_uploader(
+            f"Upload a checkpoint (.safetensors, at most {limit} MB)",
+            type=["safetensors"],
+            key="upload",
+            help=f"One .safetensors file saved by this project's save_checkpoint. Size limit: {limit} MB.",
+        )
+        if upload is None:
+            sb.info(f"Choose a .safetensors checkpoint file (at most {limit} MB).")
+        else:
+            identity, ckpt = _uploaded(upload)
+            label = f"Uploaded: {upload.name}"  # shown only with st.text (literal)
+    else:
+        identity, ckpt = _catalogue_model(entries[name])
+        label = entries[name].label
+
+    ex_name = name if name != UPLOAD else "generic"
+    sb.selectbox(
+        "Examples",
+        [ex["label"] for ex in shared.examples_for(ex_name)],
+        index=None,
+        placeholder="Pick an example sentence…",
+        key="example",
+        on_change=_on_example,
+    )
+    # No max_chars: the browser would silently refuse a longer paste. A paste of any length is
+    # accepted and cut below to what the model reads, with a message.
+    sb.text_area(
+        "Text", height=100, help="Press Ctrl+Enter (or click outside) to run the model on it.", **bind("sel_text", "w_text")
+    )
+    is_enc_dec = ckpt is not None and ckpt.config.kind == "encoder-decoder"
+    if is_enc_dec:
+        sb.toggle("Target: greedy decoding", **bind("sel_auto_target", "w_auto_target", _on_auto_target))
+        if not st.session_state["sel_auto_target"]:
+            if st.session_state.get("sel_target") is None:
+                st.session_state["sel_target"] = st.session_state.get("_greedy_text", "")
+            sb.text_input("Target (decoder input)", max_chars=urlstate.MAX_TEXT_CHARS, **bind("sel_target", "w_target"))
+    sb.toggle("Presentation mode (large fonts)", **bind("sel_presentation", "w_presentation"))
+    if ckpt is not None:
+        sb.caption(
+            f"Device: `{ckpt.model.device}` · {ckpt.config.kind} · {ckpt.config.n_layers} layers × {ckpt.config.n_heads} heads"
+        )
+    if ckpt is None:
+        return None
+
+    target = None if not is_enc_dec or st.session_state["sel_auto_target"] else (st.session_state.get("sel_target") or "")
+    text, tokens = _read_text(identity, ckpt, target)
+    if is_enc_dec and target is None and tokens is not None and tokens[1] is not None:
+        st.session_state["_greedy_text"] = tokens[1].text
+    return _with_selection(name, label, identity, ckpt, tokens, text, target)
+
+
+def _read_text(identity: str, ckpt: Checkpoint, target: str | None) -> tuple[str, tuple[Stream, Stream | None] | None]:
+    """This session's text, cut to what the model reads, and its tokens (None when the text is empty).
+
+    A text longer than the model reads (its max_len) is cut after the last token kept, in the text
+    box too, so the link, the pages and the box all show what the model read; a message says how
+    much was cut. A paste of any length gets here: the browser's box has no limit of its own.
+    """
+    text = st.session_state["sel_text"][:PASTE_CHARS]
+    if not text.strip():
+        return text, None
+    tokens = shared.tokens_for(identity, text, target, ckpt)
+    if tokens[0].truncated:
+        text, cut, kept = _cut(text, tokens[0], ckpt.config.max_len)
+        st.session_state.setdefault("_warnings", []).append(
+            f"The text is longer than this model reads ({ckpt.config.max_len} tokens): the last {cut} tokens were cut "
+            f"({len(st.session_state['sel_text']) - len(text):,} characters); {kept} are shown, and the text box now "
+            "holds what the model read."
+        )
+        st.session_state["sel_text"] = text
+        st.rerun()  # the box was drawn with the whole paste: draw it again with what the model reads (the message is kept)
+    return text, tokens
+
+
+def _cut(text: str, source: Stream, limit: int) -> tuple[str, int, int]:
+    """`text` cut so that it encodes to at most `limit` tokens: (the cut text, tokens cut, tokens kept).
+
+    Keeps as many of the text's own tokens as fit beside the special ones ([CLS], [SEP]: offsets (0, 0)).
+    """
+    ends = [stop for _, stop in source.offsets if stop > 0]
+    keep = max(0, min(len(ends), limit - (len(source.ids) - len(ends))))
+    end = ends[keep - 1] if keep else 0
+    return text[:end], source.truncated + len(ends) - keep, keep
+
+
+def _stop_unless_trace_fits(ctx: Context) -> None:
+    """On a page that needs the full trace: when it would not fit this server's budget, say so, offer the cut, and stop."""
+    if shared.trace_fits(ctx.ckpt, ctx.tokens):
+        return
+    source, target = ctx.tokens
+    n_tgt = None if target is None else len(target.ids)
+    need = budget.trace_bytes(ctx.ckpt.config, len(source.ids), n_tgt)
+    fit = budget.max_trace_tokens(ctx.ckpt.config, shared.BUDGET)
+    st.warning(
+        f"This text is {len(source.ids)} tokens long: a full trace of it (every Q, K, V, score and weight) would take "
+        f"{budget.format_bytes(need)}, more than this server allows for one trace "
+        f"({budget.format_bytes(shared.BUDGET.trace_bytes)}, about {fit} tokens for this model). The Model view shows "
+        "every head of the whole text (its light pass keeps only the pooled weights); this page needs the full trace."
+    )
+
+    def cut() -> None:
+        st.session_state["sel_text"] = _cut(ctx.text, source, fit)[0]
+
+    st.button(f"Cut the text to its first {fit} tokens", key="cut_to_budget", on_click=cut, type="primary")
+    st.stop()
+
+
+def _with_selection(name, label, identity, ckpt, tokens, text, target) -> Context:
+    """Validate the canonical selection against this model (clamping with a warning) and freeze it."""
+    warnings = st.session_state.setdefault("_warnings", [])
+    kinds = ckpt.config.attention_kinds
+    kind = st.session_state.get("sel_kind") or kinds[0]
+    if kind not in kinds:
+        warnings.append(f"This model has no {md(kind, 30)} attention; showing {kinds[0]}.")
+        kind = kinds[0]
+    n_layers = ckpt.config.n_layers
+    layer = urlstate.clamp(int(st.session_state.get("sel_layer", 0)), n_layers, "layer", warnings)
+    head = urlstate.clamp(int(st.session_state.get("sel_head", 0)), ckpt.config.n_heads, "head", warnings)
+    n_q = len(query_tokens(kind, *tokens, ckpt.config.has_encoder)) if tokens is not None else 1
+    query = urlstate.clamp(int(st.session_state.get("sel_query", 0)), max(n_q, 1), "query token", warnings)
+    st.session_state.update(sel_kind=kind, sel_layer=layer, sel_head=head, sel_query=query)
+    return Context(
+        name=name,
+        label=label,
+        identity=identity,
+        ckpt=ckpt,
+        tokens=tokens,
+        text=text,
+        target=target,
+        kind=kind,
+        layer=layer,
+        head=head,
+        query=query,
+        presentation=bool(st.session_state.get("sel_presentation")),
+        device=str(ckpt.model.device),
+    )
+
+
+def sync_url(ctx: Context | None, with_query: bool = False) -> None:
+    """Write the current view into the URL's query parameters (the page is in the path)."""
+    if ctx is None:
+        return
+    params = {"text": ctx.text[: urlstate.MAX_TEXT_CHARS]}
+    if ctx.name != UPLOAD:
+        params["checkpoint"] = ctx.name
+    if ctx.target is not None:
+        params["target"] = ctx.target[: urlstate.MAX_TEXT_CHARS]
+    params.update(kind=ctx.kind, layer=str(st.session_state["sel_layer"]), head=str(st.session_state["sel_head"]))
+    if with_query:
+        params["q"] = str(st.session_state["sel_query"])
+    if ctx.presentation:
+        params["present"] = "1"
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+
+
+def show_messages(ctx: Context | None) -> None:
+    """Warnings collected this run (URL problems, clamped values, cut text), shown once."""
+    for message in st.session_state.pop("_warnings", []):
+        st.warning(message)
+    st.session_state["_warnings"] = []
+    if ctx is None or ctx.tokens is None or ctx.tokens[1] is None or ctx.target is None:
+        return
+    target = ctx.tokens[1]
+    if target.truncated:
+        st.warning(
+            f"The target is longer than this model reads ({ctx.ckpt.config.max_len} tokens): "
+            f"the last {target.truncated} tokens were cut; {len(target.tokens)} are shown."
+        )
+
+
+def require_trace(ctx: Context | None) -> Trace:
+    """The full trace for pages that need one; otherwise a hint and the page stops here (the sidebar keeps working)."""
+    require_text(ctx)
+    return ctx.trace
+
+
+def require_text(ctx: Context | None) -> Context:
+    """The context when there is a checkpoint and some text; otherwise a hint, and the page stops here."""
+    if ctx is None:
+        error = st.session_state.get("_load_error")
+        if error:
+            st.error(error)
+        else:
+            st.info("Pick a checkpoint in the sidebar (or upload one) to begin.")
+        st.stop()
+    if ctx.tokens is None:
+        st.info("The text is empty. Type a sentence in the sidebar, or pick one of the examples.")
+        st.stop()
+    return ctx
+
+
+def greedy_text(ctx: Context) -> str:
+    """The greedy translation of the text (decoded once per text and shared; no trace is made for it)."""
+    return shared.tokens_for(ctx.identity, ctx.text, None, ctx.ckpt)[1].text
+
+
+def publish(ctx: Context | None) -> None:
+    """app.py hands this run's context to the page it runs next."""
+    st.session_state["_ctx"] = ctx
+    st.session_state["_ctx_fresh"] = True
+
+
+def context() -> Context | None:
+    """This run's context, built by app.py (every page starts here).
+
+    Streamlit runs a project with a `pages/` folder in its legacy multipage mode (each page file
+    runs on its own) until some script calls `st.navigation`; so on a fresh server a shared link
+    opened first (say /qkv) runs pages/qkv.py without app.py, its sidebar or this session's state
+    (and Streamlit's AppTest starts every run that way). Such a page names itself for app.py, ends
+    the legacy mode and reruns, which starts at app.py with the session's widgets and uploads kept.
+
+    Ending the legacy mode takes the one private Streamlit name this app uses
+    (`PagesManager.uses_pages_directory`, what `st.navigation` sets): the public ways lose state
+    here (`st.switch_page` drops the session's widget values; `st.navigation` called from a page
+    drops its uploaded files; both seen in tests/test_app.py). It is imported here only, where the
+    failure would show at once: every page and AppTest goes through this function.
+    """
+    if not st.session_state.pop("_ctx_fresh", False):  # app.py did not run before this page
+        from streamlit.runtime.pages_manager import PagesManager
+
+        page = Path(sys._getframe(1).f_globals.get("__file__", "")).stem
+        st.session_state.setdefault("_goto", page)  # unless a click already asked for another page
+        if not st.session_state.get("_initialised") and "page" not in st.query_params:
+            st.query_params["page"] = page  # a new session: app.py reads the page from the link
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+    return st.session_state.get("_ctx")

@@ -1,0 +1,308 @@
+"""What every session shares: loaded checkpoints, traces, pooled maps, snapshots and uploads, each made once.
+
+Nothing here belongs to one session: no `st.session_state`, no widgets. Everything is keyed by a
+checkpoint's identity (path + mtime + size, or an upload's sha256) and the text, so the same key
+always means the same numbers, and what is cached is read-only (a trace is frozen; sessions share
+it without the copy `st.cache_data` would make on every hit). `viz/session.py` holds what belongs to
+one session (its selection, its sidebar, its URL) and calls in here.
+
+The server is a classroom's: thirty sessions on two cores. So
+- traces live in one process-wide LRU bounded by bytes, sized from this machine's memory;
+- a value asked for by several sessions at once is made once (`ByteLRU.get_or_create`);
+- the model runs at most MODEL_SLOTS at a time, each on one torch thread (`model_slot`): a long run
+  (a 2048-token text) holds one core while the other keeps serving everyone else's short runs,
+  instead of two-thread runs from many sessions fighting over the same two cores.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from transformer import api, budget
+from transformer.checkpoint import Checkpoint, load_checkpoint
+from transformer.trace import AttentionMaps, Stream, Trace
+
+from . import grid
+from .lru import ByteLRU
+
+EXAMPLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
+FALLBACK_TEXT = "the big dog near the old tables sees the cats ."
+
+# ---------------------------------------------------------------------------------------------
+# Sharing two cores: torch threads and model runs.
+# ---------------------------------------------------------------------------------------------
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+MODEL_SLOTS = max(1, CORES)  # model runs at once, one torch thread each (benchmarks/classroom.py measures the choice)
+_slots = threading.BoundedSemaphore(MODEL_SLOTS)
+
+
+@st.cache_resource
+def use_one_torch_thread() -> bool:
+    """One intra-op thread per model run, once per process: concurrency comes from MODEL_SLOTS runs side by side.
+
+    With torch's default (a thread per core in every run) a few sessions running the model at once
+    oversubscribe the cores and every run slows down; one thread each, a short run is never stuck
+    behind a long one for longer than its own compute.
+    """
+    torch.set_num_threads(1)
+    return True
+
+
+@contextlib.contextmanager
+def model_slot() -> Iterator[None]:
+    """Hold one of the MODEL_SLOTS while running the model (waits when every slot is busy)."""
+    with _slots:
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory budgets, fitted to this machine.
+# ---------------------------------------------------------------------------------------------
+
+BUDGET = budget.default_budget()  # one model, one trace (transformer/budget.py states the arithmetic)
+
+
+# All traces together: a quarter of the machine's memory, between 512 MB and 3 GB (3 GB on a 24 GiB
+# server; a 6 × 12-head trace at 512 tokens is 118 MB, a toy model's 32-token trace about 1 MB).
+TRACE_CACHE_BYTES = int(min(3 * 1024**3, max(512 * 1024**2, (budget.physical_memory() or 8 * 1024**3) // 4)))
+MAPS_CACHE_BYTES = 256 * 1024**2  # a 6 × 12 model view is 1.2 MB
+LIGHT_PASS_BYTES = 256 * 1024**2  # a full trace whose attention maps would be larger: the model view uses the light pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: one loaded model per identity.
+# ---------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint…")
+def load(identity: str, path: str, hf_dir: bool) -> Checkpoint:
+    """Load a shipped checkpoint (or a Hugging Face folder) once per identity (path + mtime + size)."""
+    with model_slot():
+        if hf_dir:
+            from transformer import hf_import  # lazily: only MiniLM needs it
+
+            return hf_import.load_any(path)
+        return load_checkpoint(path)
+
+
+def identity_of(path: Path) -> str:
+    stat = path.stat()
+    return f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads: a private folder of this server process, a file only while it is being loaded.
+# ---------------------------------------------------------------------------------------------
+
+UPLOAD_PREFIX = "attnviz-uploads-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@st.cache_resource
+def upload_dir() -> Path:
+    """This server's private upload folder (mode 0700), removed at exit; folders left by dead servers are removed now."""
+    root = Path(tempfile.gettempdir())
+    for old in root.glob(f"{UPLOAD_PREFIX}*"):
+        pid = old.name.removeprefix(UPLOAD_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def upload_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint…")
+def load_upload(digest: str, filename: str, _data: bytes) -> Checkpoint:
+    """Load uploaded bytes (sha256 `digest`) as a checkpoint, once per digest and name.
+
+    The bytes are written atomically into this server's private folder, under a name no user chose,
+    loaded (safetensors only: never unpickled) and removed again: the file exists only while it is
+    read, and the session keeps the bytes should the model be evicted and loaded again. `filename`
+    (the user's) only names the checkpoint in messages.
+    """
+    folder = upload_dir() / digest[:32]  # under a name no user chose, but the loader's messages name their file
+    folder.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
+    stem = filename.removesuffix(".safetensors")
+    path = folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', stem)[:80] or 'upload'}.safetensors"  # no "/": never a path
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(_data)
+        os.replace(tmp, path)
+        with model_slot():
+            ckpt = load_checkpoint(path)
+    finally:
+        for leftover in (tmp, path):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    return Checkpoint(model=ckpt.model, tokenizer=ckpt.tokenizer, training=ckpt.training, name=stem)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens, traces and pooled maps: once per (identity, text, target).
+# ---------------------------------------------------------------------------------------------
+
+
+@st.cache_resource
+def trace_cache() -> ByteLRU[Trace]:
+    """The process-wide trace cache, shared by every session: at most TRACE_CACHE_BYTES of traces (the latest always kept)."""
+    return ByteLRU(TRACE_CACHE_BYTES, Trace.nbytes)
+
+
+@st.cache_resource
+def maps_cache() -> ByteLRU[AttentionMaps]:
+    return ByteLRU(MAPS_CACHE_BYTES, AttentionMaps.nbytes)
+
+
+@st.cache_resource(max_entries=256, show_spinner=False)
+def tokens_for(identity: str, text: str, target: str | None, _ckpt: Checkpoint) -> tuple[Stream, Stream | None]:
+    """The source tokens and the decoder's tokens (greedy translation when `target` is None), once per key."""
+    with model_slot():
+        return api.streams(_ckpt, text, target)
+
+
+def trace_fits(ckpt: Checkpoint, tokens: tuple[Stream, Stream | None]) -> bool:
+    """Whether a full trace of these tokens fits this server's budget for one trace (else: the light pass, or cut)."""
+    source, target = tokens
+    return budget.trace_bytes(ckpt.config, len(source.ids), None if target is None else len(target.ids)) <= BUDGET.trace_bytes
+
+
+def trace_key(identity: str, text: str, target: str | None) -> tuple:
+    """What a trace is cached by: the same key always means the same numbers."""
+    return (identity, text, target)
+
+
+def trace_for(identity: str, text: str, target: str | None, ckpt: Checkpoint) -> Trace:
+    """The model's full trace of `text` (and `target`), computed once and shared read-only (float32, as computed)."""
+
+    def run() -> Trace:
+        tokens = tokens_for(identity, text, target, ckpt)
+        with st.spinner("Running the model…"), model_slot():
+            return api.trace_text(ckpt, text, target, tokens=tokens)
+
+    return trace_cache().get_or_create(trace_key(identity, text, target), run)
+
+
+def attention_map_bytes(ckpt: Checkpoint, tokens: tuple[Stream, Stream | None]) -> int:
+    """Bytes of the scores and weights (float32) a full trace of these tokens would hold, over every kind, layer and head."""
+    cfg = ckpt.config
+    source, target = tokens
+    n_src, n_tgt = len(source.ids), len(target.ids) if target is not None else 0
+    cells = {"encoder self": n_src * n_src, "decoder self": n_tgt * n_tgt if cfg.has_encoder else n_src * n_src}
+    cells["cross"] = n_tgt * n_src
+    return sum(cells[kind] for kind in cfg.attention_kinds) * cfg.n_layers * cfg.n_heads * 2 * 4
+
+
+def maps_for(identity: str, text: str, target: str | None, ckpt: Checkpoint) -> AttentionMaps:
+    """Every head's weights pooled for the model view.
+
+    From the full trace when one is cached, or when it is small enough to make now (so the model
+    still runs once per text, whichever page comes first); past LIGHT_PASS_BYTES (about 600
+    tokens for 6 × 12 heads) from the light pass instead, which never builds the full trace: at
+    2048 tokens that trace is 1.6 GB and seconds. Both give the same numbers up to float rounding
+    (`api.pool_trace` and `api.attention_maps`, tested); the other pages then make the full trace
+    when they are opened.
+    """
+    key = trace_key(identity, text, target)
+
+    def run() -> AttentionMaps:
+        trace = trace_cache().get(key)
+        tokens = tokens_for(identity, text, target, ckpt)
+        if trace is None and attention_map_bytes(ckpt, tokens) <= LIGHT_PASS_BYTES and trace_fits(ckpt, tokens):
+            trace = trace_for(identity, text, target, ckpt)
+        if trace is not None:
+            return api.pool_trace(trace, grid.MAX_CELLS)
+        with st.spinner("Running the model…"), model_slot():
+            return api.attention_maps(ckpt, text, target, grid.MAX_CELLS, tokens=tokens)
+
+    return maps_cache().get_or_create(key, run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training snapshots.
+# ---------------------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the training snapshots…")
+def snapshots(identity: str, path: str) -> list[tuple[int, Checkpoint]]:
+    """A checkpoint's training snapshots, loaded once per file identity: [(step, Checkpoint)] in step order."""
+    from transformer.snapshots import load_snapshots
+
+    with model_slot():
+        return load_snapshots(path)
+
+
+def snapshot_trace(
+    identity: str, path: str, index: int, tokens_of: str, text: str, target: str | None, tokens: tuple[Stream, Stream | None]
+) -> Trace:
+    """Snapshot `index` of the file `path` (`identity_of` it) run on `tokens`: those of checkpoint `tokens_of` for `text`."""
+    step, ckpt = snapshots(identity, path)[index]
+    key = (identity, path, tokens_of, text, target, "snapshot", step)
+
+    def run() -> Trace:
+        with model_slot():
+            return api.trace_text(ckpt, text, target, tokens=tokens)
+
+    return trace_cache().get_or_create(key, run)
+
+
+# ---------------------------------------------------------------------------------------------
+# Process-wide odds and ends.
+# ---------------------------------------------------------------------------------------------
+
+
+@st.cache_resource
+def freeze_startup_objects() -> bool:
+    """Move everything alive after the first run (modules, the first model) out of the garbage collector's sight.
+
+    Streamlit runs a full collection after every script run (`runner.postScriptGC`); with torch,
+    plotly and pandas loaded that walks ~370 000 objects, 150 ms on this machine, which landed in the
+    middle of the next click's redraw. Frozen, those objects are never walked again (a collection
+    then takes microseconds); what later runs allocate is still collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
+    return True
+
+
+@st.cache_data
+def examples() -> dict[str, list[dict[str, str]]]:
+    try:
+        return json.loads(EXAMPLES_FILE.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def examples_for(name: str) -> list[dict[str, str]]:
+    data = examples()
+    return data.get(name) or data.get("generic") or [{"label": "Example", "text": FALLBACK_TEXT}]
