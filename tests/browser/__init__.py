@@ -40,9 +40,19 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_app(env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[str]:
-    """`streamlit run app.py` on a free port until the block ends (stopped on errors too); yields the base URL.
+    """`streamlit run app.py` on a free port until the block ends (stopped on errors too); yields the base URL."""
+    with serve("app.py", env, log) as (base, _):
+        yield base
 
-    The file watcher is off: other people editing the tree must not rerun the app under a test.
+
+@contextlib.contextmanager
+def serve(
+    script: str = "app.py", env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`streamlit run <script>` on a free port until the block ends (stopped with SIGTERM, on errors too).
+
+    Yields the base URL and the server process. The file watcher is off: other people editing the
+    tree must not rerun the app under a test.
     """
     port = free_port()
     cmd = [
@@ -50,7 +60,7 @@ def running_app(env: dict[str, str] | None = None, log: Path | None = None) -> I
         "-m",
         "streamlit",
         "run",
-        "app.py",
+        script,
         "--server.port",
         str(port),
         "--server.address",
@@ -72,7 +82,7 @@ def running_app(env: dict[str, str] | None = None, log: Path | None = None) -> I
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with code {proc.returncode} before answering (log: {log})")
+                raise RuntimeError(f"streamlit run {script} exited with code {proc.returncode} before answering (log: {log})")
             try:
                 with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as r:
                     if r.status == 200:
@@ -82,7 +92,7 @@ def running_app(env: dict[str, str] | None = None, log: Path | None = None) -> I
             if time.monotonic() > deadline:
                 raise RuntimeError(f"streamlit did not answer /_stcore/health within {STARTUP_SECONDS} s (log: {log})")
             time.sleep(0.2)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:
@@ -107,7 +117,7 @@ PLOT = ".st-key-{key} .js-plotly-plot"
 
 # True once the script has stopped running and no "Running..." status is shown, stable for 300 ms
 # (a rerun triggered by a widget starts a few ms after the event, so one idle reading is not enough).
-_IDLE_JS = """() => {
+IDLE_JS = """() => {
   const app = document.querySelector('[data-testid=stApp]');
   const busy = !app || app.getAttribute('data-test-script-state') === 'running'
     || app.getAttribute('data-test-script-state') === 'initial'
@@ -123,7 +133,7 @@ _IDLE_JS = """() => {
 def wait_idle(page, timeout_ms: int = 60_000) -> None:
     """Wait until Streamlit has finished running the script (no fixed sleeps)."""
     page.evaluate("() => { window.__idleSince = null; }")
-    page.wait_for_function(_IDLE_JS, timeout=timeout_ms, polling=50)
+    page.wait_for_function(IDLE_JS, timeout=timeout_ms, polling=50)
 
 
 def wait_plot(page, key: str, timeout_ms: int = 60_000) -> None:

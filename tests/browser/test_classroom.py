@@ -23,7 +23,7 @@ from transformer.config import ModelConfig
 from transformer.data.toy_english import generate_corpus
 from transformer.tokenizer import train_tokenizer
 
-from . import VIEWPORT, exceptions, figure, signature, type_text, wait_changed, wait_idle, wait_plot
+from . import VIEWPORT, exceptions, figure, serve, signature, type_text, wait_changed, wait_idle, wait_plot
 from .conftest import ARTIFACTS, write_tiny
 
 pytestmark = pytest.mark.browser
@@ -36,20 +36,6 @@ SENTENCES = [
 ]
 
 
-def server_pid(url: str) -> int:
-    """The pid of the `streamlit run` serving `url` (found by its port in /proc)."""
-    port = url.rsplit(":", 1)[1]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"streamlit" in b" ".join(cmd) and port.encode() in cmd:
-                return int(entry.name)
-    raise AssertionError(f"no streamlit process on port {port}")
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -60,8 +46,6 @@ def rss_mb(pid: int) -> float:
 @pytest.fixture(scope="module")
 def classroom(chromium, tmp_path_factory):
     """(base URL, server pid, assets folder) of a server of its own."""
-    from tests.browser import running_app
-
     folder = tmp_path_factory.mktemp("classroom-assets")
     write_tiny(folder / "lm.safetensors", "decoder", seed=1)
     write_tiny(folder / "translator.safetensors", "encoder-decoder")
@@ -71,8 +55,8 @@ def classroom(chromium, tmp_path_factory):
     save_checkpoint(folder / "classifier.safetensors", build_model(cfg, seed=0), tok, {"task": "a slow random encoder"})
     env = {catalog.ASSETS_ENV: str(folder), catalog.NO_MINILM_ENV: "1"}
     ARTIFACTS.mkdir(exist_ok=True)
-    with running_app(env, log=ARTIFACTS / "streamlit-classroom.log") as url:
-        yield url, server_pid(url), folder
+    with serve("app.py", env, log=ARTIFACTS / "streamlit-classroom.log") as (url, proc):
+        yield url, proc.pid, folder
 
 
 def new_page(browser, url: str, path: str = "/attention", params: dict | None = None):
@@ -228,3 +212,26 @@ def test_no_upload_file_outlives_its_loading(browser, classroom, tmp_path):
         assert [p for p in folders[0].rglob("*") if p.is_file()] == []  # loaded, then removed
     finally:
         page.context.close()
+
+
+def test_the_upload_folder_goes_when_the_server_exits(browser, chromium, tmp_path):
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    write_tiny(folder / "lm.safetensors", "decoder", seed=1)
+    path = write_tiny(tmp_path / "mine.safetensors", "encoder", n_classes=2, seed=3)
+    with serve("app.py", {catalog.ASSETS_ENV: str(folder), catalog.NO_MINILM_ENV: "1"}) as (url, proc):
+        pid = proc.pid
+        page = new_page(browser, url, params={"checkpoint": "lm"})
+        try:
+            ready(page)
+            before = signature(page, "attn_heatmap")
+            page.locator(".st-key-w_checkpoint input").click()
+            page.get_by_role("option", name="Upload…", exact=True).click()
+            page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
+            wait_changed(page, "attn_heatmap", before)
+            wait_idle(page)
+            made = list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"attnviz-uploads-{pid}-*"))
+            assert len(made) == 1
+        finally:
+            page.context.close()
+    assert not made[0].exists()  # serve() stops the server with SIGTERM, as a teacher's Ctrl+C or a service manager would
