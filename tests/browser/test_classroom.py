@@ -73,6 +73,13 @@ def ready(page, chart: str = "attn_heatmap") -> None:
     assert not exceptions(page), exceptions(page)
 
 
+def upload(page, path: Path) -> None:
+    """Choose "Upload…" in the checkpoint picker and give it `path`, as a user would."""
+    page.locator(".st-key-w_checkpoint input").click()
+    page.get_by_role("option", name="Upload…", exact=True).click()
+    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
+
+
 def tokens_of(folder: Path, name: str, text: str) -> list[str]:
     from viz.labels import plotly_text
 
@@ -146,9 +153,7 @@ def test_an_upload_asking_for_a_huge_model_is_refused_and_the_server_stays_small
         ready(page)
         ready(other)
         before = rss_mb(pid)
-        page.locator(".st-key-w_checkpoint input").click()
-        page.get_by_role("option", name="Upload…", exact=True).click()
-        page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
+        upload(page, path)
         error = page.locator("[data-testid=stSidebar] [data-testid=stAlert]").filter(has_text="Could not load")
         error.wait_for()
         wait_idle(page)
@@ -195,26 +200,7 @@ def test_a_tab_closed_mid_run_and_twenty_reloads_leave_the_server_serving(browse
         stormy.context.close()
 
 
-def test_no_upload_file_outlives_its_loading(browser, classroom, tmp_path):
-    url, pid, folder = classroom
-    path = write_tiny(tmp_path / "mine.safetensors", "encoder", n_classes=2, seed=3)
-    page = new_page(browser, url, params={"checkpoint": "lm"})
-    try:
-        ready(page)
-        before = signature(page, "attn_heatmap")
-        page.locator(".st-key-w_checkpoint input").click()
-        page.get_by_role("option", name="Upload…", exact=True).click()
-        page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
-        wait_changed(page, "attn_heatmap", before)
-        wait_idle(page)
-        folders = [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob(f"attnviz-uploads-{pid}-*")]
-        assert len(folders) == 1 and oct(folders[0].stat().st_mode & 0o777) == "0o700"
-        assert [p for p in folders[0].rglob("*") if p.is_file()] == []  # loaded, then removed
-    finally:
-        page.context.close()
-
-
-def test_the_upload_folder_goes_when_the_server_exits(browser, chromium, tmp_path):
+def test_uploads_live_in_a_private_folder_only_while_read_and_it_goes_with_the_server(browser, chromium, tmp_path):
     folder = tmp_path / "assets"
     folder.mkdir()
     write_tiny(folder / "lm.safetensors", "decoder", seed=1)
@@ -225,13 +211,12 @@ def test_the_upload_folder_goes_when_the_server_exits(browser, chromium, tmp_pat
         try:
             ready(page)
             before = signature(page, "attn_heatmap")
-            page.locator(".st-key-w_checkpoint input").click()
-            page.get_by_role("option", name="Upload…", exact=True).click()
-            page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
+            upload(page, path)
             wait_changed(page, "attn_heatmap", before)
             wait_idle(page)
             made = list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"attnviz-uploads-{pid}-*"))
-            assert len(made) == 1
+            assert len(made) == 1 and oct(made[0].stat().st_mode & 0o777) == "0o700"
+            assert [p for p in made[0].rglob("*") if p.is_file()] == []  # loaded, then removed
         finally:
             page.context.close()
     assert not made[0].exists()  # serve() stops the server with SIGTERM, as a teacher's Ctrl+C or a service manager would
