@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 from test_app import APP, TIMEOUT, write_tiny
 
@@ -87,7 +88,18 @@ def test_a_failed_maker_lets_a_waiting_thread_make_the_value():
     assert calls == ["failing", "second"]
 
 
-def test_model_runs_share_the_cores_one_torch_thread_each():
+def test_model_runs_share_the_cores_one_torch_thread_each(env):
+    start({"checkpoint": "lm"})
+    seen: list[int] = []
+
+    def a_session_thread() -> None:  # Streamlit runs each script run in a new thread; torch reads the setting there
+        torch.ones(4).sum()
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=a_session_thread)
+    t.start()
+    t.join()
+    assert seen == [1]  # set once by the app, for every session's model runs
     assert shared.MODEL_SLOTS == max(1, shared.CORES)
     held = []
     with shared.model_slot():

@@ -326,7 +326,7 @@ def _read_text(identity: str, ckpt: Checkpoint, target: str | None) -> tuple[str
         text, cut, kept = _cut(text, tokens[0], ckpt.config.max_len)
         st.session_state.setdefault("_warnings", []).append(
             f"The text is longer than this model reads ({ckpt.config.max_len} tokens): the last {cut} tokens were cut "
-            f"({len(st.session_state['sel_text']) - len(text):,} characters); {kept} are shown, and the text box now "
+            f"({len(st.session_state['sel_text']) - len(text):,} characters); the first {kept} are kept, and the text box now "
             "holds what the model read."
         )
         st.session_state["sel_text"] = text
