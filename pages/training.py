@@ -12,7 +12,6 @@ import streamlit as st
 
 from transformer import catalog
 from transformer.checkpoint import CheckpointError
-from transformer.snapshots import stored_dtypes
 from viz import figures, session, shared, ui
 from viz.literal import md
 
@@ -54,7 +53,7 @@ traces = [
 ]
 
 try:
-    dtypes = stored_dtypes(path)
+    dtypes = shared.snapshot_dtypes(identity, str(path))
 except CheckpointError:
     dtypes = ()
 if not dtypes:

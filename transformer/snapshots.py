@@ -13,16 +13,14 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
-from .checkpoint import Checkpoint, CheckpointError, atomic_save_file, check_state_dict, read_tagged
+from .checkpoint import Checkpoint, CheckpointError, atomic_save_file, check_state_dict, read_header, read_tagged
 from .config import ConfigError, ModelConfig
 from .device import pick_device
 from .model import TransformerModel
 from .tokenizer import Tokenizer, TokenizerError
 
 FORMAT = "attnviz-snapshots/1"
-DTYPE_NAMES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}  # safetensors' names → torch's
 
 
 def step_prefix(step: int) -> str:
@@ -80,12 +78,8 @@ def stored_dtypes(path: str | os.PathLike) -> tuple[str, ...]:
 
     `load_snapshots` casts every tensor to float32, so the stored precision is only known here.
     """
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            names = {f.get_slice(k).get_dtype() for k in f.keys()}
-    except Exception as e:  # SafetensorError and friends: a file that is missing, truncated or not safetensors
-        raise CheckpointError(f"{Path(path).name}: cannot read the stored dtypes: {e}") from e
-    return tuple(sorted(DTYPE_NAMES.get(n, n.lower()) for n in names))
+    _, layout = read_header(Path(path))
+    return tuple(sorted({str(dtype).removeprefix("torch.") for _, dtype in layout.values()}))
 
 
 def load_snapshots(path: str | os.PathLike, device: str | torch.device | None = None) -> list[tuple[int, Checkpoint]]:

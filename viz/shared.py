@@ -262,6 +262,14 @@ def snapshots(identity: str, path: str) -> list[tuple[int, Checkpoint]]:
         return load_snapshots(path)
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def snapshot_dtypes(identity: str, path: str) -> tuple[str, ...]:
+    """The dtypes a snapshots file stores (its header, read once per file identity)."""
+    from transformer.snapshots import stored_dtypes
+
+    return stored_dtypes(path)
+
+
 def snapshot_trace(
     identity: str, path: str, index: int, tokens_of: str, text: str, target: str | None, tokens: tuple[Stream, Stream | None]
 ) -> Trace:
