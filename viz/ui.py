@@ -37,7 +37,15 @@ def heatmap(fig: go.Figure, z, rows: Sequence[str], cols: Sequence[str] | None, 
 def csv_download(make_csv, key: str, filename: str) -> None:
     """A "Download CSV" button whose data `make_csv()` builds only when clicked (a 512×512 CSV is megabytes)."""
     st.download_button(
-        "Download CSV", make_csv, file_name=f"{filename}.csv", mime="text/csv", key=key, icon=":material/download:"
+        "Download CSV",
+        make_csv,
+        file_name=f"{filename}.csv",
+        mime="text/csv",
+        key=key,
+        icon=":material/download:",
+        # No script rerun on the click: it would redraw the page for nothing, and its start can drop the
+        # deferred CSV before the browser fetches it (the button then spins forever, seen under load).
+        on_click="ignore",
     )
 
 
