@@ -186,8 +186,12 @@ def maps_cache() -> ByteLRU[AttentionMaps]:
 
 @st.cache_resource(max_entries=256, show_spinner=False)
 def tokens_for(identity: str, text: str, target: str | None, _ckpt: Checkpoint) -> tuple[Stream, Stream | None]:
-    """The source tokens and the decoder's tokens (greedy translation when `target` is None), once per key."""
-    with model_slot():
+    """The source tokens and the decoder's tokens (greedy translation when `target` is None), once per key.
+
+    Only greedy decoding runs the model and takes a model slot; tokenizing alone never waits behind a long run.
+    """
+    decodes = _ckpt.config.kind == "encoder-decoder" and target is None
+    with model_slot() if decodes else contextlib.nullcontext():
         return api.streams(_ckpt, text, target)
 
 
