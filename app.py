@@ -1,6 +1,6 @@
 """Attention, layer by layer and head by head: the Streamlit entry point (`make run` / `streamlit run app.py`).
 
-This file sets up the page, the sidebar and the URL state, then runs one of the six pages in
+This file sets up the page, the sidebar and the URL state, then runs one of the pages in
 `pages/`. The model runs once per (checkpoint, text, target); pages only draw from the cached trace.
 """
 
@@ -21,6 +21,16 @@ PAGES = {
     "output": st.Page("pages/output.py", title="Output", icon=":material/output:", url_path="output"),
     "training": st.Page("pages/training.py", title="Training", icon=":material/timeline:", url_path="training"),
 }
+# "Ask why": what the heads do, not only where they look (a menu of its own in the navigation bar).
+WHY = {
+    "ablation": st.Page("pages/ablation.py", title="Ablation", icon=":material/block:", url_path="ablation"),
+    "attribution": st.Page(
+        "pages/attribution.py", title="Rollout & saliency", icon=":material/account_tree:", url_path="attribution"
+    ),
+    "lens": st.Page("pages/lens.py", title="Logit lens", icon=":material/visibility:", url_path="lens"),
+    "compare": st.Page("pages/compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+}
+PAGES.update(WHY)
 
 
 def _home() -> None:
@@ -32,7 +42,8 @@ HOME = st.Page(_home, title="Home", url_path="home", default=True, visibility="h
 
 entries = catalog.available()
 session.init_session(entries, tuple(PAGES))
-page = st.navigation([HOME, *PAGES.values()], position="top")
+LOOK = [p for name, p in PAGES.items() if name not in WHY]
+page = st.navigation({"": [HOME, *LOOK], "Ask why": list(WHY.values())}, position="top")
 
 goto = st.session_state.pop("_goto", None)  # a link's ?page=..., or a click in the model view
 if goto in PAGES and PAGES[goto].url_path != page.url_path:
@@ -51,7 +62,7 @@ if page.url_path == HOME.url_path or page.url_path == "":
 shared.use_one_torch_thread()
 ctx = session.sidebar(entries)
 shared.freeze_startup_objects()  # once per process, after the first model is loaded
-session.publish(ctx)
-session.sync_url(ctx, with_query=page.url_path == "qkv")
+session.publish(ctx, entries)
+session.sync_url(ctx, page.url_path)
 session.show_messages(ctx)
 page.run()

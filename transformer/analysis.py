@@ -36,6 +36,22 @@ from .trace import Stream, Trace
 PROBE_SEED = 1234  # probe sets are fixed, so scores are comparable across checkpoints and snapshots
 
 
+def copy_positions(ids: Sequence[int]) -> tuple[int, ...]:
+    """Positions t whose next token can be copied: the pair (ids[t], ids[t + 1]) already occurred earlier in the text.
+
+    What an induction head does ("A B … A → B"): at these positions a model that copies predicts the
+    next token right. The Ablation page's sweep can count only them.
+    """
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for t in range(len(ids) - 1):
+        pair = (ids[t], ids[t + 1])
+        if pair in seen:
+            out.append(t)
+        seen.add(pair)
+    return tuple(out)
+
+
 def word_starts(stream: Stream, words: Sequence[str]) -> list[int]:
     """Index in `stream.tokens` of each word's first subword token (words joined by single spaces).
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import block_max, pool_blocks
+from .attention import HeadAblation, block_max, pool_blocks
 from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .model import TransformerModel
@@ -20,16 +20,24 @@ def build_model(config: ModelConfig, seed: int | None = None) -> TransformerMode
 
 @torch.inference_mode()
 def greedy_decode(
-    model: TransformerModel, src_ids: list[int], bos_id: int, eos_id: int, max_new_tokens: int | None = None
+    model: TransformerModel,
+    src_ids: list[int],
+    bos_id: int,
+    eos_id: int,
+    max_new_tokens: int | None = None,
+    ablate: HeadAblation | None = None,
 ) -> list[int]:
-    """Translate greedily: repeatedly append the most likely next token until EOS. Returns ids without BOS/EOS."""
+    """Translate greedily: repeatedly append the most likely next token until EOS. Returns ids without BOS/EOS.
+
+    ablate: heads to knock out on every step (a `HeadAblation` with keep rows of batch 1).
+    """
     cfg = model.cfg
     limit = cfg.max_len - 1 if max_new_tokens is None else min(max_new_tokens, cfg.max_len - 1)
     src = torch.tensor([src_ids], device=model.device)
-    memory, _ = model.encode(src)
+    memory, _ = model.encode(src, ablate=ablate)
     out = [bos_id]
     for _ in range(limit):
-        hidden, _ = model.decode(torch.tensor([out], device=model.device), memory)
+        hidden, _ = model.decode(torch.tensor([out], device=model.device), memory, ablate=ablate)
         next_id = int(model.lm_logits(hidden[:, -1]).argmax(-1))
         if next_id == eos_id:
             break

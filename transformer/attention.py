@@ -8,11 +8,16 @@ Two paths compute the same thing: the manual one below (which also returns every
 and PyTorch's fused `scaled_dot_product_attention`, used when nothing is traced. A third,
 `pooled_attention`, is the manual path a block of queries at a time, keeping only block-max
 pooled weights: what the model view draws, without ever holding a (Tq, Tk) matrix per head.
+
+Head ablation (`forward(ablate=...)`) knocks heads out after attention, before the merge: a
+knocked-out head's output is replaced by zeros or by its mean output (`knock_out`, `HeadAblation`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +37,43 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Ten
     masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
     weights = masked.softmax(dim=-1)  # (B, H, Tq, Tk)
     return weights @ v, weights, scores  # output: (B, H, Tq, d_head)
+
+
+@dataclass(frozen=True)
+class HeadAblation:
+    """Which heads to knock out, batch row by batch row: the `ablate=` argument of the model's forward.
+
+    A knocked-out head's output (weights @ v, before heads are merged and projected by W_O) is
+    replaced by zeros (zero ablation) or by `means[kind, layer][h]` (mean ablation). Zeroing head h's
+    output is the same as zeroing its d_head columns of W_O. Each batch row has its own keep row, so
+    one forward with batch = number of heads runs every single-head knockout at once.
+    """
+
+    # (kind, layer) -> (B or 1, n_heads) float: 1 keeps the head's output, 0 replaces it (values in
+    # between mix the two); kind is "encoder self", "decoder self" or "cross", layers from 0.
+    # A sublayer not listed runs untouched.
+    keep: Mapping[tuple[str, int], Tensor]
+    # (kind, layer) -> (n_heads, d_head): what a knocked-out head outputs instead; absent: zeros.
+    means: Mapping[tuple[str, int], Tensor] = field(default_factory=dict)
+
+    def at(self, kind: str, layer: int) -> tuple[Tensor, Tensor | None] | None:
+        """(keep (B or 1, H), mean (H, d_head) or None) for one attention sublayer; None when untouched."""
+        keep = self.keep.get((kind, layer))
+        return None if keep is None else (keep, self.means.get((kind, layer)))
+
+
+def knock_out(out: Tensor, keep: Tensor, mean: Tensor | None = None) -> Tensor:
+    """Heads' outputs with the knocked-out ones replaced: out · keep + mean · (1 − keep), per row and head.
+
+    out: (B, H, Tq, d_head); keep: (B or 1, H); mean: (H, d_head), None for zeros. A kept head
+    (keep = 1) comes back bit for bit.
+    """
+    B, H = out.shape[:2]
+    assert keep.shape[-1] == H and keep.shape[0] in (1, B), f"keep is {tuple(keep.shape)}, expected ({B} or 1, {H})"
+    k = keep.to(out.dtype)[:, :, None, None]  # (B, H, 1, 1)
+    if mean is None:
+        return out * k
+    return out * k + (1 - k) * mean.to(out.dtype)[None, :, None, :]  # mean: (1, H, 1, d_head)
 
 
 QUERY_BLOCK = 128  # queries per block in pooled_attention: 12 heads × 128 × 2048 keys is 12 MB of scores
@@ -100,12 +142,15 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         trace: bool = False,
         pool: int | None = None,
+        ablate: tuple[Tensor, Tensor | None] | None = None,
     ) -> tuple[Tensor, AttentionTrace | Tensor | None]:
         """x: (B, Tq, d_model) queries; memory: (B, Tk, d_model) keys/values (None: self-attention).
 
         mask: (B, 1, Tq, Tk) bool, True where attending is allowed (None: everything allowed).
         Returns the sublayer output (B, Tq, d_model) and, when `trace`, an AttentionTrace; when
         `pool` (and not `trace`), the weights block-max pooled to at most pool × pool per head.
+        ablate: (keep (B or 1, H), mean (H, d_head) or None) from `HeadAblation.at`: heads' outputs
+        are replaced (`knock_out`) before the merge; the trace then shows the replaced output.
         """
         kv = x if memory is None else memory
         q = self._split(self.q_proj(x))  # (B, H, Tq, d_head)
@@ -123,6 +168,8 @@ class MultiHeadAttention(nn.Module):
                 out = F.dropout(weights, dropout_p, training=True) @ v
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if ablate is not None:
+            out = knock_out(out, *ablate)
         B, H, Tq, d_head = out.shape
         merged = out.transpose(1, 2).reshape(B, Tq, H * d_head)  # (B, Tq, d_model)
         y = self.out_proj(merged)

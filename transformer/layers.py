@@ -9,6 +9,8 @@ from .attention import MultiHeadAttention
 from .config import ModelConfig
 from .trace import LayerTrace
 
+Knockout = tuple[Tensor, Tensor | None]  # (keep (B or 1, H), mean (H, d_head) or None): one sublayer's `HeadAblation.at`
+
 ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,
@@ -62,10 +64,13 @@ class EncoderLayer(nn.Module):
         self.ff_block = Sublayer(cfg)
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, trace: bool = False, pool: int | None = None
+        self, x: Tensor, mask: Tensor | None, trace: bool = False, pool: int | None = None, ablate: Knockout | None = None
     ) -> tuple[Tensor, LayerTrace | dict | None]:
-        """Returns the layer output and a LayerTrace (`trace`), or {"self_attn": pooled weights} (`pool`), or None."""
-        x, att = self.attn_block(x, lambda h: self.self_attn(h, mask=mask, trace=trace, pool=pool))
+        """Returns the layer output and a LayerTrace (`trace`), or {"self_attn": pooled weights} (`pool`), or None.
+
+        ablate: the self-attention's heads to knock out (`HeadAblation.at`), None to run them all.
+        """
+        x, att = self.attn_block(x, lambda h: self.self_attn(h, mask=mask, trace=trace, pool=pool, ablate=ablate))
         resid_attn = x
         x, _ = self.ff_block(x, lambda h: (self.feed_forward(h), None))
         if not trace:
@@ -96,15 +101,21 @@ class DecoderLayer(nn.Module):
         cross_mask: Tensor | None = None,
         trace: bool = False,
         pool: int | None = None,
+        ablate: Knockout | None = None,
+        cross_ablate: Knockout | None = None,
     ) -> tuple[Tensor, LayerTrace | dict | None]:
-        """Like EncoderLayer.forward; with `pool`, the dict also holds "cross_attn" when there is cross-attention."""
-        x, self_att = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, trace=trace, pool=pool))
+        """Like EncoderLayer.forward; with `pool`, the dict also holds "cross_attn" when there is cross-attention.
+
+        ablate, cross_ablate: the self- and cross-attention's heads to knock out (`HeadAblation.at`).
+        """
+        x, self_att = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, trace=trace, pool=pool, ablate=ablate))
         resid_attn = x
         cross_att = resid_cross = None
         if self.cross_attn is not None:
             assert memory is not None, "an encoder-decoder's decoder layer needs the encoder output"
             x, cross_att = self.cross_block(
-                x, lambda h: self.cross_attn(h, memory=memory, mask=cross_mask, trace=trace, pool=pool)
+                x,
+                lambda h: self.cross_attn(h, memory=memory, mask=cross_mask, trace=trace, pool=pool, ablate=cross_ablate),
             )
             resid_cross = x
         x, _ = self.ff_block(x, lambda h: (self.feed_forward(h), None))

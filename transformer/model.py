@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import HeadAblation
 from .config import ModelConfig
 from .layers import DecoderLayer, EncoderLayer
 from .trace import KIND_PATHS, StackTrace, Trace
@@ -69,12 +70,19 @@ class Encoder(nn.Module):
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.has_final_norm else None
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, token_type_ids: Tensor | None = None, trace: bool = False, pool: int | None = None
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        token_type_ids: Tensor | None = None,
+        trace: bool = False,
+        pool: int | None = None,
+        ablate: HeadAblation | None = None,
     ):
         x = embed = self.embed(x, token_type_ids)
         layer_traces = []
-        for layer in self.layers:
-            x, lt = layer(x, mask, trace=trace, pool=pool)
+        for i, layer in enumerate(self.layers):
+            knockout = None if ablate is None else ablate.at("encoder self", i)
+            x, lt = layer(x, mask, trace=trace, pool=pool, ablate=knockout)
             layer_traces.append(lt)
         if self.final_norm is not None:
             x = self.final_norm(x)
@@ -90,11 +98,23 @@ class Decoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, cross) for _ in range(cfg.n_layers))
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.has_final_norm else None
 
-    def forward(self, x, self_mask, memory=None, cross_mask=None, trace: bool = False, pool: int | None = None):
+    def forward(
+        self,
+        x,
+        self_mask,
+        memory=None,
+        cross_mask=None,
+        trace: bool = False,
+        pool: int | None = None,
+        ablate: HeadAblation | None = None,
+    ):
         x = embed = self.embed(x)
         layer_traces = []
-        for layer in self.layers:
-            x, lt = layer(x, self_mask, memory, cross_mask, trace=trace, pool=pool)
+        for i, layer in enumerate(self.layers):
+            knockouts = (None, None) if ablate is None else (ablate.at("decoder self", i), ablate.at("cross", i))
+            x, lt = layer(
+                x, self_mask, memory, cross_mask, trace=trace, pool=pool, ablate=knockouts[0], cross_ablate=knockouts[1]
+            )
             layer_traces.append(lt)
         if self.final_norm is not None:
             x = self.final_norm(x)
@@ -162,9 +182,11 @@ class TransformerModel(nn.Module):
         token_type_ids: Tensor | None = None,
         trace: bool = False,
         pool: int | None = None,
+        ablate: HeadAblation | None = None,
     ):
         """ids: (B, Ts); keep: (B, Ts) bool, False at padding. Returns (memory (B, Ts, d), StackTrace|None)."""
-        return self.encoder(self.tok_embed(ids), padding_mask(keep, ids.shape[1]), token_type_ids, trace=trace, pool=pool)
+        mask = padding_mask(keep, ids.shape[1])
+        return self.encoder(self.tok_embed(ids), mask, token_type_ids, trace=trace, pool=pool, ablate=ablate)
 
     def decode(
         self,
@@ -174,11 +196,13 @@ class TransformerModel(nn.Module):
         memory_keep: Tensor | None = None,
         trace: bool = False,
         pool: int | None = None,
+        ablate: HeadAblation | None = None,
     ):
         """ids: (B, Tt) decoder input; memory: encoder output. Returns (hidden (B, Tt, d), StackTrace|None)."""
         Tt = ids.shape[1]
         cross_mask = padding_mask(memory_keep, Tt) if memory is not None else None
-        return self.decoder(self.tok_embed(ids), causal_mask(Tt, keep, ids.device), memory, cross_mask, trace=trace, pool=pool)
+        self_mask = causal_mask(Tt, keep, ids.device)
+        return self.decoder(self.tok_embed(ids), self_mask, memory, cross_mask, trace=trace, pool=pool, ablate=ablate)
 
     def lm_logits(self, hidden: Tensor) -> Tensor:
         """(B, T, d_model) -> (B, T, vocab); a tied head reuses the token embedding matrix."""
@@ -195,12 +219,15 @@ class TransformerModel(nn.Module):
         token_type_ids: Tensor | None = None,
         trace: bool = False,
         pool: int | None = None,
+        ablate: HeadAblation | None = None,
     ) -> tuple[Tensor, Trace | dict[str, Tensor] | None]:
         """Run the model. Masks are (B, T) with 1/True at real tokens; None means no padding.
 
         trace=True: also return a `Trace` of every intermediate. pool=N (without trace): also return
         every head's attention weights block-max pooled to at most N × N, never holding a full
         (Tq, Tk) map: {kind: (n_layers, B, H, rows, cols)}, e.g. {"encoder self": ...} (the model view's light pass).
+        ablate: a `HeadAblation`, heads whose output is replaced by zeros or a mean, each batch row
+        its own set (None: every head runs; works with trace and pool).
 
         encoder-decoder: input_ids is the source, decoder_input_ids the target so far (starting with BOS).
         encoder: logits are class logits (B, n_classes) from the first token, or hidden states if no head.
@@ -212,15 +239,15 @@ class TransformerModel(nn.Module):
         if kind == "encoder-decoder":
             if decoder_input_ids is None:
                 raise ValueError("an encoder-decoder needs decoder_input_ids (the target, starting with BOS)")
-            memory, enc_trace = self.encode(input_ids, keep, trace=trace, pool=pool)
+            memory, enc_trace = self.encode(input_ids, keep, trace=trace, pool=pool, ablate=ablate)
             dec_keep = None if decoder_attention_mask is None else decoder_attention_mask.bool()
-            hidden, dec_trace = self.decode(decoder_input_ids, memory, dec_keep, keep, trace=trace, pool=pool)
+            hidden, dec_trace = self.decode(decoder_input_ids, memory, dec_keep, keep, trace=trace, pool=pool, ablate=ablate)
             logits = self.lm_logits(hidden)  # (B, Tt, vocab)
         elif kind == "encoder":
-            hidden, enc_trace = self.encode(input_ids, keep, token_type_ids, trace=trace, pool=pool)
+            hidden, enc_trace = self.encode(input_ids, keep, token_type_ids, trace=trace, pool=pool, ablate=ablate)
             logits = self.classifier(hidden[:, 0]) if self.cfg.n_classes else hidden  # (B, C) from the first token
         else:
-            hidden, dec_trace = self.decode(input_ids, keep=keep, trace=trace, pool=pool)
+            hidden, dec_trace = self.decode(input_ids, keep=keep, trace=trace, pool=pool, ablate=ablate)
             logits = self.lm_logits(hidden)  # (B, T, vocab)
         if not trace and pool is not None:
             stacks = {"encoder": enc_trace, "decoder": dec_trace}

@@ -152,6 +152,15 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["sel_layer"] = view.layer or 0
     st.session_state["sel_head"] = view.head or 0
     st.session_state["sel_query"] = view.query or 0
+    # the "Ask why" pages
+    st.session_state["sel_cmp"] = view.compare or "texts"
+    st.session_state["sel_text2"] = view.text2
+    st.session_state["sel_checkpoint2"] = view.checkpoint2
+    st.session_state["sel_snap1"] = view.snapshot1  # None: the first snapshot
+    st.session_state["sel_snap2"] = view.snapshot2  # None: the last
+    st.session_state["sel_heads"] = view.heads or ()
+    st.session_state["sel_ablation"] = view.ablation or "zero"
+    st.session_state["sel_metric"] = view.metric or "kl"
     st.session_state["_warnings"] = list(view.warnings)
     st.session_state["_goto"] = view.page
 
@@ -398,8 +407,35 @@ def _with_selection(name, label, identity, ckpt, tokens, text, target) -> Contex
     )
 
 
-def sync_url(ctx: Context | None, with_query: bool = False) -> None:
-    """Write the current view into the URL's query parameters (the page is in the path)."""
+# What a page adds to its link besides the text, checkpoint and selection: query parameter -> its value now.
+PAGE_PARAMS = {
+    "qkv": ("q",),
+    "attribution": ("q",),
+    "ablation": ("heads", "ablation", "metric"),
+    "compare": ("cmp", "text2", "checkpoint2", "snap1", "snap2"),
+}
+
+
+def _page_param(name: str) -> str | None:
+    """A page parameter's value for the link (None: left out)."""
+    state = st.session_state
+    cmp = state.get("sel_cmp", "texts")
+    values = {
+        "q": lambda: str(state["sel_query"]),
+        "heads": lambda: urlstate.format_heads(state.get("sel_heads", ())) or None,
+        "ablation": lambda: state.get("sel_ablation", "zero"),
+        "metric": lambda: state.get("sel_metric", "kl"),
+        "cmp": lambda: cmp,
+        "text2": lambda: (state.get("sel_text2") or "")[: urlstate.MAX_TEXT_CHARS] if cmp == "texts" else None,
+        "checkpoint2": lambda: state.get("sel_checkpoint2") if cmp == "checkpoints" else None,
+        "snap1": lambda: str(state["sel_snap1"]) if cmp == "snapshots" and state.get("sel_snap1") is not None else None,
+        "snap2": lambda: str(state["sel_snap2"]) if cmp == "snapshots" and state.get("sel_snap2") is not None else None,
+    }
+    return values[name]()
+
+
+def sync_url(ctx: Context | None, page: str | None = None) -> None:
+    """Write the current view into the URL's query parameters (the page is in the path; `page` adds its own)."""
     if ctx is None:
         return
     params = {"text": ctx.text[: urlstate.MAX_TEXT_CHARS]}
@@ -408,8 +444,10 @@ def sync_url(ctx: Context | None, with_query: bool = False) -> None:
     if ctx.target is not None:
         params["target"] = ctx.target[: urlstate.MAX_TEXT_CHARS]
     params.update(kind=ctx.kind, layer=str(st.session_state["sel_layer"]), head=str(st.session_state["sel_head"]))
-    if with_query:
-        params["q"] = str(st.session_state["sel_query"])
+    for name in PAGE_PARAMS.get(page, ()):
+        value = _page_param(name)
+        if value is not None:
+            params[name] = value
     if ctx.presentation:
         params["present"] = "1"
     if st.query_params.to_dict() != params:
@@ -452,14 +490,29 @@ def require_text(ctx: Context | None) -> Context:
     return ctx
 
 
+def entries() -> dict[str, catalog.CatalogEntry]:
+    """The checkpoints the sidebar's picker offers this run (by name), as app.py found them."""
+    return st.session_state.get("_entries") or {}
+
+
+def load_entry(entry: catalog.CatalogEntry) -> tuple[str, Checkpoint | None, str | None]:
+    """A catalogue checkpoint besides the sidebar's (the Compare page's B): (identity, model or None, error message)."""
+    identity = shared.identity_of(entry.path) if not entry.hf_dir else f"hf:{entry.path}"
+    try:
+        return identity, shared.load(identity, str(entry.path), entry.hf_dir), None
+    except Exception as e:  # a message, never a traceback
+        return identity, None, f"Could not load {entry.label}: {md(e, 400)}"
+
+
 def greedy_text(ctx: Context) -> str:
     """The greedy translation of the text (decoded once per text and shared; no trace is made for it)."""
     return shared.tokens_for(ctx.identity, ctx.text, None, ctx.ckpt)[1].text
 
 
-def publish(ctx: Context | None) -> None:
-    """app.py hands this run's context to the page it runs next."""
+def publish(ctx: Context | None, entries: dict[str, catalog.CatalogEntry] | None = None) -> None:
+    """app.py hands this run's context (and the checkpoints the picker offers) to the page it runs next."""
     st.session_state["_ctx"] = ctx
+    st.session_state["_entries"] = entries or {}
     st.session_state["_ctx_fresh"] = True
 
 

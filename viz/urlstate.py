@@ -8,6 +8,7 @@ link enters one only through `literal.md`, which shows it as typed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +17,11 @@ from .literal import md
 KINDS = ("encoder self", "decoder self", "cross")
 MAX_TEXT_CHARS = 20_000  # about 4 000 words: enough for any model's max_len, small enough for a URL
 MAX_INDEX = 100_000
+COMPARE_MODES = ("texts", "checkpoints", "snapshots")  # the Compare page: what differs between its two panels
+ABLATION_MODES = ("zero", "mean")
+SWEEP_METRICS = ("kl", "logprob", "logprob-next", "cosine")  # transformer.ablation.METRICS
+KIND_LETTERS = {"e": "encoder self", "d": "decoder self", "c": "cross"}  # a head in a link: e0.1 = encoder self, layer 0, head 1
+MAX_HEADS = 512
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,15 @@ class UrlView:
     query: int | None = None
     page: str | None = None
     presentation: bool = False
+    # the "Ask why" pages
+    compare: str | None = None  # one of COMPARE_MODES
+    text2: str | None = None  # Compare: the second text
+    checkpoint2: str | None = None  # Compare: the second checkpoint
+    snapshot1: int | None = None  # Compare: the first panel's training snapshot (index)
+    snapshot2: int | None = None  # Compare: the second panel's training snapshot (index)
+    heads: tuple[tuple[str, int, int], ...] | None = None  # Ablation: the heads knocked out, (kind, layer, head)
+    ablation: str | None = None  # one of ABLATION_MODES
+    metric: str | None = None  # one of SWEEP_METRICS
     warnings: tuple[str, ...] = ()
 
 
@@ -48,6 +63,38 @@ def _index(raw: str | None, name: str, warnings: list[str]) -> int | None:
         warnings.append(f"Ignored the link's {name} {md(raw, 20)}: expected a whole number ≥ 0.")
         return None
     return int(raw)
+
+
+def _choice(params: Mapping[str, object], name: str, allowed: Sequence[str], warnings: list[str]) -> str | None:
+    value = _one(params, name)
+    if value is not None and value not in allowed:
+        warnings.append(f"Ignored the link's {name} {md(value, 30)}: expected one of {', '.join(allowed)}.")
+        return None
+    return value
+
+
+def format_heads(heads) -> str:
+    """Heads as a link writes them: "e0.1,c1.2" (kind letter, layer, head)."""
+    letter = {kind: ch for ch, kind in KIND_LETTERS.items()}
+    return ",".join(f"{letter[kind]}{layer}.{head}" for kind, layer, head in heads)
+
+
+def parse_heads(raw: str | None, warnings: list[str]) -> tuple[tuple[str, int, int], ...] | None:
+    """ "e0.1,c1.2" -> (("encoder self", 0, 1), ("cross", 1, 2)); anything malformed is dropped with a warning."""
+    if raw is None:
+        return None
+    heads, bad = [], []
+    for item in raw.split(",")[: MAX_HEADS + 1]:
+        m = re.fullmatch(r"([edc])(\d{1,3})\.(\d{1,3})", item.strip())
+        if m:
+            heads.append((KIND_LETTERS[m[1]], int(m[2]), int(m[3])))
+        elif item.strip():
+            bad.append(item)
+    if bad:
+        warnings.append(
+            f"Ignored {len(bad)} head(s) in the link, e.g. {md(bad[0], 20)}: expected e.g. e0.1 (kind letter e, d or c, layer.head)."
+        )
+    return tuple(dict.fromkeys(heads))[:MAX_HEADS]
 
 
 def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Sequence[str] = ()) -> UrlView:
@@ -70,6 +117,14 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
     if kind is not None and kind not in KINDS:
         warnings.append(f"Unknown attention kind {md(kind, 30)} in the link; expected one of {', '.join(KINDS)}.")
         kind = None
+    checkpoint2 = _one(params, "checkpoint2")
+    if checkpoint2 is not None and checkpoint2 not in checkpoints:
+        warnings.append(f"Unknown checkpoint2 {md(checkpoint2, 40)} in the link.")
+        checkpoint2 = None
+    text2 = _one(params, "text2")
+    if text2 is not None and len(text2) > MAX_TEXT_CHARS:
+        warnings.append(f"The text2 in the link was cut to its first {MAX_TEXT_CHARS} characters.")
+        text2 = text2[:MAX_TEXT_CHARS]
     page = _one(params, "page")
     if page is not None and page not in pages:
         warnings.append(f"Unknown page {md(page, 30)} in the link.")
@@ -84,6 +139,14 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
         query=_index(_one(params, "q"), "q", warnings),
         page=page,
         presentation=_one(params, "present") in ("1", "true", "yes"),
+        compare=_choice(params, "cmp", COMPARE_MODES, warnings),
+        text2=text2,
+        checkpoint2=checkpoint2,
+        snapshot1=_index(_one(params, "snap1"), "snap1", warnings),
+        snapshot2=_index(_one(params, "snap2"), "snap2", warnings),
+        heads=parse_heads(_one(params, "heads"), warnings),
+        ablation=_choice(params, "ablation", ABLATION_MODES, warnings),
+        metric=_choice(params, "metric", SWEEP_METRICS, warnings),
         warnings=tuple(warnings),
     )
 

@@ -1,0 +1,178 @@
+"""Rollout & saliency — where attention flows through all the layers, and which input tokens the prediction
+depends on, beside the raw weights of the selected head: where attention and attribution agree, and where not.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from transformer import rollout
+from viz import analyses, figures, session, ui, why
+from viz.literal import md
+
+FLOW_LIMITS = (
+    f" Max flow is costly: up to {rollout.FLOW_MAX_TOKENS_SHALLOW} tokens through one or two layers, "
+    f"{rollout.flow_max_tokens(3)} through three, {rollout.flow_max_tokens(rollout.FLOW_MAX_STEPS)} through "
+    f"{rollout.FLOW_MAX_STEPS}, and no more than {rollout.FLOW_MAX_STEPS} layers (cross-attention counts each decoder layer twice)."
+)
+
+ctx = session.require_text(session.context())
+trace = ctx.trace
+cfg = ctx.ckpt.config
+
+top = st.columns([3, 3], vertical_alignment="center")
+with top[0]:
+    ui.kind_picker(ctx, "attr_kind")
+kind = ctx.kind
+ui.layer_head_controls(ctx, trace.n_layers(kind), ctx.n_heads, "attr")
+layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
+q_tokens, k_tokens = trace.query_tokens(kind), trace.key_tokens(kind)
+query = min(int(st.session_state.get("sel_query", 0)), len(q_tokens) - 1)
+st.selectbox(
+    "Query token (the row compared below)",
+    range(len(q_tokens)),
+    index=query,
+    format_func=lambda i: f"{i} · {q_tokens[i]}",
+    key="attr_query",
+    on_change=lambda: st.session_state.update(sel_query=st.session_state["attr_query"]),
+)
+query = st.session_state["attr_query"]
+st.session_state["sel_query"] = query
+
+# -- rollout and flow: attention composed through the layers ------------------------------------------------
+roll = analyses.rollout_maps(ctx.trace_key, trace, kind)  # (n_layers, Tq, Tk)
+st.caption(rollout.EXPLANATIONS["rollout"] + (" " + rollout.EXPLANATIONS["cross"] if kind == "cross" else ""))
+left, right = st.columns(2)
+with left:
+    fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation)
+    ui.heatmap(
+        figures.highlight_row(fig, query),
+        trace.head(kind, layer, head)["weights"],
+        q_tokens,
+        k_tokens,
+        key="attr_raw",
+        filename=f"weights_{kind.replace(' ', '_')}_L{layer}_H{head}",
+    )
+with right:
+    rolled = roll[layer]
+    fig = figures.token_heatmap(
+        rolled,
+        q_tokens,
+        k_tokens,
+        title=f"rollout through layers 0–{layer} ({kind})",
+        value_name="rollout",
+        zmin=0.0,
+        zmax=1.0,
+        presentation=ctx.presentation,
+    )
+    ui.heatmap(
+        figures.highlight_row(fig, query),
+        rolled,
+        q_tokens,
+        k_tokens,
+        key="attr_rollout",
+        filename=f"rollout_{kind.replace(' ', '_')}_to_L{layer}",
+    )
+
+flow = None
+cheap = kind != "cross" and layer < 2  # one or two layers: a closed form, no max-flow solver (rollout.max_flows)
+flow_col, flow_text = st.columns(2)
+if flow_text.toggle("Attention flow", value=cheap, key="attr_flow_on"):
+    flow_text.caption(rollout.EXPLANATIONS["flow"] + FLOW_LIMITS)
+    try:
+        flow = analyses.flow_map(ctx.trace_key, trace, kind, layer)
+    except rollout.FlowTooLong as e:
+        flow_text.info(f"No attention flow for this input: {e}.")
+    if flow is not None:
+        fig = figures.token_heatmap(
+            flow,
+            q_tokens,
+            k_tokens,
+            title=f"attention flow through layers 0–{layer} ({kind})",
+            value_name="flow",
+            zmin=0.0,
+            zmax=1.0,
+            presentation=ctx.presentation,
+        )
+        with flow_col:
+            ui.heatmap(
+                figures.highlight_row(fig, query),
+                flow,
+                q_tokens,
+                k_tokens,
+                key="attr_flow",
+                filename=f"flow_{kind.replace(' ', '_')}_to_L{layer}",
+            )
+else:
+    flow_text.caption(rollout.EXPLANATIONS["flow"] + FLOW_LIMITS)
+
+# -- saliency: the gradient of one prediction ---------------------------------------------------------------
+st.divider()
+st.subheader("Which input tokens does the prediction depend on?", anchor=False)
+if cfg.kind == "encoder" and not cfg.n_classes:
+    st.info("Saliency needs a prediction to explain, and this encoder has no output head (its output is its hidden states).")
+    session.sync_url(ctx, "attribution")
+    st.stop()
+methods = ("gradient × input", "integrated gradients")
+c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
+method = c1.radio("Method", methods, horizontal=True, key="attr_method")
+steps = 64
+if method == "integrated gradients":
+    steps = c2.select_slider(
+        "Steps (midpoint rule)",
+        [16, 32, 64, 128, 256],
+        value=64,
+        key="attr_steps",
+        help="More steps: the scores add up more closely to the change in log-probability (the gap is shown), at more cost.",
+    )
+
+# Which prediction: a decoder's at the selected query position when the rows are decoder positions,
+# else the last decoder position; a classifier's class (read from the first token).
+decoder_rows = kind in ("decoder self", "cross")
+if cfg.kind == "encoder":
+    position, where = None, "the predicted class"
+elif decoder_rows:
+    position, where = query, f"the next token predicted at position {query} ({q_tokens[query]})"
+else:
+    n_dec = len(trace.query_tokens("decoder self"))
+    position, where = n_dec - 1, f"the next token predicted at the last decoder position ({n_dec - 1})"
+result = analyses.attribution(ctx.trace_key, ctx.ckpt, ctx.tokens, method, position, steps)
+pred = result.prediction
+st.caption(
+    f"{result.explanation} Explained: {where}, {md(pred.label, 40)} with log-probability {pred.log_prob:.4f}."
+    + (
+        f" {result.steps} steps from the all-zero token vectors (log-probability {result.baseline_log_prob:.4f}); "
+        f"the scores add up to the change within {abs(result.completeness_gap):.2g}."
+        if result.method == "integrated gradients"
+        else ""
+    )
+)
+# Scores over the tokens the row's keys are: the source for encoder self and cross, the decoder's input for decoder self.
+scores = result.source if (kind != "decoder self" or cfg.kind == "decoder") else result.target
+row = trace.head(kind, layer, head)["weights"][query]
+series = {
+    f"attention of layer {layer} · head {head}, row {query}": row,
+    f"rollout through layers 0–{layer}, row {query}": roll[layer][query],
+}
+if flow is not None:
+    series[f"attention flow, row {query}"] = flow[query]
+series[f"{method} of the prediction"] = scores.scores
+if len(scores.tokens) != len(k_tokens):
+    series.pop(f"{method} of the prediction")
+    st.info(f"The {method} scores are over other tokens than this kind's keys: shown in the table only.")
+ui.chart(
+    why.token_scores_figure(k_tokens, series, f"Per input token: {kind} attention and rollout beside {method}", ctx.presentation),
+    key="attr_scores",
+)
+
+
+def scores_csv() -> str:
+    frame = pd.DataFrame({"token": list(k_tokens)})
+    for name, values in series.items():
+        frame[name] = ui.as_array(values).reshape(-1)
+    return frame.to_csv(index=True, index_label="position")
+
+
+ui.csv_download(scores_csv, key="csv_attr_scores", filename=f"attribution_{kind.replace(' ', '_')}_L{layer}_H{head}_q{query}")
+session.sync_url(ctx, "attribution")

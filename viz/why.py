@@ -1,0 +1,221 @@
+"""Figures of the "Ask why" pages (no Streamlit here): a layers × heads effect grid, the logit lens grid,
+and per-token scores side by side (attention, rollout, saliency).
+
+Each builder takes plain arrays and labels, so the pages decide what to compute and the tests read the
+numbers back from the figure JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .figures import as_array, font_size
+from .labels import SEP, plotly_text, text_px, unique_labels
+
+EFFECT_SCALE = "Reds"  # 0 (no effect) is white, bigger effects darker
+SCORE_COLOURS = ("#3b528b", "#21918c", "#e4002b", "#fde725")
+
+
+def head_effect_figure(
+    effect, kind: str, what: str, selected: tuple[int, int] | None = None, presentation: bool = False
+) -> go.Figure:
+    """A (layers, heads) grid of one number per head (e.g. the effect of knocking it out); click a cell to pick a head.
+
+    Signed values (a knock-out can help) get a diverging scale centred on 0; non-negative ones white-to-red.
+    """
+    z = as_array(effect)
+    n_layers, n_heads = z.shape
+    size = font_size(presentation)
+    signed = bool((z < 0).any())
+    bound = float(np.abs(z).max()) or 1.0
+    hh, ll = np.meshgrid(np.arange(n_heads), np.arange(n_layers))
+    shapes = []
+    if selected is not None and 0 <= selected[0] < n_layers and 0 <= selected[1] < n_heads:
+        sl, sh = selected
+        shapes.append(dict(type="rect", x0=sh - 0.5, x1=sh + 0.5, y0=sl - 0.5, y1=sl + 0.5, line=dict(color="#111", width=3)))
+    return go.Figure(
+        data=[
+            go.Heatmap(
+                z=z,
+                x=np.arange(n_heads),
+                y=np.arange(n_layers),
+                colorscale="RdBu_r" if signed else EFFECT_SCALE,
+                zmin=-bound if signed else 0.0,
+                zmax=bound,
+                colorbar=dict(title=dict(text=plotly_text(what), font=dict(size=size)), tickfont=dict(size=size)),
+                text=[[f"{v:.3g}" for v in row] for row in z],
+                texttemplate="%{text}" if z.size <= 144 else None,
+                textfont=dict(size=size - 1),
+                hoverinfo="skip",
+            ),
+            go.Scatter(  # one clickable point per head (heatmaps have no point selection)
+                x=hh.reshape(-1),
+                y=ll.reshape(-1),
+                mode="markers",
+                marker=dict(size=30, symbol="square", opacity=0),
+                customdata=z.reshape(-1),
+                hovertemplate=f"layer %{{y}} · head %{{x}}<br>{plotly_text(what)}: %{{customdata:.6g}}<br>click to open this head<extra></extra>",
+                showlegend=False,
+            ),
+        ],
+        layout=dict(
+            title=dict(text=f"{kind}: knock out one head at a time", font=dict(size=size + 2)),
+            xaxis=dict(title="head", tickmode="array", tickvals=list(range(n_heads)), showgrid=False, zeroline=False),
+            yaxis=dict(
+                title="layer",
+                tickmode="array",
+                tickvals=list(range(n_layers)),
+                autorange="reversed",
+                showgrid=False,
+                zeroline=False,
+            ),
+            shapes=shapes,
+            height=int(max(240, (60 if presentation else 48) * n_layers + 130)),
+            margin=dict(l=int(4 * size + 12), r=10, t=50, b=int(3.6 * size + 12)),
+            font=dict(size=size),
+            hoverlabel=dict(font=dict(size=size)),
+            clickmode="event+select",
+            dragmode=False,
+        ),
+    )
+
+
+def pick_cell(points: Sequence[dict]) -> tuple[int, int] | None:
+    """(layer, head) from a selection on `head_effect_figure`, or None."""
+    for p in points:
+        if "x" in p and "y" in p:
+            return int(round(float(p["y"]))), int(round(float(p["x"])))
+    return None
+
+
+def lens_figure(
+    rows: Sequence[str],
+    positions: Sequence[str],
+    top_tokens: Sequence[Sequence[Sequence[str]]],
+    top_probs,
+    title: str,
+    presentation: bool = False,
+    columns: Sequence[int] | None = None,
+) -> go.Figure:
+    """The logit lens: one cell per (row of the residual stream, position), coloured by the top-1 probability,
+    labelled with the top-1 token; the hover lists the top 5 with their probabilities.
+
+    rows: e.g. "embed", "L0 self-attn", …; positions: the input tokens; top_tokens[r][t][k], top_probs (R, T, k).
+    columns: the position of each column in the text (default 0, 1, …: every position).
+    """
+    probs = as_array(top_probs)
+    n_rows, n_pos, k = probs.shape
+    size = font_size(presentation)
+    columns = range(len(positions)) if columns is None else columns
+    x = [plotly_text(f"{p}{SEP}{t}") for p, t in zip(columns, positions)]
+    y = [plotly_text(r) for r in rows]
+    hover = [
+        ["<br>".join(f"{plotly_text(top_tokens[r][t][i])}: {probs[r, t, i]:.4f}" for i in range(k)) for t in range(n_pos)]
+        for r in range(n_rows)
+    ]
+    cell_text = [[plotly_text(top_tokens[r][t][0]) for t in range(n_pos)] for r in range(n_rows)]
+    widest = max((text_px(str(t), size) for t in positions), default=0.0)
+    return go.Figure(
+        data=[
+            go.Heatmap(
+                z=probs[:, :, 0],
+                x=x,
+                y=y,
+                zmin=0.0,
+                zmax=1.0,
+                colorscale="Blues",
+                colorbar=dict(title=dict(text="top-1 probability", font=dict(size=size)), tickfont=dict(size=size)),
+                text=cell_text,
+                texttemplate="%{text}" if n_pos * n_rows <= 1200 else None,
+                textfont=dict(size=max(9, size - 3)),
+                customdata=hover,
+                hovertemplate="%{y} · after %{x}<br>%{customdata}<extra></extra>",
+                xgap=1,
+                ygap=1,
+            )
+        ],
+        layout=dict(
+            title=dict(text=title, font=dict(size=size + 2)),
+            xaxis=dict(
+                title="position (the token read there)",
+                type="category",
+                tickangle=-60,
+                tickfont=dict(size=size),
+                automargin=False,
+            ),
+            yaxis=dict(type="category", autorange="reversed", tickfont=dict(size=size), automargin=False),
+            height=int(min(1400, max(300, (44 if presentation else 34) * n_rows + 200))),
+            margin=dict(l=int(9 * size + 20), r=10, t=60, b=int(min(220, widest) * 0.87 + 3.5 * size + 20)),
+            font=dict(size=size),
+            hoverlabel=dict(font=dict(size=size)),
+        ),
+    )
+
+
+def token_scores_figure(tokens: Sequence[str], series: Mapping[str, object], title: str, presentation: bool = False) -> go.Figure:
+    """Several per-token scores over the same input tokens, one bar chart each, stacked with a shared token axis.
+
+    series: name -> (n_tokens,) values (e.g. "attention of L1 H2", "rollout", "gradient × input"). Each panel
+    has its own scale (the quantities have different units); the hover gives the exact value.
+    """
+    from plotly.subplots import make_subplots
+
+    size = font_size(presentation)
+    x = [plotly_text(t) for t in unique_labels(tokens)]
+    names = list(series)
+    fig = make_subplots(
+        rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=[plotly_text(n) for n in names]
+    )
+    for i, name in enumerate(names, start=1):
+        values = as_array(series[name]).reshape(-1)
+        fig.add_trace(
+            go.Bar(
+                x=x,
+                y=values,
+                marker_color=SCORE_COLOURS[(i - 1) % len(SCORE_COLOURS)],
+                name=plotly_text(name),
+                hovertemplate=f"{plotly_text(name)}<br>%{{x}}: %{{y:.6g}}<extra></extra>",
+                showlegend=False,
+            ),
+            row=i,
+            col=1,
+        )
+    widest = max((text_px(str(t), size) for t in tokens), default=0.0)
+    fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=size))
+    fig.update_annotations(font=dict(size=size))
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=size + 2)),
+        height=int((190 if presentation else 160) * len(names) + min(220, widest) * 0.87 + 120),
+        margin=dict(l=10, r=10, t=80, b=10),
+        font=dict(size=size),
+        hoverlabel=dict(font=dict(size=size)),
+        bargap=0.15,
+    )
+    return fig
+
+
+def before_after_figure(labels: Sequence[str], before, after, what: str, title: str, presentation: bool = False) -> go.Figure:
+    """Two bars per label: a quantity before and after an intervention (e.g. the probability of each next token)."""
+    size = font_size(presentation)
+    x = [plotly_text(t) for t in unique_labels(labels)]
+    b, a = as_array(before).reshape(-1), as_array(after).reshape(-1)
+    widest = max((text_px(str(t), size) for t in labels), default=0.0)
+    return go.Figure(
+        data=[
+            go.Bar(x=x, y=b, name="before", marker_color="#3b528b", hovertemplate="%{x}<br>before: %{y:.6f}<extra></extra>"),
+            go.Bar(x=x, y=a, name="after", marker_color="#e4002b", hovertemplate="%{x}<br>after: %{y:.6f}<extra></extra>"),
+        ],
+        layout=dict(
+            title=dict(text=title, font=dict(size=size + 2)),
+            barmode="group",
+            xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=size)),
+            yaxis=dict(title=plotly_text(what), range=[0, 1], tickfont=dict(size=size)),
+            height=int(320 + min(220, widest) * 0.87),
+            margin=dict(l=10, r=10, t=60, b=10),
+            font=dict(size=size),
+            legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"),
+        ),
+    )
