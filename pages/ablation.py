@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from transformer import ablation
+from transformer import ablation, analysis
 from viz import analyses, session, ui, urlstate, why
 from viz.literal import md
 
@@ -142,6 +142,7 @@ else:
             "cosine similarity",
             "This model's output is its final hidden states: cosine similarity of each token's, before (1) and after",
             ctx.presentation,
+            y_range=(-1, 1),
         )
         ui.chart(fig, key="abl_effect")
         ui.csv_download(
@@ -166,6 +167,20 @@ st.radio("Effect measured", metrics, format_func=names.get, horizontal=True, **s
 metric = st.session_state["sel_metric"]
 st.caption(ablation.METRICS[metric])
 
+positions = None
+if cfg.kind == "decoder":
+    copies = analysis.copy_positions(tokens[0].ids)
+    only = st.toggle(
+        f"Count only the {len(copies)} positions where copying predicts the next token",
+        key="abl_copies",
+        disabled=not copies,
+        help="Positions whose next token already followed the same token earlier in the text (A B … A → B): "
+        "where an induction head can copy. Repeat a phrase in the text to get some.",
+    )
+    if only and copies:
+        positions = copies
+        st.caption(f"Counted positions: {', '.join(f'{t} ({tokens[0].tokens[t]})' for t in copies[:30])}.")
+
 bar = st.progress(0.0, text="Knocking out each head in turn…")
 result = analyses.sweep(
     key,
@@ -173,6 +188,7 @@ result = analyses.sweep(
     tokens,
     metric,
     mode,
+    positions,
     on_progress=lambda done, total: bar.progress(done / total, text=f"{done} of {total} heads…"),
 )
 bar.empty()

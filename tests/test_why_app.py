@@ -159,3 +159,21 @@ def test_why_pages_in_presentation_mode_use_large_fonts(shipped):
         at = start({"checkpoint": "lm", "page": page, "present": "1"})
         no_errors(at)
         assert charts(at)[chart]["layout"]["font"]["size"] == 20, page
+
+
+def test_sweep_counts_only_copy_positions_when_asked(shipped):
+    text = "the proud grumpy foxes are shy . a frog carries the scientist . the proud grumpy foxes are shy ."
+    at = start({"checkpoint": "lm", "page": "ablation", "text": text, "metric": "logprob-next"})
+    no_errors(at)
+    at.toggle(key="abl_copies").set_value(True).run()
+    no_errors(at)
+    ckpt = load_checkpoint(shipped["lm"].path, device="cpu")
+    ids = streams(ckpt, text)[0].ids
+    counted = [t for t in range(len(ids) - 1) if any(ids[s : s + 2] == ids[t : t + 2] for s in range(t))]
+    assert any(f"Counted positions: {counted[0]} " in c.value for c in at.caption)
+    clean = trace_text(ckpt, text).probs[0].log()
+    grid = np.asarray(charts(at)["abl_sweep_decoder_self"]["data"][0]["z"])
+    for layer, head in ((0, 2), (1, 1)):
+        knocked = trace_text(without_heads(ckpt, [("decoder self", layer, head)]), text).probs[0].log()
+        drop = np.mean([float(clean[t, ids[t + 1]] - knocked[t, ids[t + 1]]) for t in counted])
+        np.testing.assert_allclose(grid[layer, head], drop, rtol=1e-4, atol=1e-5)

@@ -197,8 +197,13 @@ def token_scores_figure(tokens: Sequence[str], series: Mapping[str, object], tit
     return fig
 
 
-def before_after_figure(labels: Sequence[str], before, after, what: str, title: str, presentation: bool = False) -> go.Figure:
-    """Two bars per label: a quantity before and after an intervention (e.g. the probability of each next token)."""
+def before_after_figure(
+    labels: Sequence[str], before, after, what: str, title: str, presentation: bool = False, y_range: tuple | None = (0, 1)
+) -> go.Figure:
+    """Two bars per label: a quantity before and after an intervention (e.g. the probability of each next token).
+
+    y_range: the value axis (probabilities: 0-1); None lets Plotly fit it (a cosine may be negative).
+    """
     size = font_size(presentation)
     x = [plotly_text(t) for t in unique_labels(labels)]
     b, a = as_array(before).reshape(-1), as_array(after).reshape(-1)
@@ -212,7 +217,7 @@ def before_after_figure(labels: Sequence[str], before, after, what: str, title: 
             title=dict(text=title, font=dict(size=size + 2)),
             barmode="group",
             xaxis=dict(type="category", tickangle=-60, tickfont=dict(size=size)),
-            yaxis=dict(title=plotly_text(what), range=[0, 1], tickfont=dict(size=size)),
+            yaxis=dict(title=plotly_text(what), range=None if y_range is None else list(y_range), tickfont=dict(size=size)),
             height=int(320 + min(220, widest) * 0.87),
             margin=dict(l=10, r=10, t=60, b=10),
             font=dict(size=size),
