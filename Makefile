@@ -7,7 +7,7 @@ PORT ?= 8501
 # service for this machine's external IP (it does when it has to guess): no request leaves the machine.
 HOST ?= $(or $(shell hostname -I 2>/dev/null | awk '{print $$1}'),localhost)
 
-.PHONY: run dev test lint bench classroom checkpoints browser clean
+.PHONY: run dev test lint bench bench-why classroom checkpoints browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.core
+
+# The "Ask why" pages: ablation and sweeps, rollout and flow, logit lens and saliency, each beside a plain forward.
+bench-why: $(VENV)/.dev
+	$(BIN)/python -m benchmarks.ablation
+	$(BIN)/python -m benchmarks.rollout
+	$(BIN)/python -m benchmarks.lens_saliency
 
 # Thirty Chromium sessions typing at once on one server, against a bare Streamlit + Plotly app (minutes).
 classroom: $(VENV)/.dev browser
