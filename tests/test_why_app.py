@@ -177,3 +177,16 @@ def test_sweep_counts_only_copy_positions_when_asked(shipped):
         knocked = trace_text(without_heads(ckpt, [("decoder self", layer, head)]), text).probs[0].log()
         drop = np.mean([float(clean[t, ids[t + 1]] - knocked[t, ids[t + 1]]) for t in counted])
         np.testing.assert_allclose(grid[layer, head], drop, rtol=1e-4, atol=1e-5)
+
+
+def test_ablation_page_with_no_head_chosen_says_so_and_still_sweeps(shipped):
+    at = start({"checkpoint": "reverse", "page": "ablation"})
+    no_errors(at)
+    assert any("No head is knocked out yet" in i.value for i in at.info)
+    assert "abl_effect" not in charts(at)
+    assert {"abl_sweep_encoder_self", "abl_sweep_decoder_self", "abl_sweep_cross"} <= set(charts(at))
+    # Clearing a selection (the multiselect emptied) comes back to the same state.
+    at = start({"checkpoint": "reverse", "page": "ablation", "heads": "c0.1"})
+    at.multiselect(key="abl_heads").set_value([]).run()
+    no_errors(at)
+    assert any("No head is knocked out yet" in i.value for i in at.info) and "heads" not in at.query_params
