@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from transformer import catalog
-from viz import session, shared
+from viz import session, shared, training_jobs
 
 st.set_page_config(page_title="Attention explorer", page_icon=str(catalog.ASSETS / "icon.svg"), layout="wide")
 
@@ -40,8 +40,9 @@ def _home() -> None:
 
 HOME = st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden")
 
-entries = catalog.available()
+entries = {**catalog.available(), **training_jobs.checkpoint_entries()}  # + models trained on this server
 session.init_session(entries, tuple(PAGES))
+training_jobs.read_link()  # the Training page's ?task=…: kept before sync_url rewrites the link
 LOOK = [p for name, p in PAGES.items() if name not in WHY]
 page = st.navigation({"": [HOME, *LOOK], "Ask why": list(WHY.values())}, position="top")
 

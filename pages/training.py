@@ -1,22 +1,218 @@
-"""Page 6 — Training: how one head's attention formed, snapshot by snapshot, on the text in the sidebar.
+"""Page 6 — Training: train a small model now and watch its attention form; or replay a checkpoint's snapshots.
 
-The shipped translator and language model carry snapshots (`assets/*.snapshots.safetensors`,
-written by `python -m transformer.train --n-snapshots N`). Every snapshot runs on the same tokens
-as the other pages (for the translator: the final model's greedy translation, or the edited target).
+"Train a model now" starts a job in its own process through the project's trainer
+(`transformer/train/jobs.py`; one job at a time per server, every session sees it), and draws its
+progress live: loss, the task metric, and one head's attention on a probe input at each snapshot.
+Below, the checkpoint in the sidebar replays its snapshots (`*.snapshots.safetensors`, written by
+`python -m transformer.train --n-snapshots N`, or by a job trained here) on the same tokens as the
+other pages (for the translator: the final model's greedy translation, or the edited target).
 """
 
 from __future__ import annotations
+
+import secrets
 
 import pandas as pd
 import streamlit as st
 
 from transformer import catalog
 from transformer.checkpoint import CheckpointError
-from viz import figures, session, shared, ui
+from transformer.train import jobs
+from viz import figures, session, shared, training_jobs, ui
 from viz.literal import md
 
-ctx = session.require_text(session.context())
-entry = catalog.available().get(ctx.name)
+# ---------------------------------------------------------------------------------------------
+# Train a model now.
+# ---------------------------------------------------------------------------------------------
+
+ctx = session.context()  # every page starts here (it may rerun the app first)
+runner = training_jobs.runner()
+FIELDS = {"n_layers": "Layers", "n_heads": "Heads per layer", "d_model": "d_model", "steps": "Steps"}
+CUSTOM = training_jobs.CUSTOM
+error_text = training_jobs.error_text
+owner = st.session_state.setdefault("_tj_owner", secrets.token_hex(4))  # this session, for "yours"
+
+
+def apply_preset() -> None:
+    preset = jobs.PRESETS.get(st.session_state["tj_preset"])
+    if preset is not None:
+        st.session_state.update({f"tj_{k}": v for k, v in preset.items()})
+
+
+def form_values() -> dict:
+    return {"task": st.session_state["tj_task"], **{k: st.session_state[f"tj_{k}"] for k in FIELDS}}
+
+
+if "tj_task" not in st.session_state:  # first visit: the link's form; back from another page: the form as it was
+    form, problems = training_jobs.form_from_link(st.session_state.get("_tj_link") or {}, runner.limits)
+    st.session_state.update({f"tj_{k}": v for k, v in st.session_state.get("_tj_form", form).items()})
+    st.session_state["_tj_problems"] = problems if "_tj_form" not in st.session_state else []
+
+st.subheader("Train a model now", anchor=False)
+for problem in st.session_state.pop("_tj_problems", []):
+    st.error(problem)
+
+c_preset, c_task = st.columns(2)
+c_preset.selectbox("Preset", [*jobs.PRESETS, CUSTOM], key="tj_preset", on_change=apply_preset)
+c_task.selectbox(
+    "Task",
+    list(jobs.TASK_FIELDS),
+    format_func=lambda t: f"{t}: {jobs.TASK_LABELS[t]}",
+    key="tj_task",
+    on_change=lambda: st.session_state.update(tj_preset=CUSTOM),
+)
+for col, (key, label) in zip(st.columns(len(FIELDS)), FIELDS.items()):
+    col.number_input(label, step=1, key=f"tj_{key}", on_change=lambda: st.session_state.update(tj_preset=CUSTOM))
+
+st.session_state["_tj_form"] = {**form_values(), "preset": st.session_state["tj_preset"]}  # survives other pages
+
+lim = runner.limits
+try:
+    planned = jobs.make_spec(form_values(), lim, owner)
+except jobs.JobError as e:
+    planned, problem = None, error_text(e)
+else:
+    problem = None
+estimate = (
+    f"This one: {jobs.n_parameters(planned):,} parameters, about {training_jobs.duration(jobs.estimate_seconds(planned))} "
+    "on this server (an estimate). "
+    if planned
+    else ""
+)
+st.caption(
+    f"{estimate}Each job trains in its own process with the project's trainer, on {runner.threads} CPU "
+    f"thread{'s' if runner.threads > 1 else ''} at a lower priority (this machine has {shared.CORES} cores: "
+    f"{'the other one keeps' if shared.CORES - runner.threads == 1 else 'the others keep'} serving the app). One job at a time on this server, {lim.max_waiting} more may wait. Limits: up to {lim.max_layers} "
+    f"layers, {lim.max_heads} heads, d_model {lim.max_d_model}, {lim.max_steps:,} steps, "
+    f"{training_jobs.duration(lim.max_wall_s)} and {lim.max_disk_mb:.0f} MB per job."
+)
+
+
+def train() -> None:
+    """The Train button: validate the form again and submit; what happened is shown on this run."""
+    try:
+        job = runner.submit(jobs.make_spec(form_values(), runner.limits, owner))
+    except jobs.JobError as e:
+        st.session_state["_tj_refused"] = error_text(e)
+    else:
+        st.session_state["_tj_mine"] = job.id
+
+
+st.button("Train", type="primary", key="tj_train", icon=":material/play_arrow:", on_click=train)
+refused = st.session_state.pop("_tj_refused", None)
+if refused is not None:
+    st.error(refused)
+elif problem is not None:
+    st.warning(problem)
+
+
+def _whose(job: jobs.Job) -> str:
+    return "started in this browser" if job.spec.owner == owner else "started from another browser"
+
+
+def progress() -> None:
+    """The server's current job: who asked, progress, loss and metric curves (redrawn every second while it trains)."""
+    job = runner.current()
+    if job is None:
+        st.caption("No model has been trained on this server yet.")
+        return
+    st.markdown(f"**Job #{job.number}**: {job.spec.describe()}, {_whose(job)}, {job.threads} thread{'s' * (job.threads > 1)}")
+    if job.state == "queued":
+        ahead = [j for j in runner.jobs() if j.state == "running"]
+        st.info("Waiting: " + (f"job {ahead[0].describe()} is training first." if ahead else "starting…"))
+    st.progress(min(job.step / max(job.steps, 1), 1.0), text=training_jobs.progress_text(job))
+    if job.active and job.spec.owner == owner:
+        st.button("Cancel this job", key="tj_cancel", on_click=runner.cancel, args=(job.id,), icon=":material/stop:")
+    presentation = bool(st.session_state.get("sel_presentation"))
+    left, right = st.columns(2)
+    with left:
+        ui.chart(training_jobs.loss_figure(job.losses, job.evals, job.steps, presentation), key="tj_loss")
+    with right:
+        ui.chart(training_jobs.metric_figure(job.evals, job.steps, job.metrics, presentation), key="tj_metric")
+
+
+def snapshots() -> None:
+    """The current job's snapshots on its probe input, looked for often: a new one is drawn well within a second."""
+    job = runner.current()
+    seen = (job.id, job.active) if job is not None else None
+    if seen != st.session_state.get("_tj_seen"):  # a job started or ended: the whole page (and the picker) changes
+        st.session_state["_tj_seen"] = seen
+        st.rerun(scope="app")
+    if job is None:
+        return
+    presentation = bool(st.session_state.get("sel_presentation"))
+    traces = training_jobs.probe_traces(job)
+    if not traces:
+        st.caption("The first snapshot (step 0, random weights) appears here as soon as the data is ready.")
+        return
+    cfg = traces[-1][1]
+    kinds = list(cfg.kinds)
+    _, _, default_kind, default_head = jobs.PROBES[job.spec.task]
+    # Plain session values (widget state is dropped in a run that does not draw the widget); widgets bound to them.
+    n_layers, n_heads = job.spec.n_layers, job.spec.n_heads
+    view = st.session_state
+    if view.get("tjv_kind") not in kinds:
+        view["tjv_kind"] = default_kind if default_kind in kinds else kinds[0]
+    if view.get("tjv_layer") not in range(n_layers):
+        view["tjv_layer"] = n_layers - 1  # the last layer: where the task's pattern is clearest
+    if view.get("tjv_head") not in range(n_heads):
+        view["tjv_head"] = min(default_head, n_heads - 1)
+    c_kind, c_layer, c_head = st.columns(3)
+    kind = c_kind.selectbox("Attention", kinds, **session.bind("tjv_kind", "tj_kind"))
+    layer = c_layer.selectbox("Layer", range(n_layers), **session.bind("tjv_layer", "tj_layer"))
+    head = c_head.selectbox("Head", range(n_heads), **session.bind("tjv_head", "tj_head"))
+    steps = tuple(step for step, _ in traces)
+    strip = training_jobs.strip_figure(job.id, steps, kind, layer, head, presentation, tuple(t for _, t in traces))
+    ui.chart(strip, key="tj_strip")
+    fig = training_jobs.latest_figure(job.id, steps[-1], kind, layer, head, presentation, traces[-1][1])
+    ui.chart(fig, key="tj_heatmap")
+
+
+latest = runner.current()
+st.session_state["_tj_seen"] = (latest.id, latest.active) if latest is not None else None
+# While a job trains: the curves every second, the snapshots (rare, but to be seen at once) every 0.3 s
+# (benchmarks/train_live.py: 0.2 s drew them sooner but slowed other sessions). Otherwise only a job
+# started from another browser is looked for.
+training = latest is not None and latest.active
+st.fragment(run_every=1.0 if training else None)(progress)()
+st.fragment(run_every=0.3 if training else 3.0)(snapshots)()
+
+if latest is not None and latest.state == "done" and latest.checkpoint.is_file():
+    name = training_jobs.entry_name(latest)
+    quality = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in latest.metrics.items() if k != "n" and k != "loss")
+    st.success(
+        f"Job #{latest.number} finished in {training_jobs.duration(latest.elapsed_s)}: held-out {quality}. It is now in "
+        f"the sidebar's checkpoint picker as “Trained here #{latest.number}” for everyone on this server."
+    )
+    text, target, _, _ = jobs.PROBES[latest.spec.task]
+
+    def open_it() -> None:
+        st.session_state.update(sel_checkpoint=name, sel_text=text, sel_target=None, sel_auto_target=True)
+        session.set_selection(kind="", layer=0, head=0)
+
+    c_open, c_download = st.columns(2)
+    c_open.button("Open it in the sidebar", key="tj_open", on_click=open_it, icon=":material/open_in_new:")
+    c_download.download_button(
+        "Download the checkpoint (.safetensors)",
+        latest.checkpoint.read_bytes,
+        file_name=f"trained-{latest.number}-{latest.spec.task}.safetensors",
+        mime="application/octet-stream",
+        key="tj_download",
+        icon=":material/download:",
+        on_click="ignore",
+    )
+elif latest is not None and latest.state in ("failed", "cancelled"):
+    message = f"Job #{latest.number} {latest.state}: {md(latest.reason, 400)}. The app keeps running; you can train again."
+    (st.error if latest.state == "failed" else st.info)(message)
+
+# ---------------------------------------------------------------------------------------------
+# Replay: the sidebar checkpoint's snapshots.
+# ---------------------------------------------------------------------------------------------
+
+st.divider()
+st.subheader("Snapshots of the checkpoint in the sidebar", anchor=False)
+ctx = session.require_text(ctx)
+entry = {**catalog.available(), **training_jobs.checkpoint_entries()}.get(ctx.name)
 path = catalog.snapshots_path(entry) if entry is not None else None
 if path is None:
     st.info(

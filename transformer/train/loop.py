@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,18 +158,26 @@ def _model_config(cfg: TrainConfig, kind: str, tok: Tokenizer, class_names: tupl
     )
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
+# hook(event, facts), called on the main rank as the run goes: "start" {step, steps} before the first
+# step; "step" {step, loss (mean per target), lr}; "eval" (the history row just added); "snapshot"
+# {step, path} once the snapshots file holds that step; "saved" {step, metrics} once the checkpoint is
+# written. transformer/train/jobs.py reports a job's progress with it.
+Hook = Callable[[str, dict[str, Any]], None]
+
+
+def train(cfg: TrainConfig, hook: Hook | None = None) -> dict[str, Any]:
     """Run (or resume) the training `cfg` describes; returns the training metadata written to the checkpoint."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     where, device = ddp.setup(cfg.device)
     try:
-        return _train(cfg, where, device)
+        return _train(cfg, where, device, hook if where.is_main else None)
     finally:
         ddp.teardown(where)
 
 
-def _train(cfg: TrainConfig, where: ddp.Dist, device: torch.device) -> dict[str, Any]:
+def _train(cfg: TrainConfig, where: ddp.Dist, device: torch.device, hook: Hook | None = None) -> dict[str, Any]:
+    report = hook or (lambda event, facts: None)
     task = get_task(cfg.task)
     if cfg.batch_size % where.world_size:
         raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {where.world_size} ranks")
@@ -241,6 +250,7 @@ def _train(cfg: TrainConfig, where: ddp.Dist, device: torch.device) -> dict[str,
         snaps.append((step, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}))
         dtype = getattr(torch, cfg.snapshot_dtype)
         save_snapshots(cfg.snapshot_path, snaps, mcfg, tok, metadata(step, {}), dtype=dtype)
+        report("snapshot", {"step": step, "path": str(cfg.snapshot_path)})
 
     def own_state() -> dict[str, torch.Tensor]:
         return {**model.state_dict(), **(aux.aux_state() if aux is not None else {})}
@@ -262,6 +272,7 @@ def _train(cfg: TrainConfig, where: ddp.Dist, device: torch.device) -> dict[str,
     tokens_seen, tick = 0, time.perf_counter()
     info: dict[str, Any] = {}
     done = start
+    report("start", {"step": start, "steps": cfg.steps})
     for step in range(start, cfg.steps):
         idx = batch_indices(cfg.data_seed, step, len(encoded), cfg.batch_size)
         mine = idx[where.rank :: where.world_size]
@@ -284,6 +295,7 @@ def _train(cfg: TrainConfig, where: ddp.Dist, device: torch.device) -> dict[str,
         done = step + 1
         run_loss, run_correct, run_n = run_loss + float(loss_sum.detach()), run_correct + int(correct), run_n + int(n)
         tokens_seen += int(n_tokens[idx].sum())
+        report("step", {"step": done, "loss": float(loss_sum.detach()) / max(int(n), 1), "lr": lr})
         if bar.disable is False:
             elapsed = max(time.perf_counter() - tick, 1e-9)
             bar.set_postfix(
@@ -315,12 +327,14 @@ def _train(cfg: TrainConfig, where: ddp.Dist, device: torch.device) -> dict[str,
                     f"held-out accuracy {held['accuracy']:.4f}"
                 )
             run_loss = run_correct = run_n = 0.0
+            report("eval", dict(history[-1]))
         if where.is_main and done in planned_snaps:
             snapshot(done)
         if where.is_main and (last or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
             final = done == cfg.steps
             metrics = quality(model, tok, task, held_out, cfg.data_seed) if final else dict(history[-1]) if history else {}
             info = save(done, metrics)
+            report("saved", {"step": done, "metrics": metrics})
             if final and not bar.disable:
                 bar.write(f"{task.name}: {json.dumps(metrics)}")
         if cfg.stop_after and done >= cfg.stop_after:
