@@ -38,8 +38,17 @@ LINK = {
     "head": "$x^2$ :rocket:",
     "q": "**b** <b>x</b>",
     "present": HOSTILE,
+    # the "Ask why" pages' own parameters
+    "heads": "<img src=//evil.example/h>,e0.0",
+    "ablation": ":rocket: [l](http://evil.example/a)",
+    "metric": "$x$ <b>m</b>",
+    "cmp": "**c** <i>x</i>",
+    "text2": HOSTILE,
+    "checkpoint2": "[c2](http://evil.example/c2)",
+    "snap2": "<s>9</s>",
 }
 PAGES = ("attention", "qkv", "model_view", "checkpoint", "output", "training")
+WHY_PAGES = ("ablation", "attribution", "lens", "compare")  # in the navigation bar's "Ask why" menu
 
 # Every URL an element points at (href, src, srcset, xlink:href, ...) that leaves the app's own host.
 FOREIGN_JS = """(local) => {
@@ -137,11 +146,12 @@ def test_no_page_asks_another_host_for_anything(browser, app_url):
         pg = context.new_page()
         pg.set_default_timeout(60_000)
         pg.base_url = app_url  # type: ignore[attr-defined]
-        for name in PAGES:
+        for name in PAGES + WHY_PAGES:
             go(pg, f"/{name}", LINK)
             pg.wait_for_timeout(500)  # late requests: the favicon, lazily loaded fonts
             assert refused == [], (name, refused)
             assert foreign_elements(pg) == [], name  # e.g. a favicon link Chromium leaves unfetched
+            assert_nothing_rendered(pg, name)
         icon = pg.evaluate("() => [...document.querySelectorAll('link[rel~=icon]')].map(l => l.href)")
         assert icon and all(h.startswith("data:") or urlparse(h).hostname in LOCAL_HOSTS for h in icon), icon
         foreign = [u for u in requests if urlparse(u).scheme in ("http", "https") and urlparse(u).hostname not in LOCAL_HOSTS]
