@@ -10,8 +10,6 @@ other pages (for the translator: the final model's greedy translation, or the ed
 
 from __future__ import annotations
 
-import secrets
-
 import pandas as pd
 import streamlit as st
 
@@ -30,7 +28,7 @@ runner = training_jobs.runner()
 FIELDS = {"n_layers": "Layers", "n_heads": "Heads per layer", "d_model": "d_model", "steps": "Steps"}
 CUSTOM = training_jobs.CUSTOM
 error_text = training_jobs.error_text
-owner = st.session_state.setdefault("_tj_owner", secrets.token_hex(4))  # this session, for "yours"
+owner = training_jobs.owner()  # this browser's token: "yours", and the right to cancel (kept in the link once used)
 
 
 def apply_preset() -> None:
@@ -96,6 +94,7 @@ def train() -> None:
         st.session_state["_tj_refused"] = error_text(e)
     else:
         st.session_state["_tj_mine"] = job.id
+        st.session_state["_tj_owner_in_link"] = True  # a reload of this tab can still cancel it
 
 
 st.button("Train", type="primary", key="tj_train", icon=":material/play_arrow:", on_click=train)
@@ -123,6 +122,10 @@ def progress() -> None:
     st.progress(min(job.step / max(job.steps, 1), 1.0), text=training_jobs.progress_text(job))
     if job.active and job.spec.owner == owner:
         st.button("Cancel this job", key="tj_cancel", on_click=runner.cancel, args=(job.id,), icon=":material/stop:")
+        st.caption(
+            "This tab's link now ends in owner=…: reopened, it can still cancel the job. Give the class the app's "
+            "address without it."
+        )
     presentation = bool(st.session_state.get("sel_presentation"))
     left, right = st.columns(2)
     with left:
@@ -289,4 +292,4 @@ ui.heatmap(
     key="tr_heatmap",
     filename=f"weights_step{steps[index]}_{kind.replace(' ', '_')}_L{layer}_H{head}",
 )
-session.sync_url(ctx)
+session.sync_url(ctx, "training")

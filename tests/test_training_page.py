@@ -152,6 +152,23 @@ def test_a_second_job_queues_and_a_third_is_refused_saying_who_is_ahead(env):
     assert runner.wait("job-0002", 60).state == "cancelled"
 
 
+def test_a_reloaded_tab_can_still_cancel_its_job_and_a_forged_token_cannot(env):
+    at = start({"task": "reverse", "steps": "400", "layers": "1", "heads": "2", "d_model": "16"})
+    assert "owner" not in at.query_params  # nothing started yet: nothing to keep
+    at.button(key="tj_train").click().run()
+    token = at.query_params["owner"]
+    assert len(token) == 32
+    # A reload is a new session with the same link: it is still this browser's job.
+    reloaded = start({"owner": token})
+    assert any("started in this browser" in md.value for md in reloaded.markdown)
+    assert any(b.key == "tj_cancel" for b in reloaded.button)
+    for forged in ("0" * 32, token[:-1], "<b>x</b>"):
+        other = start({"owner": forged})
+        assert not any(b.key == "tj_cancel" for b in other.button), forged
+    reloaded.button(key="tj_cancel").click().run()
+    assert training_jobs.runner().wait("job-0001", 60).state == "cancelled"
+
+
 def test_progress_figures_hold_the_jobs_numbers():
     losses = [(2, 3.5), (4, 3.1), (6, 2.0)]
     evals = [{"step": 5, "eval_loss": 2.9, "eval_accuracy": 0.2}, {"step": 10, "eval_loss": 1.0, "eval_accuracy": 0.7}]

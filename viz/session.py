@@ -413,6 +413,7 @@ PAGE_PARAMS = {
     "attribution": ("q",),
     "ablation": ("heads", "ablation", "metric"),
     "compare": ("cmp", "text2", "checkpoint2", "snap1", "snap2"),
+    "training": ("owner",),
 }
 
 
@@ -430,6 +431,8 @@ def _page_param(name: str) -> str | None:
         "checkpoint2": lambda: state.get("sel_checkpoint2") if cmp == "checkpoints" else None,
         "snap1": lambda: str(state["sel_snap1"]) if cmp == "snapshots" and state.get("sel_snap1") is not None else None,
         "snap2": lambda: str(state["sel_snap2"]) if cmp == "snapshots" and state.get("sel_snap2") is not None else None,
+        # The token of a browser that started a training job: a reload keeps the right to cancel it.
+        "owner": lambda: state.get("_tj_owner") if state.get("_tj_owner_in_link") else None,
     }
     return values[name]()
 

@@ -9,6 +9,8 @@ builders (`loss_figure`, `metric_figure`) are pure: data in, `go.Figure` out.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,6 +73,18 @@ def read_link() -> None:
         return
     params = st.query_params.to_dict()
     st.session_state["_tj_link"] = {key: str(params[name])[:100] for name, key in LINK_KEYS.items() if name in params}
+    token = str(params.get("owner", ""))
+    if OWNER_TOKEN.fullmatch(token):  # a reload (or this link in another tab) keeps the right to cancel its job
+        st.session_state["_tj_owner"] = token
+        st.session_state["_tj_owner_in_link"] = True
+
+
+OWNER_TOKEN = re.compile(r"[0-9a-f]{32}")  # secrets.token_hex(16): who started a job, kept in that browser's link
+
+
+def owner() -> str:
+    """This browser's owner token for training jobs (made on first use; from the link after a reload)."""
+    return st.session_state.setdefault("_tj_owner", secrets.token_hex(16))
 
 
 # ---------------------------------------------------------------------------------------------
