@@ -16,12 +16,11 @@ Targets: an ablation rerun <= 2x a traced forward; a full sweep <= 1 s for lm an
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 
-from benchmarks.core import machine, paired_seconds
+from benchmarks.core import machine, median_seconds, paired_seconds
 from transformer import ablation, catalog
 from transformer.api import streams
 from transformer.checkpoint import Checkpoint, load_checkpoint
@@ -51,17 +50,6 @@ def text_of(ckpt: Checkpoint, n_tokens: int) -> str:
             return " ".join(words)
         words.append(VOCABULARY[(7 * i) % len(VOCABULARY)])
         i += 1
-
-
-def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 @torch.inference_mode()

@@ -58,6 +58,18 @@ def paired_seconds(a, b, repeats: int, warmup: int = 2) -> tuple[float, float, f
     return statistics.median(times_a), statistics.median(times_b), ratio
 
 
+def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of `fn()` over `repeats` calls, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def repeats_for(T: int) -> int:
     return {16: 30, 128: 15, 512: 7}.get(T, 3)
 

@@ -13,12 +13,11 @@ Targets: the lens at 128 tokens ≤ 0.3 s; gradient × input ≤ 3 × an untrace
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
-from benchmarks.core import machine, paired_seconds
+from benchmarks.core import machine, median_seconds, paired_seconds
 from transformer.api import build_model
 from transformer.checkpoint import Checkpoint, load_checkpoint
 from transformer.config import ModelConfig
@@ -57,16 +56,6 @@ def untraced(ckpt: Checkpoint, stream: Stream) -> None:
     ckpt.model(torch.tensor([stream.ids], device=ckpt.model.device))
 
 
-def seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def measure(ckpt: Checkpoint, T: int, repeats: int, ig_repeats: int) -> dict[str, float]:
     stream = stream_of(ckpt, T)
     trace = traced(ckpt, stream)
@@ -76,7 +65,7 @@ def measure(ckpt: Checkpoint, T: int, repeats: int, ig_repeats: int) -> dict[str
         lambda: untraced(ckpt, stream), lambda: gradient_x_input(ckpt, stream), repeats, warmup=1
     )
     ig = integrated_gradients(ckpt, stream)
-    ig_s = seconds(lambda: integrated_gradients(ckpt, stream), ig_repeats)
+    ig_s = median_seconds(lambda: integrated_gradients(ckpt, stream), ig_repeats)
     return {
         "forward": forward,
         "traced": traced_s,
@@ -147,7 +136,7 @@ def main() -> None:
     if args.gpt2:
         gpt2_stream = stream_of(gpt2, 128)
         trace = traced(gpt2, gpt2_stream)
-        window = seconds(lambda: logit_lens(gpt2, trace, positions=range(120, 128)), 3)
+        window = median_seconds(lambda: logit_lens(gpt2, trace, positions=range(120, 128)), 3)
         print(f"GPT-2-sized lens, a window of 8 of the 128 positions: {window * 1e3:.0f} ms")
 
     torch.set_num_threads(2)

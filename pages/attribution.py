@@ -54,58 +54,40 @@ with left:
         key="attr_raw",
         filename=f"weights_{kind.replace(' ', '_')}_L{layer}_H{head}",
     )
-with right:
-    rolled = roll[layer]
+
+
+def draw_through_layers(matrix, what: str, key: str) -> None:
+    """A (queries × keys) map composed through layers 0..layer (rollout, flow), its query row framed, with its CSV."""
     fig = figures.token_heatmap(
-        rolled,
+        matrix,
         q_tokens,
         k_tokens,
-        title=f"rollout through layers 0–{layer} ({kind})",
-        value_name="rollout",
+        title=f"{what.replace('_', ' ')} through layers 0–{layer} ({kind})",
+        value_name=what.split("_")[-1],
         zmin=0.0,
         zmax=1.0,
         presentation=ctx.presentation,
     )
-    ui.heatmap(
-        figures.highlight_row(fig, query),
-        rolled,
-        q_tokens,
-        k_tokens,
-        key="attr_rollout",
-        filename=f"rollout_{kind.replace(' ', '_')}_to_L{layer}",
-    )
+    filename = f"{what}_{kind.replace(' ', '_')}_to_L{layer}"
+    ui.heatmap(figures.highlight_row(fig, query), matrix, q_tokens, k_tokens, key=key, filename=filename)
+
+
+with right:
+    draw_through_layers(roll[layer], "rollout", "attr_rollout")
 
 flow = None
 cheap = kind != "cross" and layer < 2  # one or two layers: a closed form, no max-flow solver (rollout.max_flows)
 flow_col, flow_text = st.columns(2)
-if flow_text.toggle("Attention flow", value=cheap, key="attr_flow_on"):
-    flow_text.caption(rollout.EXPLANATIONS["flow"] + FLOW_LIMITS)
+on = flow_text.toggle("Attention flow", value=cheap, key="attr_flow_on")
+flow_text.caption(rollout.EXPLANATIONS["flow"] + FLOW_LIMITS)
+if on:
     try:
         flow = analyses.flow_map(ctx.trace_key, trace, kind, layer)
     except rollout.FlowTooLong as e:
         flow_text.info(f"No attention flow for this input: {e}.")
     if flow is not None:
-        fig = figures.token_heatmap(
-            flow,
-            q_tokens,
-            k_tokens,
-            title=f"attention flow through layers 0–{layer} ({kind})",
-            value_name="flow",
-            zmin=0.0,
-            zmax=1.0,
-            presentation=ctx.presentation,
-        )
         with flow_col:
-            ui.heatmap(
-                figures.highlight_row(fig, query),
-                flow,
-                q_tokens,
-                k_tokens,
-                key="attr_flow",
-                filename=f"flow_{kind.replace(' ', '_')}_to_L{layer}",
-            )
-else:
-    flow_text.caption(rollout.EXPLANATIONS["flow"] + FLOW_LIMITS)
+            draw_through_layers(flow, "attention_flow", "attr_flow")
 
 # -- saliency: the gradient of one prediction ---------------------------------------------------------------
 st.divider()

@@ -31,3 +31,14 @@ def make_checkpoint():
         return Checkpoint(model=model, tokenizer=tokenizer, training={"seed": seed}, name=f"tiny-{kind}")
 
     return make
+
+
+@pytest.fixture
+def shipped(monkeypatch):
+    """The app on the shipped checkpoints of assets/ (MiniLM left out), on the CPU: {name: CatalogEntry}."""
+    from transformer import catalog
+
+    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
+    monkeypatch.delenv(catalog.ASSETS_ENV, raising=False)
+    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+    return catalog.available()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from test_app import charts, no_errors, start
 
 from transformer import catalog
@@ -12,14 +11,6 @@ from transformer.checkpoint import load_checkpoint
 from transformer.snapshots import load_snapshots
 from viz import compare, urlstate
 from viz.labels import plotly_text
-
-
-@pytest.fixture
-def shipped(monkeypatch):
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.delenv(catalog.ASSETS_ENV, raising=False)
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
-    return catalog.available()
 
 
 def test_mismatch_and_aligned_tokens(make_checkpoint):

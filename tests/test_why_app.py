@@ -9,22 +9,12 @@ from __future__ import annotations
 import copy
 
 import numpy as np
-import pytest
 import torch
 from test_app import charts, no_errors, start
 
-from transformer import catalog
 from transformer.api import streams, trace_text
 from transformer.checkpoint import load_checkpoint
 from viz.labels import plotly_text
-
-
-@pytest.fixture
-def shipped(monkeypatch):
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.delenv(catalog.ASSETS_ENV, raising=False)
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
-    return catalog.available()
 
 
 def without_heads(ckpt, heads):

@@ -35,6 +35,7 @@ import torch
 from transformer import api, budget
 from transformer.checkpoint import Checkpoint, load_checkpoint
 from transformer.trace import AttentionMaps, Stream, Trace
+from transformer.train.jobs import pid_alive
 
 from . import grid
 from .lru import ByteLRU
@@ -112,23 +113,13 @@ def identity_of(path: Path) -> str:
 UPLOAD_PREFIX = "attnviz-uploads-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @st.cache_resource
 def upload_dir() -> Path:
     """This server's private upload folder (mode 0700), removed at exit; folders left by dead servers are removed now."""
     root = Path(tempfile.gettempdir())
     for old in root.glob(f"{UPLOAD_PREFIX}*"):
         pid = old.name.removeprefix(UPLOAD_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-"))
     atexit.register(shutil.rmtree, folder, True)

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .make_checkpoints import RECIPES
+
 JOBS_PREFIX = "attnviz-jobs-"
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
@@ -59,27 +61,14 @@ TASK_FIELDS: dict[str, dict[str, Any]] = {
     "reverse": dict(task="reverse", **_ALGORITHMIC),
     "copy": dict(task="copy", **_ALGORITHMIC),
     "sort": dict(task="sort", **_ALGORITHMIC),
+    # the shipped lm's recipe (its data mix grows induction heads), with this page's d_ff ratio
     "lm": dict(
         task="lm",
         d_ff_ratio=2,
-        max_len=64,
-        vocab_size=1000,
-        batch_size=32,
-        lr=1.5e-3,
-        warmup=100,
-        min_lr_ratio=0.3,
-        n_train=20_000,
-        data=json.dumps(
-            {
-                "p_induction": 0.35,
-                "induction_len": [3, 10],
-                "induction_copies": [3, 6],
-                "min_sentences": 1,
-                "max_sentences": 3,
-                "p_repeat": 0.3,
-                "p_relative": 0.5,
-            }
-        ),
+        **{
+            k: RECIPES["lm"][k]
+            for k in ("max_len", "vocab_size", "batch_size", "lr", "warmup", "min_lr_ratio", "n_train", "data")
+        },
     ),
     "translation": dict(
         task="translation", d_ff_ratio=2, max_len=48, vocab_size=1200, batch_size=64, lr=1.5e-3, warmup=100, n_train=10_000
@@ -293,6 +282,7 @@ def read_json(path: Path) -> dict:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` exists (a server whose folders must be kept; viz/shared.py asks too, for uploads)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
