@@ -15,6 +15,9 @@ from viz import analyses, session, ui, urlstate, why
 from viz.literal import md
 
 ctx = session.require_text(session.context())
+# Ablations and sweeps hold output distributions and batched activations of the whole text: the same
+# budget as a full trace decides which texts this server takes (a long text is offered a cut).
+session.stop_unless_trace_fits(ctx)
 cfg = ctx.ckpt.config
 key = ctx.trace_key
 st.caption(

@@ -14,6 +14,7 @@ from viz import compare, session, shared, ui, urlstate
 from viz.literal import md
 
 ctx = session.require_text(session.context())
+session.stop_unless_trace_fits(ctx)  # panel A is a full trace of the sidebar's text (or of a snapshot on it)
 MODES = {
     "texts": "Two texts, this checkpoint",
     "checkpoints": "This text, two checkpoints",

@@ -194,6 +194,17 @@ def test_a_text_whose_trace_would_not_fit_the_budget_gets_a_message_and_the_mode
     assert not at.exception and at.get("plotly_chart")
 
 
+@pytest.mark.parametrize("page", ["ablation", "attribution", "lens", "compare"])
+def test_the_ask_why_pages_keep_to_the_trace_budget_too(env, monkeypatch, page):
+    ckpt = load_checkpoint(env / "lm.safetensors")
+    small = budget.Budget(model_bytes=1024**3, trace_bytes=budget.trace_bytes(ckpt.config, 8))
+    monkeypatch.setattr(shared, "BUDGET", small)
+    at = start({"checkpoint": "lm", "text": "the dog sees the cats near the old tables .", "page": page})
+    assert not at.exception and not at.get("plotly_chart"), page
+    assert any("more than this server allows for one trace" in w.value for w in at.warning), page
+    assert at.button(key="cut_to_budget")
+
+
 # ---------------------------------------------------------------------------------------------
 # What `make run` configures.
 # ---------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ class Context:
         """
         if self.tokens is None:
             return None
-        _stop_unless_trace_fits(self)
+        stop_unless_trace_fits(self)
         return shared.trace_for(self.identity, self.text, self.target, self.ckpt)
 
     @property
@@ -354,8 +354,9 @@ def _cut(text: str, source: Stream, limit: int) -> tuple[str, int, int]:
     return text[:end], source.truncated + len(ends) - keep, keep
 
 
-def _stop_unless_trace_fits(ctx: Context) -> None:
-    """On a page that needs the full trace: when it would not fit this server's budget, say so, offer the cut, and stop."""
+def stop_unless_trace_fits(ctx: Context) -> None:
+    """On a page that needs the full trace (or reruns the model as often, as Ablation does): when it would not fit
+    this server's budget, say so, offer the cut, and stop."""
     if shared.trace_fits(ctx.ckpt, ctx.tokens):
         return
     source, target = ctx.tokens
