@@ -139,7 +139,8 @@ def snapshots() -> None:
     job = runner.current()
     seen = (job.id, job.active) if job is not None else None
     if seen != st.session_state.get("_tj_seen"):  # a job started or ended: the whole page (and the picker) changes
-        st.session_state["_tj_seen"] = seen
+        # Only the full run below records what it drew: if this rerun is dropped (a timer's fragment run
+        # can pre-empt it), the next tick asks again instead of leaving the page without the finished job.
         st.rerun(scope="app")
     if job is None:
         return
