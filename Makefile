@@ -52,6 +52,7 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks.core
+	$(BIN)/python -m benchmarks.head_scores
 
 # The "Ask why" pages: ablation and sweeps, rollout and flow, logit lens and saliency, each beside a plain forward.
 bench-why: $(VENV)/.dev
