@@ -89,6 +89,9 @@ def test_a_failed_maker_lets_a_waiting_thread_make_the_value():
 
 
 def test_model_runs_share_the_cores_one_torch_thread_each(env):
+    # The setting is made once per process (cached); another test module may have set torch's threads
+    # since (test_ablation restores its own), so this app start must make it again for the check to mean anything.
+    shared.use_one_torch_thread.clear()
     start({"checkpoint": "lm"})
     seen: list[int] = []
 
