@@ -11,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from transformer import ablation, analysis
-from viz import analyses, session, ui, urlstate, why
+from viz import analyses, grid, session, ui, urlstate, why
+from viz.figures import as_array
 from viz.literal import md
 
 ctx = session.require_text(session.context())
@@ -29,9 +30,10 @@ st.caption(
 # -- which heads, how ---------------------------------------------------------------------------------------
 heads_all = ablation.all_heads(cfg)
 wanted = tuple(st.session_state.get("sel_heads") or ())
-kept = tuple(h for h in wanted if h in set(heads_all))
-if len(kept) < len(wanted):
-    st.warning(f"{len(wanted) - len(kept)} head(s) from the link do not exist in this model and were left out.")
+known = set(heads_all)
+kept = tuple(h for h in wanted if h in known)
+if len(kept) < len(wanted):  # from the link, or chosen on another checkpoint
+    st.warning(f"{len(wanted) - len(kept)} head(s) chosen do not exist in this model and were left out.")
 st.session_state["sel_heads"] = list(kept)
 
 
@@ -68,12 +70,6 @@ mode, heads = st.session_state["sel_ablation"], st.session_state["sel_heads"]
 tokens = ctx.tokens
 
 
-def probability_csv(labels, before, after, what: str) -> str:
-    return pd.DataFrame({"token": labels, f"{what} before": ui.as_array(before), f"{what} after": ui.as_array(after)}).to_csv(
-        index=False
-    )
-
-
 if not heads:
     st.info("No head is knocked out yet: pick some above, or click a cell of the sweep below.")
 else:
@@ -82,77 +78,52 @@ else:
         st.caption(f"Mean ablation: each head's mean output over {md(result.reference, 200)}.")
     if len(heads) == len(heads_all):
         st.caption("Every head is knocked out: what is left is the embeddings and the feed-forward layers.")
+    # What changed, by the model's job: (labels, before, after, quantity, title, CSV name); one chart and CSV below.
+    y_range = (0, 1)
     if isinstance(result, ablation.LMAblation):
-        labels = [f"{a} → {b}" for a, b in zip(result.tokens, result.tokens[1:])]
         changed = sum(a != b for a, b in zip(result.top_before, result.top_after))
         st.markdown(
             f"**Mean KL divergence** of the next-token distribution: {float(result.kl.mean()):.4f} nats · "
             f"the top prediction changed at {changed} of {len(result.top_before)} positions."
         )
-        fig = why.before_after_figure(
+        labels = [f"{a} → {b}" for a, b in zip(result.tokens, result.tokens[1:])]
+        shown = (
             labels,
             result.p_next_before,
             result.p_next_after,
-            "probability",
+            "p(next)",
             "Probability of the token that comes next",
-            ctx.presentation,
+            "next_token",
         )
-        ui.chart(fig, key="abl_effect")
-        ui.csv_download(
-            lambda: probability_csv(labels, result.p_next_before, result.p_next_after, "p(next)"),
-            "csv_abl_effect",
-            "ablation_next_token",
-        )
-        frame = pd.DataFrame({"token": result.tokens, "predicted before": result.top_before, "predicted after": result.top_after})
-        st.dataframe(frame[frame["predicted before"] != frame["predicted after"]], hide_index=False)
     elif isinstance(result, ablation.TranslationAblation):
         st.markdown("**Greedy translation** with all heads, then with the heads knocked out:")
         st.text(f"before: {result.translation_before}\nafter:  {result.translation_after}")
         st.caption("The translation changed." if result.changed else "The translation did not change.")
-        fig = why.before_after_figure(
-            result.target_tokens,
-            result.p_target_before,
-            result.p_target_after,
-            "probability",
-            "Probability of each token of the original translation (teacher-forced)",
-            ctx.presentation,
-        )
-        ui.chart(fig, key="abl_effect")
-        ui.csv_download(
-            lambda: probability_csv(result.target_tokens, result.p_target_before, result.p_target_after, "p(token)"),
-            "csv_abl_effect",
-            "ablation_translation",
-        )
+        title = "Probability of each token of the original translation (teacher-forced)"
+        shown = (result.target_tokens, result.p_target_before, result.p_target_after, "p(token)", title, "translation")
     elif isinstance(result, ablation.ClassifierAblation):
         st.markdown(
             f"**Predicted class** before: {md(result.predicted_before, 60)} · after: {md(result.predicted_after, 60)} · "
             f"KL divergence {result.kl:.4f} nats"
         )
-        fig = why.before_after_figure(
-            result.class_names, result.probs_before, result.probs_after, "probability", "Class probabilities", ctx.presentation
-        )
-        ui.chart(fig, key="abl_effect")
-        ui.csv_download(
-            lambda: probability_csv(result.class_names, result.probs_before, result.probs_after, "p(class)"),
-            "csv_abl_effect",
-            "ablation_classes",
-        )
+        shown = (result.class_names, result.probs_before, result.probs_after, "p(class)", "Class probabilities", "classes")
     else:  # an encoder without an output head: its output is the final hidden states
-        fig = why.before_after_figure(
-            result.tokens,
-            [1.0] * len(result.tokens),
-            result.cosine,
-            "cosine similarity",
-            "This model's output is its final hidden states: cosine similarity of each token's, before (1) and after",
-            ctx.presentation,
-            y_range=(-1, 1),
-        )
-        ui.chart(fig, key="abl_effect")
-        ui.csv_download(
-            lambda: probability_csv(result.tokens, [1.0] * len(result.tokens), result.cosine, "cosine"),
-            "csv_abl_effect",
-            "ablation_hidden",
-        )
+        title = "This model's output is its final hidden states: cosine similarity of each token's, before (1) and after"
+        shown = (result.tokens, [1.0] * len(result.tokens), result.cosine, "cosine", title, "hidden")
+        y_range = (-1, 1)
+    labels, before, after, what, title, name = shown
+    value = "cosine similarity" if what == "cosine" else "probability"
+    ui.chart(why.before_after_figure(labels, before, after, value, title, ctx.presentation, y_range=y_range), key="abl_effect")
+    ui.csv_download(
+        lambda: pd.DataFrame({"token": labels, f"{what} before": as_array(before), f"{what} after": as_array(after)}).to_csv(
+            index=False
+        ),
+        "csv_abl_effect",
+        f"ablation_{name}",
+    )
+    if isinstance(result, ablation.LMAblation):
+        frame = pd.DataFrame({"token": result.tokens, "predicted before": result.top_before, "predicted after": result.top_after})
+        st.dataframe(frame[frame["predicted before"] != frame["predicted after"]], hide_index=False)
 
 # -- the sweep ----------------------------------------------------------------------------------------------
 st.divider()
@@ -202,7 +173,7 @@ def sweep_key(kind: str) -> str:
 
 
 def _open(kind: str) -> None:
-    picked = why.pick_cell(st.session_state[sweep_key(kind)].selection.points)
+    picked = grid.pick_from_selection(st.session_state[sweep_key(kind)].selection.points)
     if picked is not None:
         session.set_selection(kind=kind, layer=picked[0], head=picked[1])
         st.session_state["_goto"] = "attention"
@@ -214,10 +185,14 @@ st.caption(
     + "; ".join(f"{head_label(h)} ({v:.3g})" for h, v in best)
     + ". Click a cell to open that head on the Attention page."
 )
-for kind, grid in result.grids.items():
+for kind, effects in result.grids.items():
     ui.chart(
         why.head_effect_figure(
-            grid, kind, names[metric], selected=(ctx.layer, ctx.head) if kind == ctx.kind else None, presentation=ctx.presentation
+            effects,
+            kind,
+            names[metric],
+            selected=(ctx.layer, ctx.head) if kind == ctx.kind else None,
+            presentation=ctx.presentation,
         ),
         key=sweep_key(kind),
         on_select=lambda kind=kind: _open(kind),
@@ -227,10 +202,10 @@ for kind, grid in result.grids.items():
 
 def sweep_csv() -> str:
     rows = [
-        (kind, layer, head, float(grid[layer, head]))
-        for kind, grid in result.grids.items()
-        for layer in range(grid.shape[0])
-        for head in range(grid.shape[1])
+        (kind, layer, head, float(effects[layer, head]))
+        for kind, effects in result.grids.items()
+        for layer in range(effects.shape[0])
+        for head in range(effects.shape[1])
     ]
     return pd.DataFrame(rows, columns=["kind", "layer", "head", metric]).to_csv(index=False)
 

@@ -9,6 +9,8 @@ import streamlit as st
 
 from transformer import rollout
 from viz import analyses, figures, session, ui, why
+from viz.figures import as_array
+from viz.labels import unique_labels
 from viz.literal import md
 
 FLOW_LIMITS = (
@@ -28,17 +30,14 @@ kind = ctx.kind
 ui.layer_head_controls(ctx, trace.n_layers(kind), ctx.n_heads, "attr")
 layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
 q_tokens, k_tokens = trace.query_tokens(kind), trace.key_tokens(kind)
-query = min(int(st.session_state.get("sel_query", 0)), len(q_tokens) - 1)
+q_labels = unique_labels(q_tokens)
 st.selectbox(
     "Query token (the row compared below)",
     range(len(q_tokens)),
-    index=query,
-    format_func=lambda i: f"{i} · {q_tokens[i]}",
-    key="attr_query",
-    on_change=lambda: st.session_state.update(sel_query=st.session_state["attr_query"]),
+    format_func=q_labels.__getitem__,
+    **session.bind("sel_query", "attr_query"),  # clamped to this kind's queries by the sidebar (ctx.query)
 )
-query = st.session_state["attr_query"]
-st.session_state["sel_query"] = query
+query = st.session_state["sel_query"]
 
 # -- rollout and flow: attention composed through the layers ------------------------------------------------
 roll = analyses.rollout_maps(ctx.trace_key, trace, kind)  # (n_layers, Tq, Tk)
@@ -139,10 +138,9 @@ series = {
 }
 if flow is not None:
     series[f"attention flow, row {query}"] = flow[query]
+# The scores are over the same tokens as the keys by construction (source or decoder input, whole).
+assert len(scores.tokens) == len(k_tokens), (len(scores.tokens), len(k_tokens))
 series[f"{method} of the prediction"] = scores.scores
-if len(scores.tokens) != len(k_tokens):
-    series.pop(f"{method} of the prediction")
-    st.info(f"The {method} scores are over other tokens than this kind's keys: shown in the table only.")
 ui.chart(
     why.token_scores_figure(k_tokens, series, f"Per input token: {kind} attention and rollout beside {method}", ctx.presentation),
     key="attr_scores",
@@ -152,7 +150,7 @@ ui.chart(
 def scores_csv() -> str:
     frame = pd.DataFrame({"token": list(k_tokens)})
     for name, values in series.items():
-        frame[name] = ui.as_array(values).reshape(-1)
+        frame[name] = as_array(values).reshape(-1)
     return frame.to_csv(index=True, index_label="position")
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 
 from transformer import catalog
 from transformer.checkpoint import CheckpointError
-from viz import compare, session, shared, ui, urlstate
+from viz import compare, figures, session, shared, ui, urlstate
 from viz.literal import md
 
 ctx = session.require_text(session.context())
@@ -92,12 +92,7 @@ def snapshot_panel():
     except CheckpointError as e:
         st.error(f"Could not read the training snapshots: {md(e, 400)}")
         st.stop()
-    shape = (ctx.ckpt.config.kind, ctx.n_layers, ctx.n_heads, ctx.ckpt.tokenizer.to_json())
-    if (
-        not snaps
-        or (snaps[0][1].config.kind, snaps[0][1].config.n_layers, snaps[0][1].config.n_heads, snaps[0][1].tokenizer.to_json())
-        != shape
-    ):
+    if not shared.snapshots_belong(snaps, ctx.ckpt):
         stop(f"{path.name} does not belong to this checkpoint (another shape or tokenizer).")
     labels = [f"step {step}" for step, _ in snaps]
     last = len(snaps) - 1
@@ -126,7 +121,7 @@ columns = st.columns(2)
 for col, trace, label, key in ((columns[0], trace_a, label_a, "a"), (columns[1], trace_b, label_b, "b")):
     with col:
         ui.heatmap(
-            compare.panel_figure(trace, kind, layer, head, label, ctx.presentation),
+            figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=label),
             trace.head(kind, layer, head)["weights"],
             trace.query_tokens(kind),
             trace.key_tokens(kind),

@@ -234,11 +234,7 @@ except CheckpointError as e:
     st.stop()
 
 
-def shape(ckpt) -> tuple:
-    return ckpt.config.kind, ckpt.config.n_layers, ckpt.config.n_heads, ckpt.tokenizer.to_json()
-
-
-if not snaps or shape(snaps[0][1]) != shape(ctx.ckpt):
+if not shared.snapshots_belong(snaps, ctx.ckpt):
     st.error(f"{path.name} does not belong to {ctx.label} (no snapshots, or another shape or tokenizer): nothing to show.")
     st.stop()
 
@@ -283,8 +279,7 @@ ui.csv_download(strip_csv, key="csv_tr_strip", filename=f"weights_by_step_{kind.
 
 index = st.select_slider("Snapshot", range(len(steps)), format_func=lambda i: labels[i], key="tr_step", value=len(steps) - 1)
 trace = traces[index]
-fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation)
-fig.update_layout(title_text=f"{labels[index]} · {fig.layout.title.text}")
+fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=labels[index])
 ui.heatmap(
     fig,
     trace.head(kind, layer, head)["weights"],

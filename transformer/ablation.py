@@ -23,13 +23,14 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .analysis import pad_batch
 from .attention import HeadAblation
+from .catalog import EXAMPLES_FILE
 from .checkpoint import Checkpoint
 from .config import ModelConfig
 from .trace import Stream
@@ -38,7 +39,6 @@ Head = tuple[str, int, int]  # (kind, layer, head), layers and heads from 0
 Tokens = tuple[Stream, Stream | None]  # `api.streams(ckpt, text, target)`: source, decoder tokens (BOS first) or None
 
 MODES = ("zero", "mean")
-EXAMPLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
 REFERENCE_SPLIT = "test"  # reference texts come from the held-out split of the checkpoint's task
 ROW_BYTES_BUDGET = 256 * 2**20  # about how much memory one chunk of a sweep's batched forward may take
 
@@ -154,7 +154,7 @@ def greedy_batch(ckpt: Checkpoint, sources: Sequence[Sequence[int]], ablate: Hea
     dropped. Causal self-attention means they never change a row's earlier predictions.
     """
     model, tok = ckpt.model, ckpt.tokenizer
-    src, keep = _pad(sources, tok.pad_id, model.device)
+    src, keep = (t.to(model.device) for t in pad_batch(sources, tok.pad_id))
     memory, _ = model.encode(src, keep, ablate=ablate)
     out = torch.full((len(sources), 1), tok.bos_id, dtype=torch.long, device=model.device)  # (B, 1 + steps)
     done = torch.zeros(len(sources), dtype=torch.bool, device=model.device)
@@ -184,17 +184,6 @@ def knockout_translations(
     return [ckpt.tokenizer.decode(list(r)) for r in ids]
 
 
-def _pad(seqs: Sequence[Sequence[int]], value: int, device) -> tuple[Tensor, Tensor]:
-    """(B, T) ids right-padded with `value`, and (B, T) bool of real tokens."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), value, dtype=torch.long)
-    keep = torch.zeros(len(seqs), T, dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
-        keep[i, : len(s)] = True
-    return ids.to(device), keep.to(device)
-
-
 @torch.inference_mode()
 def reference_means(ckpt: Checkpoint, n: int = 64, batch: int = 16) -> ReferenceMeans:
     """Each head's mean output over n reference texts, over every real query position (padding excluded).
@@ -209,12 +198,12 @@ def reference_means(ckpt: Checkpoint, n: int = 64, batch: int = 16) -> Reference
     sums: dict[tuple[str, int], Tensor] = {}
     counts: dict[str, int] = {}
     for start in range(0, len(sources), batch):
-        src, src_keep = _pad(sources[start : start + batch], pad, model.device)
+        src, src_keep = (t.to(model.device) for t in pad_batch(sources[start : start + batch], pad))
         if targets is None:
             _, trace = model(src, attention_mask=src_keep, trace=True)
             query_keep = {cfg.attention_kinds[0]: src_keep}
         else:
-            tgt, tgt_keep = _pad(targets[start : start + batch], pad, model.device)
+            tgt, tgt_keep = (t.to(model.device) for t in pad_batch(targets[start : start + batch], pad))
             _, trace = model(src, tgt, attention_mask=src_keep, decoder_attention_mask=tgt_keep, trace=True)
             query_keep = {"encoder self": src_keep, "decoder self": tgt_keep, "cross": tgt_keep}
         for kind in cfg.attention_kinds:

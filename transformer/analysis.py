@@ -71,7 +71,7 @@ def word_starts(stream: Stream, words: Sequence[str]) -> list[int]:
     return out
 
 
-def _pad(seqs: Sequence[Sequence[int]], value: int) -> tuple[Tensor, Tensor]:
+def pad_batch(seqs: Sequence[Sequence[int]], value: int) -> tuple[Tensor, Tensor]:
     """(B, T) ids right-padded with `value`, and (B, T) bool of real tokens."""
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), value, dtype=torch.long)
@@ -90,12 +90,12 @@ def _trace(
     """Trace a padded batch; returns (trace on CPU, source keep (B, Ts), target keep (B, Tt) or None)."""
     model, pad = ckpt.model, ckpt.tokenizer.pad_id
     dev = model.device
-    src, keep = _pad(sources, pad)
+    src, keep = pad_batch(sources, pad)
     if targets is None:
         _, trace = model(src.to(dev), attention_mask=keep.to(dev), trace=True)
         tkeep = None
     else:
-        tgt, tkeep = _pad(targets, pad)
+        tgt, tkeep = pad_batch(targets, pad)
         _, trace = model(src.to(dev), tgt.to(dev), attention_mask=keep.to(dev), decoder_attention_mask=tkeep.to(dev), trace=True)
     return trace.map_tensors(lambda t: t.detach().cpu()), keep, tkeep
 

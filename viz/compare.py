@@ -15,7 +15,6 @@ import plotly.graph_objects as go
 from transformer.trace import Trace
 
 from .figures import as_array, token_heatmap
-from .labels import plotly_text
 
 DIFF_SCALE = "RdBu_r"  # diverging, white at 0: red where B attends more, blue where A does
 
@@ -60,19 +59,6 @@ def aligned_tokens(ta: Sequence[str], tb: Sequence[str]) -> tuple[list[str], lis
         if x != y:
             differ.append(i)
     return labels, differ
-
-
-def panel_figure(trace: Trace, kind: str, layer: int, head: int, label: str, presentation: bool = False) -> go.Figure:
-    """One panel: the head's weights (colours 0–1, as on the Attention page), titled with the panel's label."""
-    return token_heatmap(
-        trace.head(kind, layer, head)["weights"],
-        trace.query_tokens(kind),
-        trace.key_tokens(kind),
-        title=f"{plotly_text(label)} · {kind} · layer {layer} · head {head}",
-        zmin=0.0,
-        zmax=1.0,
-        presentation=presentation,
-    )
 
 
 def difference(a: Trace, b: Trace, kind: str, layer: int, head: int) -> np.ndarray:

@@ -120,18 +120,19 @@ def _layer_head_title(kind: str, layer: int, head: int | None, what: str) -> str
 
 
 def attention_figure(
-    trace: Trace, kind: str, layer: int, head: int, presentation: bool = False, stretch: bool = False
+    trace: Trace, kind: str, layer: int, head: int, presentation: bool = False, stretch: bool = False, label: str | None = None
 ) -> go.Figure:
     """The softmax attention weights of one head: row i says how much query token i takes from each key token.
 
     Colours span 0..1 so heads compare at a glance; `stretch` spans this head's own min..max instead.
+    `label` goes before the title (a snapshot's step, a comparison's side), shown literally.
     """
     w = trace.head(kind, layer, head)["weights"]
     return token_heatmap(
         w,
         trace.query_tokens(kind),
         trace.key_tokens(kind),
-        title=_layer_head_title(kind, layer, head, "attention weights"),
+        title=(f"{plotly_text(label)} · " if label else "") + _layer_head_title(kind, layer, head, "attention weights"),
         zmin=None if stretch else 0.0,
         zmax=None if stretch else 1.0,
         presentation=presentation,

@@ -240,14 +240,10 @@ def _uploaded(upload) -> tuple[str, Checkpoint | None]:
 
 
 def _catalogue_model(entry: catalog.CatalogEntry) -> tuple[str, Checkpoint | None]:
-    identity = shared.identity_of(entry.path) if not entry.hf_dir else f"hf:{entry.path}"
-    try:
-        return identity, shared.load(identity, str(entry.path), entry.hf_dir)
-    except ImportError:
-        _load_error(f"{entry.label} needs transformer.hf_import, which is not available in this install.")
-    except Exception as e:
-        _load_error(f"Could not load {entry.label}: {md(e, 400)}")
-    return identity, None
+    identity, ckpt, error = load_entry(entry)
+    if error is not None:
+        _load_error(error)
+    return identity, ckpt
 
 
 def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
@@ -500,10 +496,12 @@ def entries() -> dict[str, catalog.CatalogEntry]:
 
 
 def load_entry(entry: catalog.CatalogEntry) -> tuple[str, Checkpoint | None, str | None]:
-    """A catalogue checkpoint besides the sidebar's (the Compare page's B): (identity, model or None, error message)."""
+    """A catalogue checkpoint, loaded once and shared (the sidebar's, or the Compare page's B): (identity, model or None, error message)."""
     identity = shared.identity_of(entry.path) if not entry.hf_dir else f"hf:{entry.path}"
     try:
         return identity, shared.load(identity, str(entry.path), entry.hf_dir), None
+    except ImportError:
+        return identity, None, f"{entry.label} needs transformer.hf_import, which is not available in this install."
     except Exception as e:  # a message, never a traceback
         return identity, None, f"Could not load {entry.label}: {md(e, 400)}"
 

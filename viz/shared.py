@@ -32,7 +32,7 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from transformer import api, budget
+from transformer import api, budget, catalog
 from transformer.checkpoint import Checkpoint, load_checkpoint
 from transformer.trace import AttentionMaps, Stream, Trace
 from transformer.train.jobs import pid_alive
@@ -40,7 +40,6 @@ from transformer.train.jobs import pid_alive
 from . import grid
 from .lru import ByteLRU
 
-EXAMPLES_FILE = Path(__file__).resolve().parent.parent / "assets" / "examples.json"
 FALLBACK_TEXT = "the big dog near the old tables sees the cats ."
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +256,15 @@ def snapshots(identity: str, path: str) -> list[tuple[int, Checkpoint]]:
         return load_snapshots(path)
 
 
+def snapshots_belong(snaps: list[tuple[int, Checkpoint]], ckpt: Checkpoint) -> bool:
+    """Whether `snaps` are snapshots of `ckpt`'s model: some, of the same kind, layers, heads and tokenizer."""
+
+    def shape(c: Checkpoint) -> tuple:
+        return c.config.kind, c.config.n_layers, c.config.n_heads, c.tokenizer.to_json()
+
+    return bool(snaps) and shape(snaps[0][1]) == shape(ckpt)
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def snapshot_dtypes(identity: str, path: str) -> tuple[str, ...]:
     """The dtypes a snapshots file stores (its header, read once per file identity)."""
@@ -301,7 +309,7 @@ def freeze_startup_objects() -> bool:
 @st.cache_data
 def examples() -> dict[str, list[dict[str, str]]]:
     try:
-        return json.loads(EXAMPLES_FILE.read_text())
+        return json.loads(catalog.EXAMPLES_FILE.read_text())
     except (OSError, json.JSONDecodeError):
         return {}
 

@@ -134,9 +134,7 @@ def strip_figure(
 @st.cache_resource(max_entries=64, show_spinner=False)
 def latest_figure(job_id: str, step: int, kind: str, layer: int, head: int, presentation: bool, _trace: Trace) -> go.Figure:
     """The latest snapshot's heatmap for one head, built once and shared (read-only)."""
-    fig = figures.attention_figure(_trace, kind, layer, head, presentation)
-    fig.update_layout(title_text=f"step {step} (latest snapshot) · {fig.layout.title.text}")
-    return fig
+    return figures.attention_figure(_trace, kind, layer, head, presentation, label=f"step {step} (latest snapshot)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ SCORE_COLOURS = ("#3b528b", "#21918c", "#e4002b", "#fde725")
 def head_effect_figure(
     effect, kind: str, what: str, selected: tuple[int, int] | None = None, presentation: bool = False
 ) -> go.Figure:
-    """A (layers, heads) grid of one number per head (e.g. the effect of knocking it out); click a cell to pick a head.
+    """A (layers, heads) grid of one number per head (e.g. the effect of knocking it out); click a cell to pick a head
+    (`grid.pick_from_selection` reads the click: x = head, y = layer, as in the model view's grid).
 
     Signed values (a knock-out can help) get a diverging scale centred on 0; non-negative ones white-to-red.
     """
@@ -81,14 +82,6 @@ def head_effect_figure(
             dragmode=False,
         ),
     )
-
-
-def pick_cell(points: Sequence[dict]) -> tuple[int, int] | None:
-    """(layer, head) from a selection on `head_effect_figure`, or None."""
-    for p in points:
-        if "x" in p and "y" in p:
-            return int(round(float(p["y"]))), int(round(float(p["x"])))
-    return None
 
 
 def lens_figure(
