@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from transformer.api import build_model
 from transformer.checkpoint import Checkpoint
@@ -17,6 +20,26 @@ TINY_TEXTS = [
     "she reads the book that the teacher wrote",
     "two small dogs run across the green field",
 ] * 3
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--reference-threads",
+        type=int,
+        default=int(os.environ.get("ATTNVIZ_TEST_REFERENCE_THREADS", "1")),
+        help="torch threads for the tests' own computations (default 1, the app's; the app's model runs keep theirs). "
+        "make test runs the numerical tests again with 2, so a bit-exact expectation across thread counts fails here too.",
+    )
+
+
+@pytest.fixture(autouse=True)
+def reference_threads(request):
+    """Every test starts on --reference-threads torch threads (one setting for the whole process), and ends as it began."""
+    n = request.config.getoption("--reference-threads")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    yield n
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,10 @@
 
 Runs on each shipped checkpoint present (`catalog.available()`), and always on tiny random-weight
 checkpoints written to a temp folder (so the tests are real before the shipped ones are trained).
+
+A figure is checked bit for bit against a trace made here with the core API under the app's own
+thread setting (`app_threads`): the same computation as the app's. What the app computes another
+way (the light pass, a sum recomputed by hand) is checked within float32 rounding (`numerics.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numerics import app_threads, assert_close, assert_same_bits
 from streamlit.testing.v1 import AppTest
 
 from transformer import api, catalog
@@ -35,6 +40,8 @@ PAGES = (
 TINY = {"translator": "encoder-decoder", "lm": "decoder", "classifier": "encoder", "reverse": "encoder-decoder"}
 SHIPPED = list(catalog.available())  # read before any test points ATTNVIZ_ASSETS elsewhere
 TIMEOUT = 120
+
+pytestmark = pytest.mark.numerics
 
 
 def write_tiny(path: Path, name: str, kind: str | None = None, n_classes: int | None = None) -> Path:
@@ -86,15 +93,31 @@ def _use(monkeypatch, case, tiny_assets):
     return catalog.available()[name]
 
 
-def reference(entry, text: str, target: str | None = None):
-    """The trace computed directly with the core API, independently of the app."""
-    if entry.hf_dir:
-        from transformer import hf_import
+def terms_of(cfg, n_tokens: int, vocab: bool = False) -> int:
+    """The longest float32 sum behind a model's value: over d_model, d_ff or the tokens (and the vocabulary, for its softmax)."""
+    return max(cfg.d_model, cfg.d_ff, n_tokens, cfg.vocab_size if vocab else 0)
 
-        ckpt = hf_import.load_any(entry.path, device="cpu")
-    else:
-        ckpt = load_checkpoint(entry.path, device="cpu")
-    return trace_text(ckpt, text, target)
+
+def depth_of(cfg, head: bool = False) -> int:
+    """The sublayers a value of the last layer has passed: 2 a layer (self-attention, feed-forward), an encoder-decoder's
+    encoder's and decoder's (with cross-attention, 3) together, and the output head when `head`."""
+    per_layer = {"encoder": 2, "decoder": 2, "encoder-decoder": 2 + 3}[cfg.kind]
+    return per_layer * cfg.n_layers + int(head)
+
+
+def reference(entry, text: str, target: str | None = None):
+    """The trace computed directly with the core API, independently of the app's code, on the app's torch threads.
+
+    The same computation as the app's model run, so the figures drawn from the app's trace equal it bit for bit.
+    """
+    with app_threads():
+        if entry.hf_dir:
+            from transformer import hf_import
+
+            ckpt = hf_import.load_any(entry.path, device="cpu")
+        else:
+            ckpt = load_checkpoint(entry.path, device="cpu")
+        return trace_text(ckpt, text, target)
 
 
 def start(params: dict | None = None) -> AppTest:
@@ -122,9 +145,12 @@ def no_errors(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+SAME_TRACE = "the figure against the trace it was drawn from (made here on the app's threads)"
+
+
 def assert_heatmap(fig: dict, weights: np.ndarray, q_tokens, k_tokens) -> None:
     z = fig["data"][0]["z"]
-    np.testing.assert_array_equal(z, weights)
+    assert_same_bits(z, weights, why=SAME_TRACE)
     assert fig["layout"]["yaxis"]["ticktext"] == [plotly_text(t) for t in q_tokens][:: _step(q_tokens)]
     assert fig["layout"]["xaxis"]["ticktext"] == [plotly_text(t) for t in k_tokens][:: _step(k_tokens)]
 
@@ -157,8 +183,8 @@ def test_every_page_runs_and_draws_the_trace(case, monkeypatch, tiny_assets):
         top = frame(at, column="#1")
         assert len(top) == len(ref.target.tokens if ref.target is not None else ref.source.tokens)
     elif ref.probs.ndim == 2:
-        np.testing.assert_array_equal(
-            np.asarray(charts(at)["out_classes"]["data"][0]["x"], dtype=np.float32), ref.probs[0].numpy()
+        assert_same_bits(
+            np.asarray(charts(at)["out_classes"]["data"][0]["x"], dtype=np.float32), ref.probs[0].numpy(), why=SAME_TRACE
         )
     else:
         assert "out_similarity" in charts(at)
@@ -175,12 +201,12 @@ def test_changing_head_layer_and_kind_changes_the_figure(case, monkeypatch, tiny
     at.button(key="attn_next_head").click().run()
     no_errors(at)
     z = charts(at)["attn_heatmap"]["data"][0]["z"]
-    np.testing.assert_array_equal(z, ref.attention(kinds[0], 0).weights[0, 1].numpy())
+    assert_same_bits(z, ref.attention(kinds[0], 0).weights[0, 1].numpy(), why=SAME_TRACE)
     assert not np.array_equal(z, before)
 
     at.slider(key="attn_layer").set_value(1).run()
     no_errors(at)
-    np.testing.assert_array_equal(charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention(kinds[0], 1).weights[0, 1].numpy())
+    assert_same_bits(charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention(kinds[0], 1).weights[0, 1].numpy(), why=SAME_TRACE)
     assert at.query_params["layer"] == "1" and at.query_params["head"] == "1"
 
     if len(kinds) > 1:
@@ -204,10 +230,13 @@ def test_opens_on_the_translator_attention_page(env):
     assert at.session_state["sel_checkpoint"] == "translator"
     assert {"attn_heatmap", "attn_mean", "attn_layer_grid"} <= set(charts(at))
     assert at.query_params["checkpoint"] == "translator" and at.query_params["text"] == at.session_state["sel_text"]
-    # Mean over heads is the exact mean of the trace's weights.
+    # Mean over heads is the mean of the trace's weights (the mean itself taken on whatever threads each side ran).
     ref = reference(catalog.available()["translator"], at.session_state["sel_text"])
     mean = charts(at)["attn_mean"]["data"][0]["z"]
-    np.testing.assert_allclose(mean, ref.attention("encoder self", 0).weights[0].mean(0).numpy(), atol=1e-7)
+    weights = ref.attention("encoder self", 0).weights[0]
+    assert_close(
+        mean, weights.mean(0).numpy(), terms=weights.shape[0], why="the mean of n_heads weights ≤ 1, here and in the app"
+    )
 
 
 @pytest.fixture
@@ -278,7 +307,7 @@ def test_url_restores_the_view(env):
     figs = charts(at)
     assert "qkv_weights" in figs  # the Q, K, V page opened
     ref = reference(catalog.available()["lm"], text)
-    np.testing.assert_array_equal(figs["qkv_weights"]["data"][0]["z"], ref.attention("decoder self", 1).weights[0, 1].numpy())
+    assert_same_bits(figs["qkv_weights"]["data"][0]["z"], ref.attention("decoder self", 1).weights[0, 1].numpy(), why=SAME_TRACE)
     assert at.query_params["q"] == "3" and at.query_params["checkpoint"] == "lm"
 
 
@@ -302,7 +331,7 @@ def test_translator_target_is_greedy_by_default_and_editable(env):
     assert at.query_params["target"] == "a b c"
     at.radio(key="attn_kind").set_value("cross").run()
     own = reference(catalog.available()["translator"], at.session_state["sel_text"], "a b c")
-    np.testing.assert_array_equal(charts(at)["attn_heatmap"]["data"][0]["z"], own.attention("cross", 0).weights[0, 0].numpy())
+    assert_same_bits(charts(at)["attn_heatmap"]["data"][0]["z"], own.attention("cross", 0).weights[0, 0].numpy(), why=SAME_TRACE)
     # The Output page still names the greedy translation, then the user's own target the tables are for.
     at.switch_page("pages/output.py").run()
     no_errors(at)
@@ -377,9 +406,10 @@ def test_good_upload_and_headless_encoder(env, tmp_path):
     at.selectbox(key="w_checkpoint").set_value("upload").run()
     at.get("file_uploader")[0].upload("mine.safetensors", path.read_bytes()).run()
     no_errors(at)
-    ref = trace_text(load_checkpoint(path, device="cpu"), at.session_state["sel_text"])
-    np.testing.assert_array_equal(
-        charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention("encoder self", 0).weights[0, 0].numpy()
+    with app_threads():
+        ref = trace_text(load_checkpoint(path, device="cpu"), at.session_state["sel_text"])
+    assert_same_bits(
+        charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention("encoder self", 0).weights[0, 0].numpy(), why=SAME_TRACE
     )
     at.switch_page("pages/output.py").run()
     no_errors(at)
@@ -394,11 +424,18 @@ def test_qkv_page_works_the_selected_row(env):
     no_errors(at)
     head = ref.head("decoder self", 0, 0)
     steps = frame(at, column="softmax weight")
-    np.testing.assert_array_equal(steps["softmax weight"].to_numpy(), head["weights"][4].numpy())
-    np.testing.assert_array_equal(steps.iloc[:, 1].to_numpy(), head["scores"][4].numpy())
+    assert_same_bits(steps["softmax weight"].to_numpy(), head["weights"][4].numpy(), why="the table against the trace")
+    assert_same_bits(steps.iloc[:, 1].to_numpy(), head["scores"][4].numpy(), why="the table against the trace")
     sums = frame(at, row="head output row (trace)")
-    np.testing.assert_array_equal(sums.loc["head output row (trace)"].to_numpy(), head["output"][4].numpy())
-    np.testing.assert_allclose(sums.loc["Σ = output row (recomputed)"].to_numpy(), head["output"][4].numpy(), atol=1e-6)
+    assert_same_bits(sums.loc["head output row (trace)"].to_numpy(), head["output"][4].numpy(), why="the table against the trace")
+    # Σ_j weight_j · v_j by hand against the model's matmul: a sum over the keys, of terms adding up to at most max |v|.
+    assert_close(
+        sums.loc["Σ = output row (recomputed)"].to_numpy(),
+        head["output"][4].numpy(),
+        terms=len(head["weights"][4]),
+        magnitude=float(head["v"].abs().max()),
+        why="the output row recomputed by the page against the trace's",
+    )
     assert any("equals the head output's row 4" in s.value for s in at.success)
     assert at.query_params["q"] == "4"
 
@@ -416,28 +453,31 @@ def test_model_view_opens_a_head_on_the_attention_page(env, model_runs, monkeypa
     assert (len(traced), len(mapped)) == (0, 1)
     text = at.session_state["sel_text"]
     ref = reference(catalog.available()["translator"], text)
+    cfg = load_checkpoint(catalog.available()["translator"].path, device="cpu").config
     z = figs["mv_grid"]["data"][0]["z"]
     n_q, n_k = len(ref.query_tokens("cross")), len(ref.key_tokens("cross"))
     for layer in range(2):
         for head in range(2):
-            np.testing.assert_allclose(
+            # The light pass runs its own attention code through the whole model: another computation than the trace.
+            assert_close(
                 z[layer * n_q : (layer + 1) * n_q, head * n_k : (head + 1) * n_k],
                 ref.attention("cross", layer).weights[0, head].numpy(),
-                rtol=1e-5,
-                atol=1e-6,
+                terms=terms_of(cfg, max(n_q, n_k)),
+                depth=depth_of(cfg),
+                why=f"the light pass's cross L{layer} H{head} against the full trace's",
             )
     # √ colours change the colour scale, never the values.
     at.radio(key="mv_scale").set_value("sqrt").run()
     no_errors(at)
     sqrt = charts(at)["mv_grid"]["data"][0]
-    np.testing.assert_array_equal(sqrt["z"], z)
+    assert_same_bits(sqrt["z"], z, why="the same pooled maps drawn with another colour scale")
     assert sqrt["colorscale"] != figs["mv_grid"]["data"][0]["colorscale"]
     at.selectbox(key="mv_pick").set_value((1, 1)).run()
     at.button(key="mv_open").click().run()
     no_errors(at)
     assert "attn_heatmap" in charts(at)
     assert (len(traced), len(mapped)) == (1, 1)  # the Attention page needs the full trace: made now, once
-    np.testing.assert_array_equal(charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention("cross", 1).weights[0, 1].numpy())
+    assert_same_bits(charts(at)["attn_heatmap"]["data"][0]["z"], ref.attention("cross", 1).weights[0, 1].numpy(), why=SAME_TRACE)
 
 
 @pytest.mark.skipif("translator" not in SHIPPED, reason="needs the shipped translator and its snapshots")
@@ -451,19 +491,20 @@ def test_training_page_shows_each_snapshot_on_the_same_tokens(monkeypatch):
     entry = catalog.available()["translator"]
     final = reference(entry, at.session_state["sel_text"])  # the greedy translation every snapshot reads too
     snaps = load_snapshots(catalog.snapshots_path(entry), device="cpu")
-    expected = [trace_text(ckpt, final.source.text, tokens=(final.source, final.target)) for _, ckpt in snaps]
+    with app_threads():
+        expected = [trace_text(ckpt, final.source.text, tokens=(final.source, final.target)) for _, ckpt in snaps]
     strip = charts(at)["tr_strip"]["data"]
     assert len(strip) == len(snaps) == 9
     for panel, trace in zip(strip, expected):
-        np.testing.assert_array_equal(panel["z"], trace.attention("cross", 1).weights[0, 1].numpy())
+        assert_same_bits(panel["z"], trace.attention("cross", 1).weights[0, 1].numpy(), why=SAME_TRACE)
     # The snapshot slider picks which one is drawn large; it starts on the last one.
-    np.testing.assert_array_equal(
-        charts(at)["tr_heatmap"]["data"][0]["z"], expected[-1].attention("cross", 1).weights[0, 1].numpy()
+    assert_same_bits(
+        charts(at)["tr_heatmap"]["data"][0]["z"], expected[-1].attention("cross", 1).weights[0, 1].numpy(), why=SAME_TRACE
     )
     at.select_slider(key="tr_step").set_value(4).run()
     no_errors(at)
     big = charts(at)["tr_heatmap"]
-    np.testing.assert_array_equal(big["data"][0]["z"], expected[4].attention("cross", 1).weights[0, 1].numpy())
+    assert_same_bits(big["data"][0]["z"], expected[4].attention("cross", 1).weights[0, 1].numpy(), why=SAME_TRACE)
     assert big["layout"]["title"]["text"].startswith(f"step {snaps[4][0]} ·")
     # Step 0 is the random initialisation: near-uniform; the trained head is sharp (the alignment head).
     assert strip[0]["z"].max() < 0.5 < strip[-1]["z"].max()
@@ -499,7 +540,7 @@ def test_checkpoint_page_shows_config_params_and_weights(env):
     assert {"ck_W_Q", "ck_W_K", "ck_W_V", "ck_W_O", "ck_entropy"} <= set(figs)
     model = load_checkpoint(catalog.available()["classifier"].path, device="cpu").model
     w_q = model.encoder.layers[0].self_attn.q_proj.weight.detach()[:8].T.numpy()  # head 0, d_head = 8
-    np.testing.assert_array_equal(figs["ck_W_Q"]["data"][0]["z"], w_q)
+    np.testing.assert_array_equal(figs["ck_W_Q"]["data"][0]["z"], w_q)  # the stored weights, copied, not computed
     params = frame(at, row="encoder.layers.0")
     assert params["parameters"].sum() == sum(p.numel() for p in model.parameters())
 
@@ -509,7 +550,7 @@ def test_output_page_class_probabilities(env):
     no_errors(at)
     ref = reference(catalog.available()["classifier"], at.session_state["sel_text"])
     bars = charts(at)["out_classes"]["data"][0]
-    np.testing.assert_array_equal(np.asarray(bars["x"], dtype=np.float32), ref.probs[0].numpy())
+    assert_same_bits(np.asarray(bars["x"], dtype=np.float32), ref.probs[0].numpy(), why=SAME_TRACE)
     assert list(charts(at)["out_classes"]["layout"]["yaxis"]["ticktext"]) == ["ungrammatical", "grammatical"]
 
 

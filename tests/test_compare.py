@@ -1,9 +1,15 @@
-"""The Compare page: two texts, two checkpoints or two snapshots; panels and B − A equal to traces made here."""
+"""The Compare page: two texts, two checkpoints or two snapshots; panels and B − A equal to traces made here.
+
+The traces here are made on the app's torch threads (`app_threads`): the same computation as the app's, so the
+panels equal them bit for bit, and so does B − A (one float32 subtraction a cell, correctly rounded wherever it runs).
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from test_app import charts, no_errors, start
+import pytest
+from numerics import app_threads, assert_same_bits
+from test_app import SAME_TRACE, charts, no_errors, start
 
 from transformer import catalog
 from transformer.api import trace_text
@@ -11,6 +17,8 @@ from transformer.checkpoint import load_checkpoint
 from transformer.snapshots import load_snapshots
 from viz import compare, urlstate
 from viz.labels import plotly_text
+
+pytestmark = pytest.mark.numerics
 
 
 def test_mismatch_and_aligned_tokens(make_checkpoint):
@@ -24,7 +32,7 @@ def test_mismatch_and_aligned_tokens(make_checkpoint):
     assert labels == ["the", "cat→dog"] and differ == [1]
     if len(a.query_tokens("decoder self")) == len(b.query_tokens("decoder self")):
         diff = compare.difference(a, b, "decoder self", 1, 1)
-        np.testing.assert_array_equal(
+        np.testing.assert_array_equal(  # the same float32 subtraction of the same weights: the same bits
             diff, b.attention("decoder self", 1).weights[0, 1].numpy() - a.attention("decoder self", 1).weights[0, 1].numpy()
         )
     assert compare.has_head(a, "cross", 0, 0) == "has no cross attention"
@@ -38,14 +46,15 @@ def test_two_texts_panels_and_difference_equal_independent_traces(shipped):
         {"checkpoint": "lm", "page": "compare", "cmp": "texts", "text": text_a, "text2": text_b, "layer": "1", "head": "2"}
     )
     no_errors(at)
-    ckpt = load_checkpoint(entry.path, device="cpu")
-    a, b = trace_text(ckpt, text_a), trace_text(ckpt, text_b)
+    with app_threads():
+        ckpt = load_checkpoint(entry.path, device="cpu")
+        a, b = trace_text(ckpt, text_a), trace_text(ckpt, text_b)
     wa, wb = (t.attention("decoder self", 1).weights[0, 2].numpy() for t in (a, b))
     figs = charts(at)
-    np.testing.assert_array_equal(figs["cmp_heatmap_a"]["data"][0]["z"], wa)
-    np.testing.assert_array_equal(figs["cmp_heatmap_b"]["data"][0]["z"], wb)
+    assert_same_bits(figs["cmp_heatmap_a"]["data"][0]["z"], wa, why=SAME_TRACE)
+    assert_same_bits(figs["cmp_heatmap_b"]["data"][0]["z"], wb, why=SAME_TRACE)
     assert wa.shape == wb.shape  # one word for another: the positions line up
-    np.testing.assert_array_equal(figs["cmp_diff"]["data"][0]["z"], wb - wa)
+    assert_same_bits(figs["cmp_diff"]["data"][0]["z"], wb - wa, why="B − A of the same traces' weights")
     # Where the tokens differ the axis says a→b, and a caption lists the positions.
     ticks = figs["cmp_diff"]["layout"]["xaxis"]["ticktext"]
     assert plotly_text("dog→dogs") in ticks
@@ -79,8 +88,9 @@ def test_one_text_on_two_checkpoints(shipped):
     at = start({"checkpoint": "translator", "page": "compare", "cmp": "checkpoints", "checkpoint2": "reverse", "kind": "cross"})
     no_errors(at)
     text = at.session_state["sel_text"]
-    b = trace_text(load_checkpoint(shipped["reverse"].path, device="cpu"), text)
-    np.testing.assert_array_equal(charts(at)["cmp_heatmap_b"]["data"][0]["z"], b.attention("cross", 0).weights[0, 0].numpy())
+    with app_threads():  # the greedy translation too, as the app decodes it
+        b = trace_text(load_checkpoint(shipped["reverse"].path, device="cpu"), text)
+    assert_same_bits(charts(at)["cmp_heatmap_b"]["data"][0]["z"], b.attention("cross", 0).weights[0, 0].numpy(), why=SAME_TRACE)
     # A model without the kind or layer asked for says so instead of drawing.
     at = start({"checkpoint": "translator", "page": "compare", "cmp": "checkpoints", "checkpoint2": "lm", "kind": "cross"})
     no_errors(at)
@@ -101,12 +111,13 @@ def test_two_snapshots_and_their_difference(shipped):
     )
     no_errors(at)
     snaps = load_snapshots(catalog.snapshots_path(shipped["translator"]), device="cpu")
-    final = trace_text(load_checkpoint(shipped["translator"].path, device="cpu"), at.session_state["sel_text"])
-    tokens = (final.source, final.target)
-    a, b = (trace_text(snaps[i][1], final.source.text, tokens=tokens) for i in (1, 8))
+    with app_threads():
+        final = trace_text(load_checkpoint(shipped["translator"].path, device="cpu"), at.session_state["sel_text"])
+        tokens = (final.source, final.target)
+        a, b = (trace_text(snaps[i][1], final.source.text, tokens=tokens) for i in (1, 8))
     wa, wb = (t.attention("cross", 1).weights[0, 0].numpy() for t in (a, b))
     figs = charts(at)
-    np.testing.assert_array_equal(figs["cmp_diff"]["data"][0]["z"], wb - wa)
+    assert_same_bits(figs["cmp_diff"]["data"][0]["z"], wb - wa, why="B − A of the same traces' weights")
     assert figs["cmp_heatmap_a"]["layout"]["title"]["text"].startswith(f"A: step {snaps[1][0]}")
     assert at.query_params["snap1"] == "1" and at.query_params["snap2"] == "8"
     # A checkpoint without snapshots says so.

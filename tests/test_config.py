@@ -41,6 +41,7 @@ def test_invalid_configs_raise_config_error_with_a_clear_message(fields, message
 def test_json_round_trip_and_derived_properties():
     cfg = ModelConfig(kind="encoder", n_classes=2, class_names=("no", "yes"), d_model=96, n_heads=6, norm_first=False)
     again = ModelConfig.from_json(cfg.to_json())
+    # Its floats too (dropout, layer_norm_eps): JSON writes the shortest repr, which reads back as the same float.
     assert again == cfg and again.class_names == ("no", "yes")  # a JSON list comes back as a tuple
     assert hash(again) == hash(cfg)
     assert cfg.d_head == 16

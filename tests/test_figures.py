@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+from numerics import assert_close, rounding_atol
 
 from transformer import api
 from transformer.api import build_model, trace_text
@@ -20,6 +21,8 @@ from transformer.tokenizer import train_tokenizer
 from transformer.trace import AttentionTrace, LayerTrace, StackTrace, Stream, Trace
 from viz import figures, grid, jsonfig, metrics, urlstate, worked
 from viz.labels import plotly_text, unique_labels
+
+pytestmark = pytest.mark.numerics
 
 TEXT = "the dog near the cats sees the dog ."  # repeated tokens: "the" ×3, "dog" ×2
 
@@ -68,7 +71,7 @@ def test_attention_heatmap_is_the_traces_weights(enc_dec, kind):
             data = _heatmap(figures.attention_figure(enc_dec, kind, layer, head))
             expected = enc_dec.attention(kind, layer).weights[0, head].numpy()
             assert data["z"].dtype == np.float32
-            np.testing.assert_array_equal(data["z"], expected)  # exactly, not approximately
+            np.testing.assert_array_equal(data["z"], expected)  # exactly: the very trace the figure was drawn from
 
 
 def test_axes_are_the_tokens_in_order(enc_dec):
@@ -134,7 +137,7 @@ def test_html_in_tokens_is_escaped_for_plotly():
 def test_mean_over_heads(enc_dec):
     data = _heatmap(figures.mean_heads_figure(enc_dec, "decoder self", 1))
     w = enc_dec.attention("decoder self", 1).weights[0].numpy()
-    np.testing.assert_allclose(data["z"], w.mean(0), rtol=0, atol=1e-7)
+    assert_close(data["z"], w.mean(0), terms=w.shape[0], why="mean of the heads' weights, by torch and by numpy")
 
 
 def test_head_figures_show_the_trace_in_computation_order(enc_dec):
@@ -171,9 +174,13 @@ def test_worked_row_reproduces_the_trace(enc_dec, kind):
         np.testing.assert_array_equal(row.weights, head["weights"][query].numpy())
         np.testing.assert_array_equal(row.trace_output, head["output"][query].numpy())
         # q·k / √d_head recomputed from q and k equals the model's scores; softmax and Σ weight·v equal its outputs.
-        np.testing.assert_allclose(row.scaled, head["scores"][query].numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(row.softmax_check, row.weights, rtol=1e-5, atol=1e-6)
-        assert row.max_abs_diff < 1e-5
+        d_head, n_keys = len(row.q), len(row.weights)
+        qk = float((np.abs(row.k) @ np.abs(row.q)).max()) / row.scale  # Σ|q_i k_i| behind a score
+        assert_close(row.scaled, head["scores"][query], terms=d_head, depth=2, magnitude=qk,
+                     why="q·k / √d_head by numpy against the model's matmul: a d_head-term dot product, then the division")  # fmt: skip
+        assert_close(row.softmax_check, row.weights, terms=n_keys, depth=2,
+                     why="softmax of the trace's own scores in float64 here against the model's float32 softmax")  # fmt: skip
+        assert row.output_matches, (row.max_abs_diff, row.tolerance)  # within worked.py's own rounding bound (tested below)
         assert math.isclose(row.scale, math.sqrt(head["q"].shape[-1]))
 
 
@@ -181,12 +188,14 @@ def test_worked_row_respects_the_causal_mask(lm):
     row = worked.worked_row(lm, "decoder self", 0, 2, 3)
     assert row.allowed.tolist() == [True] * 4 + [False] * (len(row.allowed) - 4)
     assert (row.weights[~row.allowed] == 0).all()
-    assert math.isclose(float(row.weights.sum()), 1.0, rel_tol=1e-5)
+    assert_close(row.weights.sum(), 1.0, terms=len(row.weights), depth=2, why="a softmax row: its own sum, then this one")
     table = row.steps_table()
     assert list(table.index) == unique_labels(lm.source.tokens)
     np.testing.assert_array_equal(table["softmax weight"].to_numpy(), row.weights)
     sums = row.sum_table()
-    np.testing.assert_allclose(sums.iloc[:-2].sum().to_numpy(), row.output, atol=1e-6)
+    terms_sum = float((np.abs(row.weights)[:, None] * np.abs(row.v)).sum(0).max())  # Σ_j |w_j v_j|: the terms behind
+    assert_close(sums.iloc[:-2].sum().to_numpy(), row.output, terms=len(row.weights), magnitude=terms_sum,
+                 why="the table's weighted value rows summed by pandas against numpy's weights @ v")  # fmt: skip
 
 
 def test_worked_row_rejects_out_of_range(lm):
@@ -319,7 +328,8 @@ def test_head_projections_reproduce_the_traced_q(lm, lm_ckpt):
         w = metrics.head_projections(model, "decoder self", 0, head)
         bias = layer0.self_attn.q_proj.bias.detach()[head * d : (head + 1) * d]
         q = x @ torch.from_numpy(w["W_Q"]) + bias
-        torch.testing.assert_close(q, lm.head("decoder self", 0, head)["q"], rtol=1e-5, atol=1e-5)
+        assert_close(q, lm.head("decoder self", 0, head)["q"], terms=model.cfg.d_model, depth=2,
+                     why="the norm (d_model terms) and W_Q recomputed here against the model's projection")  # fmt: skip
         assert w["W_O"].shape == (d, model.cfg.d_model)
 
 
@@ -337,7 +347,8 @@ def test_attention_entropy(lm):
     with np.errstate(divide="ignore", invalid="ignore"):
         rows = -np.nansum(np.where(w > 0, w * np.log2(w), 0.0), axis=-1)
     assert ent.shape == (2, 3)
-    assert math.isclose(float(ent[1, 2]), float(rows.mean()), rel_tol=1e-5)
+    # Both sums run in float64 (torch's and numpy's, ~1e-16 apart); the float32 result rounds once more.
+    assert_close(ent[1, 2], rows.mean(), terms=1, why="entropy in float64 by torch and by numpy, stored as float32")
     assert (ent >= 0).all()
 
 
@@ -511,7 +522,9 @@ def test_worked_row_tolerance_is_relative_to_the_magnitudes(lm):
 def test_worked_row_reports_how_far_the_recomputed_scores_are(enc_dec):
     row = worked.worked_row(enc_dec, "cross", 0, 1, 2)
     head = enc_dec.head("cross", 0, 1)
-    assert row.score_diff == float(np.abs(row.scaled - head["scores"][2].numpy()).max()) < 1e-5
+    assert row.score_diff == float(np.abs(row.scaled - head["scores"][2].numpy()).max())  # the same numpy expression
+    qk = float((np.abs(row.k) @ np.abs(row.q)).max()) / row.scale  # Σ|q_i k_i| behind a score
+    assert row.score_diff <= rounding_atol(qk, len(row.q), depth=2), "q·k / √d_head: a d_head-term dot product, then ÷"
     table = row.steps_table()
     np.testing.assert_array_equal(table.iloc[:, 0].to_numpy(), row.dots)  # q·k: recomputed
     np.testing.assert_array_equal(table.iloc[:, 1].to_numpy(), head["scores"][2].numpy())  # the score: the model's

@@ -136,12 +136,14 @@ def test_a_job_reports_progress_and_writes_a_checkpoint_with_snapshots(runner):
     assert ckpt.config.n_layers == 1 and ckpt.config.n_heads == 2 and ckpt.config.d_model == 16
     snaps = load_snapshots(job.snapshots_file, device="cpu")
     assert [s for s, _ in snaps] == list(job.snapshots)
+    # The last snapshot and the checkpoint store the same weights, copied, not computed twice: the same bits.
     torch.testing.assert_close(snaps[-1][1].model.state_dict(), ckpt.model.state_dict(), rtol=0, atol=0)
     names = sorted(p.name for p in job.folder.iterdir())
     assert names == ["job-0001.safetensors", "job-0001.snapshots.safetensors", "log.txt", "spec.json", "status.json"]
     assert runner.finished() == [job] and runner.current() == job
 
-    # The same spec again gives the same weights (seeded data, model and batches); another seed does not.
+    # The same spec again gives the same weights (seeded data, model and batches); another seed does not. Bit for
+    # bit, as promised: the same training code on the runner's one thread (threads=1), in both job processes.
     again = runner.wait(runner.submit(spec).id)
     other = runner.wait(runner.submit(jobs.make_spec(dict(TINY, steps=60, seed=4))).id)
     same = load_checkpoint(again.checkpoint, device="cpu").model.state_dict()

@@ -10,12 +10,13 @@ import time
 import tomllib
 from pathlib import Path
 
+import numerics
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 from test_app import APP, TIMEOUT, write_tiny
 
-from transformer import budget, catalog
+from transformer import api, budget, catalog
 from transformer.checkpoint import CheckpointError, load_checkpoint
 from viz import jsonfig, shared
 from viz.lru import ByteLRU
@@ -88,11 +89,18 @@ def test_a_failed_maker_lets_a_waiting_thread_make_the_value():
     assert calls == ["failing", "second"]
 
 
-def test_model_runs_share_the_cores_one_torch_thread_each(env):
-    # The setting is made once per process (cached); another test module may have set torch's threads
-    # since (test_ablation restores its own), so this app start must make it again for the check to mean anything.
+def test_model_runs_share_the_cores_one_torch_thread_each(env, monkeypatch):
+    assert shared.THREADS_PER_RUN == 1
+    assert numerics.APP_THREADS == shared.THREADS_PER_RUN  # the tests' references of the app's numbers run as the app does
+    # Tests start on --reference-threads torch threads, 1 by default: the app's own count. Start from 2, so that
+    # a model run left on whatever count the process had is seen. The process-wide setting is made once per
+    # process (cached): clear it, so this app start makes it again.
+    torch.set_num_threads(2)
     shared.use_one_torch_thread.clear()
-    start({"checkpoint": "lm"})
+    runs: list[int] = []
+    real = api.trace_text
+    monkeypatch.setattr(api, "trace_text", lambda *a, **k: runs.append(torch.get_num_threads()) or real(*a, **k))
+    at = start({"checkpoint": "lm"})
     seen: list[int] = []
 
     def a_session_thread() -> None:  # Streamlit runs each script run in a new thread; torch reads the setting there
@@ -103,11 +111,18 @@ def test_model_runs_share_the_cores_one_torch_thread_each(env):
     t.start()
     t.join()
     assert seen == [1]  # set once by the app, for every session's model runs
+    # And for each run itself, whatever else in the process changed the count since (a notebook, a test's reference).
+    torch.set_num_threads(2)
+    at.text_area(key="w_text").input("the cat runs .").run()
+    assert not at.exception
+    assert runs == [shared.THREADS_PER_RUN] * 2  # both texts' model runs, on one thread
     assert shared.MODEL_SLOTS == max(1, shared.CORES)
+    torch.set_num_threads(2)
     held = []
     with shared.model_slot():
-        held.append(shared._slots._value)  # a slot is taken while the model runs
-    assert held == [shared.MODEL_SLOTS - 1]
+        held.append((shared._slots._value, torch.get_num_threads()))  # a slot is taken while the model runs, on one thread
+    assert held == [(shared.MODEL_SLOTS - 1, shared.THREADS_PER_RUN)]
+    assert torch.get_num_threads() == 2  # the count set before is back after the run
 
 
 def test_trace_cache_is_fitted_to_the_machine():

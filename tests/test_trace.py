@@ -9,11 +9,14 @@ import math
 
 import pytest
 import torch
+from numerics import assert_close, assert_same_bits
 from torch import nn
 
 from transformer.api import build_model, trace_text
 from transformer.config import ModelConfig
 from transformer.tokenizer import UNK
+
+pytestmark = pytest.mark.numerics
 
 D_MODEL, N_HEADS = 16, 2
 
@@ -30,6 +33,17 @@ def tiny_model(kind: str, norm_first: bool = True, seed: int = 0, **overrides):
             if isinstance(m, nn.LayerNorm):
                 m.weight.normal_(1.0, 0.2)
     return model.eval().requires_grad_(False)
+
+
+def sublayers(cfg: ModelConfig) -> int:
+    """Sublayers stacked on the way to a logit: attention and feed-forward per layer (decoder: cross too), then the head."""
+    per_layer = {"encoder": 2, "decoder": 2, "encoder-decoder": 2 + 3}  # an encoder-decoder layer index covers both stacks
+    return cfg.n_layers * per_layer[cfg.kind] + 1
+
+
+def longest_sum(cfg: ModelConfig, *lengths: int) -> int:
+    """The most terms one sum in the model adds: a d_model or d_ff dot product, or a row of attention over the keys."""
+    return max(cfg.d_model, cfg.d_ff, *lengths)
 
 
 def keep_of(lengths, T):
@@ -62,8 +76,10 @@ def test_traced_path_equals_fast_path_with_padding(kind, norm_first):
         traced, trace = model(ids, **kwargs, trace=True)
     assert none is None and trace is not None
     assert fast.abs().max() > 0.1  # the comparison below is not between two near-zero tensors
-    assert (fast - traced).abs().max() <= 1e-5
-    assert torch.equal(trace.logits, traced)
+    cfg = model.cfg
+    assert_close(fast, traced, terms=longest_sum(cfg, ids.shape[1]), depth=sublayers(cfg),
+                 why="the fused attention kernel against the manual path, through every sublayer")  # fmt: skip
+    assert_same_bits(trace.logits, traced, why="the trace's logits are the logits the traced run returned")
 
 
 def expected_masks(kind: str, src_keep, tgt_keep) -> dict[str, torch.Tensor]:
@@ -93,13 +109,18 @@ def test_attention_trace_is_internally_consistent(kind):
             assert torch.equal(a.mask, mask.expand_as(a.mask))
             assert a.q.shape[1] == N_HEADS and a.q.shape[-1] == D_MODEL // N_HEADS
             # Each row is a distribution over the keys; disallowed keys get exactly zero.
-            assert torch.allclose(a.weights.sum(-1), torch.ones(()), atol=1e-6)
+            n_keys = a.weights.shape[-1]
+            ones = torch.ones(a.weights.shape[:-1])
+            assert_close(a.weights.sum(-1), ones, terms=n_keys, depth=2, why="softmax rows: its own sum, then this one")
             assert torch.all(a.weights.masked_select(~a.mask.expand_as(a.weights)) == 0)
             assert torch.all(a.weights.masked_select(a.mask.expand_as(a.weights)) > 0)
             # scores are before the mask; output is what the stored weights do to the stored values.
             d_head = a.q.shape[-1]
-            assert torch.allclose(a.scores, a.q @ a.k.transpose(-2, -1) / math.sqrt(d_head), atol=1e-5)
-            assert torch.allclose(a.output, a.weights @ a.v, atol=1e-5)
+            qk = a.q.abs() @ a.k.abs().transpose(-2, -1) / math.sqrt(d_head)  # Σ|q_i k_i| behind each score
+            assert_close(a.scores, a.q @ a.k.transpose(-2, -1) / math.sqrt(d_head), terms=d_head, depth=2,
+                         magnitude=float(qk.max()), why="q·k / √d_head recomputed: a d_head-term dot product, then the division")  # fmt: skip
+            assert_close(a.output, a.weights @ a.v, terms=n_keys, magnitude=float((a.weights @ a.v.abs()).max()),
+                         why="Σ weight·v recomputed from the stored weights and values")  # fmt: skip
             if att_kind == "decoder self":
                 assert torch.all(a.weights.triu(1) == 0)  # nothing above the diagonal: no peeking ahead
     if src_keep is not None:  # padded source keys: no query of any layer or kind looks at them
@@ -116,7 +137,13 @@ def merge_heads(output: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("norm_first", [True, False], ids=["pre-LN", "post-LN"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_stored_intermediates_rebuild_every_sublayer(kind, norm_first):
-    """q from the stream, out_proj(merged heads) back into the stream, the feed-forward after it."""
+    """q from the stream, out_proj(merged heads) back into the stream, the feed-forward after it.
+
+    Each step is recomputed with the model's own modules from the stored tensors: the same sums in
+    the same order today (bit for bit), compared within float32 rounding so that another kernel (a
+    fused q/k/v projection, say) still passes: a norm (d_model terms), a projection (d_model or d_ff
+    terms), the residual add.
+    """
     model = tiny_model(kind, norm_first)
     ids, kwargs, _, _ = padded_batch(kind)
     with torch.no_grad():
@@ -134,18 +161,20 @@ def test_stored_intermediates_rebuild_every_sublayer(kind, norm_first):
                     a = getattr(lt, sub)
                     h = block.norm(x) if norm_first else x
                     B, T, _ = h.shape
-                    assert torch.allclose(a.q, attn.q_proj(h).view(B, T, N_HEADS, -1).transpose(1, 2), atol=1e-5)
+                    q = attn.q_proj(h).view(B, T, N_HEADS, -1).transpose(1, 2)
+                    assert_close(a.q, q, terms=D_MODEL, depth=2, why=f"{stack_name} {sub}: q = W_Q · norm(stream)")
                     update = attn.out_proj(merge_heads(a.output))
                     rebuilt = x + update if norm_first else block.norm(x + update)
-                    assert torch.allclose(rebuilt, resid, atol=1e-5), f"{stack_name} {sub}"
+                    assert_close(rebuilt, resid, terms=D_MODEL, depth=3, why=f"{stack_name} {sub}: W_O · heads, residual, norm")
                     x = resid
                 h = layer.ff_block.norm(x) if norm_first else x
                 ff = layer.feed_forward(h)
                 rebuilt = x + ff if norm_first else layer.ff_block.norm(x + ff)
-                assert torch.allclose(rebuilt, lt.resid_ff, atol=1e-5)
+                d_ff = model.cfg.d_ff
+                assert_close(rebuilt, lt.resid_ff, terms=d_ff, depth=4, why=f"{stack_name}: up, down, residual, norm")
                 x = lt.resid_ff
             final = stack.final_norm(x) if stack.final_norm is not None else x
-            assert torch.allclose(final, st.final, atol=1e-6)
+            assert_close(final, st.final, terms=D_MODEL, why=f"{stack_name}: the final norm of the last residual stream")
 
 
 def test_head_returns_slices_of_the_layer_trace():
@@ -243,7 +272,10 @@ def test_named_tensors_pins_every_name_and_some_shapes():
     assert named["decoder.layers.1.cross_attn.weights"].shape == (1, N_HEADS, 4, 5)
     assert named["decoder.layers.1.resid_cross"].shape == (1, 4, D_MODEL)
     assert named["logits"].shape == named["probs"].shape == (1, 4, 40)
-    assert torch.allclose(named["probs"].sum(-1), torch.ones(()), atol=1e-6)
+    probs = named["probs"]
+    assert_close(
+        probs.sum(-1), torch.ones(probs.shape[:-1]), terms=probs.shape[-1], depth=2, why="softmax rows: its sum, then this one"
+    )
     assert trace.nbytes() == sum(t.numel() * t.element_size() for t in named.values())
     half = trace.map_tensors(lambda t: t.half() if t.is_floating_point() else t)
     assert list(half.named_tensors()) == TWO_LAYER_ENCODER_DECODER_NAMES
@@ -330,12 +362,17 @@ def test_pooled_attention_equals_block_max_of_the_full_weights(monkeypatch, mask
         "padding": keep_of((45, 30), 45)[:, None, None, :].expand(-1, 1, 45, -1),
     }[masked]
     out, weights, _ = att.attention(q, k, v, mask)
+    # The same operations on row blocks: equal up to float rounding (BLAS may pick another kernel for
+    # a block's matrix product). A score moves by at most d_head·ε·Σ|q_i k_i|/√d_head, a softmax weight
+    # by twice that plus its own n_keys-term sum, an output by max|v| times the weights' moves.
+    d_head, n_keys = q.shape[-1], k.shape[-2]
+    score_scale = float((q.abs() @ k.abs().transpose(-2, -1)).max()) / math.sqrt(d_head)
+    terms = max(d_head, n_keys)
     for max_cells, blocks in ((64, (1, 1)), (10, (5, 5)), (4, (12, 12)), (7, (7, 7))):
         assert att.pool_blocks(45, 45, max_cells) == blocks
         pooled_out, pooled = att.pooled_attention(q, k, v, mask, max_cells)
-        # The same operations on row blocks: equal up to float rounding (BLAS may pick another kernel
-        # for a block of 1-3 rows; for larger blocks the numbers are bit-identical on the CPU).
-        torch.testing.assert_close(pooled_out, out, rtol=1e-5, atol=1e-5)  # the stream the next layer reads
+        assert_close(pooled_out, out, terms=terms, depth=3, magnitude=score_scale * float(v.abs().max()),
+                     why="attention a block of queries at a time against all at once (the stream the next layer reads)")  # fmt: skip
         assert pooled.shape[-2:] == (-(-45 // blocks[0]),) * 2 and max(pooled.shape[-2:]) <= max_cells
         # Independent reference: the max over each block, written as loops over the full weights.
         bq, bk = blocks
@@ -343,9 +380,8 @@ def test_pooled_attention_equals_block_max_of_the_full_weights(monkeypatch, mask
         for r in range(pooled.shape[-2]):
             for c in range(pooled.shape[-1]):
                 expected[..., r, c] = weights[..., r * bq : (r + 1) * bq, c * bk : (c + 1) * bk].amax(dim=(-2, -1))
-        torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-6)
-        if max_cells != 7:  # no block of fewer than 4 rows here: bit for bit
-            assert torch.equal(pooled_out, out) and torch.equal(pooled, expected)
+        assert_close(pooled, expected, terms=terms, depth=2, magnitude=score_scale,
+                     why="block max of weights computed a block of queries at a time against those of all at once")  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -359,6 +395,8 @@ def test_attention_maps_equal_the_pooled_full_trace(make_checkpoint, monkeypatch
     targets = [None, "the cat sat"] if kind == "encoder-decoder" else [None]
     for target in targets:
         trace = trace_text(ckpt, text, target)
+        # Weights of a model with std-0.02 weights: scores far below 1, so a weight moves by rounding on the order of ε.
+        terms, depth = longest_sum(ckpt.config, len(trace.source.ids)), sublayers(ckpt.config)
         for max_cells in (64, 5):
             maps = api.attention_maps(ckpt, text, target, max_cells)
             assert maps.kinds == trace.kinds
@@ -369,10 +407,11 @@ def test_attention_maps_equal_the_pooled_full_trace(make_checkpoint, monkeypatch
                 assert maps.key_tokens(kind_name) == trace.key_tokens(kind_name)
                 m = maps.maps[kind_name]
                 assert m.shape[:2] == (trace.n_layers(kind_name), N_HEADS)
-                torch.testing.assert_close(m, reference.maps[kind_name], rtol=1e-5, atol=1e-6)
+                why = f"{kind_name}: the light pass (blocks of queries) against the full trace, through every sublayer"
+                assert_close(m, reference.maps[kind_name], terms=terms, depth=depth, why=why)
                 if max_cells == 64:  # nothing to pool at this length: the thumbnails are the weights themselves
                     full = torch.stack([trace.attention(kind_name, i).weights[0] for i in range(trace.n_layers(kind_name))])
-                    torch.testing.assert_close(m, full, rtol=1e-5, atol=1e-6)
+                    assert_close(m, full, terms=terms, depth=depth, why=why)
 
 
 def test_pooled_forward_returns_the_same_logits_and_refuses_dropout():
@@ -381,7 +420,9 @@ def test_pooled_forward_returns_the_same_logits_and_refuses_dropout():
     with torch.no_grad():
         traced, _ = model(ids, **kwargs, trace=True)
         pooled_logits, maps = model(ids, **kwargs, pool=3)
-    assert torch.equal(pooled_logits, traced)
+    cfg = model.cfg
+    assert_close(pooled_logits, traced, terms=longest_sum(cfg, ids.shape[1]), depth=sublayers(cfg),
+                 why="attention a block of queries at a time (the light pass) against all at once, through every sublayer")  # fmt: skip
     assert set(maps) == {"encoder self", "decoder self", "cross"}
     assert maps["cross"].shape == (2, 2, N_HEADS, 3, 3)  # (layers, batch, heads, rows, cols)
     model.train()

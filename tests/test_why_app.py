@@ -2,6 +2,8 @@
 
 The numbers on the page are checked against references made here independently of the code under
 test: a copy of the model with a head's slice of W_O zeroed, the model's own logits, and so on.
+Those are other computations of the same numbers, so they agree within float32 rounding
+(`numerics.assert_close`); what the page only reads from the trace (an attention row) is the trace's own bits.
 """
 
 from __future__ import annotations
@@ -9,12 +11,16 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
-from test_app import charts, no_errors, start
+from numerics import app_threads, assert_close, assert_same_bits, rounding_atol
+from test_app import charts, depth_of, no_errors, start, terms_of
 
 from transformer.api import streams, trace_text
 from transformer.checkpoint import load_checkpoint
 from viz.labels import plotly_text
+
+pytestmark = pytest.mark.numerics
 
 
 def without_heads(ckpt, heads):
@@ -39,8 +45,15 @@ def test_ablation_page_lm_next_token_probabilities_equal_a_model_without_the_hea
     nxt = torch.tensor(ids[1:])
     rows = torch.arange(len(nxt))
     fig = charts(at)["abl_effect"]
-    np.testing.assert_allclose(fig["data"][0]["y"], before[rows, nxt].numpy(), atol=1e-6)
-    np.testing.assert_allclose(fig["data"][1]["y"], after[rows, nxt].numpy(), atol=1e-6)
+    # The page's forward (and its forward(ablate=...)) against the trace here (of a copy with W_O's slices zeroed):
+    # other code paths through the whole model and the softmax over the vocabulary.
+    sums = dict(terms=terms_of(ckpt.config, len(ids), vocab=True), depth=depth_of(ckpt.config, head=True))
+    assert_close(fig["data"][0]["y"], before[rows, nxt], **sums, why="p(next) with every head: the page's forward and the trace")
+    assert_close(
+        fig["data"][1]["y"], after[rows, nxt], **sums, why="p(next) knocked out: forward(ablate=...) and the zeroed copy"
+    )
+    moved = float((after - before)[rows, nxt].abs().max())
+    assert moved > rounding_atol(1.0, **sums), f"knocking the heads out moves p(next) by {moved:.3g}: more than rounding"
     assert at.query_params["heads"] == "d1.3,d0.2"  # as picked
     # The sweep grid is drawn with one cell per layer and head, and the page names the metric.
     grid = charts(at)["abl_sweep_decoder_self"]
@@ -68,7 +81,7 @@ def test_ablation_page_classifier_and_metric_from_the_link(shipped):
     no_errors(at)
     fig = charts(at)["abl_effect"]
     assert len(fig["data"][0]["y"]) == 2
-    np.testing.assert_allclose(sum(fig["data"][1]["y"]), 1.0, atol=1e-5)
+    assert_close(sum(fig["data"][1]["y"]), 1.0, terms=2, depth=2, why="two class probabilities, exp(log_softmax), sum to 1")
     assert any("Drop in log-probability" in c.value for c in at.caption)
     assert any("Mean ablation" in c.value for c in at.caption)
 
@@ -78,10 +91,17 @@ def test_logit_lens_last_row_is_the_models_prediction(shipped):
     at = start({"checkpoint": "lm", "page": "lens", "text": text})
     no_errors(at)
     ckpt = load_checkpoint(shipped["lm"].path, device="cpu")
-    trace = trace_text(ckpt, text)
+    with app_threads():  # the app's trace: the lens reads its last residual, as the model's own head did
+        trace = trace_text(ckpt, text)
     fig = charts(at)["lens_grid"]["data"][0]
     top = trace.probs[0].max(-1)
-    np.testing.assert_allclose(np.asarray(fig["z"])[-1], top.values.numpy(), atol=1e-5)
+    assert_close(
+        np.asarray(fig["z"])[-1],
+        top.values,
+        terms=max(ckpt.config.d_model, ckpt.config.vocab_size),
+        depth=2,
+        why="the lens's final norm and unembedding of the last residual against the forward's own, softmax over the vocabulary",
+    )
     expected = [plotly_text(ckpt.tokenizer.id_to_token(int(i))) for i in top.indices]
     assert list(fig["text"][-1]) == expected
     assert fig["y"][-1] == "L1 feed-forward" and fig["y"][0] == "embed"
@@ -112,11 +132,20 @@ def test_rollout_and_saliency_page_against_independent_references(shipped):
     at = start({"checkpoint": "lm", "page": "attribution", "text": text, "layer": "1", "head": "1", "q": "9"})
     no_errors(at)
     ckpt = load_checkpoint(shipped["lm"].path, device="cpu")
-    trace = trace_text(ckpt, text)
+    with app_threads():  # the same computation as the app's trace: the same weights
+        trace = trace_text(ckpt, text)
     weights = [trace.attention("decoder self", layer).weights[0].double().numpy() for layer in range(2)]
     figs = charts(at)
-    np.testing.assert_allclose(figs["attr_rollout"]["data"][0]["z"], naive_rollout(weights)[1], atol=1e-6)
-    np.testing.assert_array_equal(figs["attr_raw"]["data"][0]["z"], weights[1][1].astype(np.float32))
+    # float32 here against float64 there, per layer: the mean over heads, the row sums and the product, of at most T terms ≤ 1.
+    n_tokens = len(trace.source.ids)
+    assert_close(
+        figs["attr_rollout"]["data"][0]["z"],
+        naive_rollout(weights)[1],
+        terms=max(n_tokens, ckpt.config.n_heads),
+        depth=3 * len(weights),
+        why="the app's float32 rollout against the paper's formula in float64",
+    )
+    assert_same_bits(figs["attr_raw"]["data"][0]["z"], weights[1][1].astype(np.float32), why="the figure against the trace")
     # Gradient × input of log p(top-1 next token) at position 9, by autograd here on the raw token vectors.
     ids = torch.tensor([trace.source.ids[:10]])
     with torch.enable_grad():
@@ -130,8 +159,14 @@ def test_rollout_and_saliency_page_against_independent_references(shipped):
     expected[:10] = (x.grad[0] * x[0]).sum(-1).detach().numpy()
     bars = figs["attr_scores"]["data"]
     assert len(bars) == 4  # attention row, rollout row, flow row, saliency
-    np.testing.assert_allclose(bars[-1]["y"], expected, atol=1e-5)
-    np.testing.assert_allclose(bars[0]["y"], weights[1][1][9], atol=1e-7)
+    assert_close(
+        bars[-1]["y"],
+        expected,
+        terms=terms_of(ckpt.config, len(trace.source.ids), vocab=True),
+        depth=2 * depth_of(ckpt.config, head=True),
+        why="gradient × input by the app on the whole text and by autograd here on 10 tokens: through the model and back",
+    )
+    assert_same_bits(bars[0]["y"], weights[1][1][9], why="the attention row is the trace's")
     assert at.query_params["q"] == "9"
     # Integrated gradients states its steps and how well its scores add up.
     at.radio(key="attr_method").set_value("integrated gradients").run()
@@ -165,8 +200,17 @@ def test_sweep_counts_only_copy_positions_when_asked(shipped):
     grid = np.asarray(charts(at)["abl_sweep_decoder_self"]["data"][0]["z"])
     for layer, head in ((0, 2), (1, 1)):
         knocked = trace_text(without_heads(ckpt, [("decoder self", layer, head)]), text).probs[0].log()
+        logp = [float(x[t, ids[t + 1]]) for x in (clean, knocked) for t in counted]
         drop = np.mean([float(clean[t, ids[t + 1]] - knocked[t, ids[t + 1]]) for t in counted])
-        np.testing.assert_allclose(grid[layer, head], drop, rtol=1e-4, atol=1e-5)
+        # The batched sweep's forward(ablate=...) against traces here: each log p through the whole model, two of them a cell.
+        assert_close(
+            grid[layer, head],
+            drop,
+            terms=terms_of(ckpt.config, len(ids), vocab=True),
+            depth=2 * depth_of(ckpt.config, head=True),
+            magnitude=max(1.0, *map(abs, logp)),
+            why=f"the sweep's drop in log p(next) for decoder self L{layer} H{head} against the zeroed copy's",
+        )
 
 
 def test_ablation_page_with_no_head_chosen_says_so_and_still_sweeps(shipped):

@@ -102,8 +102,9 @@ def pooled_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, max_c
 
     Returns (output (B, H, Tq, d_head), pooled weights (B, H, ⌈Tq/bq⌉, ⌈Tk/bk⌉)). Each query row is
     computed by the same operations as in `attention`, so the output and the pooled weights equal
-    `attention`'s output and `block_max` of its weights up to float rounding: bit for bit on the CPU,
-    except where BLAS picks another kernel for a last block of 1-3 rows (differences ~1e-6; tested).
+    `attention`'s output and `block_max` of its weights up to float rounding (tested against the
+    rounding bound): often bit for bit on the CPU, but BLAS may pick another kernel for a block of
+    another shape, and which it picks depends on the CPU.
     """
     n_q, n_k = q.shape[-2], k.shape[-2]
     bq, bk = pool_blocks(n_q, n_k, max_cells)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -24,3 +26,21 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on `n` intra-op torch threads, then put back the count that was set before.
+
+    torch's thread count is one setting for the whole process: a caller that needs a known count
+    for one computation (a server's model run, a test's reference) sets it around that computation.
+    Float32 sums split over another number of threads may round differently in the last bits.
+    """
+    before = torch.get_num_threads()
+    if before != n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from . import session
+from . import session, shared
 
 THRESHOLD = 0.5
 
@@ -18,7 +18,8 @@ def _scores(identity: str, _ckpt) -> dict | None:
     except ImportError:
         return None
     try:
-        return analysis.head_scores(_ckpt)
+        with shared.model_slot():  # a model run like any other: it waits for a slot and runs on one thread
+            return analysis.head_scores(_ckpt)
     except Exception:  # a checkpoint the probes do not fit (e.g. an upload with another vocabulary)
         return None
 

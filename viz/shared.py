@@ -34,6 +34,7 @@ import torch
 
 from transformer import api, budget, catalog
 from transformer.checkpoint import Checkpoint, load_checkpoint
+from transformer.device import torch_threads
 from transformer.trace import AttentionMaps, Stream, Trace
 from transformer.train.jobs import pid_alive
 
@@ -48,6 +49,7 @@ FALLBACK_TEXT = "the big dog near the old tables sees the cats ."
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 MODEL_SLOTS = max(1, CORES)  # model runs at once, one torch thread each (benchmarks/classroom.py measures the choice)
+THREADS_PER_RUN = 1  # intra-op torch threads for one model run
 _slots = threading.BoundedSemaphore(MODEL_SLOTS)
 
 
@@ -59,14 +61,19 @@ def use_one_torch_thread() -> bool:
     oversubscribe the cores and every run slows down; one thread each, a short run is never stuck
     behind a long one for longer than its own compute.
     """
-    torch.set_num_threads(1)
+    torch.set_num_threads(THREADS_PER_RUN)
     return True
 
 
 @contextlib.contextmanager
 def model_slot() -> Iterator[None]:
-    """Hold one of the MODEL_SLOTS while running the model (waits when every slot is busy)."""
-    with _slots:
+    """Hold one of the MODEL_SLOTS while running the model (waits when every slot is busy), on THREADS_PER_RUN.
+
+    The thread count is set for the run itself, not only once at start: it is one setting for the
+    whole process, and whatever else in it changed the count (a notebook, a test's reference
+    computation) must not change how the app's runs round their sums.
+    """
+    with _slots, torch_threads(THREADS_PER_RUN):
         yield
 
 

@@ -2,7 +2,8 @@
 
 The app serves the shipped translator when `assets/translator.safetensors` exists; otherwise a tiny
 random-weight translator and language model written to a temp folder (`$ATTNVIZ_ASSETS`), which is
-enough for UI behaviour. Tests compare what the page shows with `trace_text` run here on the same file.
+enough for UI behaviour. Tests compare what the page shows with `trace_text` run here on the same file,
+on the app's torch threads (`numerics.app_threads`): the same computation as the server's, bit for bit.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from numerics import app_threads
 
 from transformer import catalog
 from transformer.api import build_model, trace_text
@@ -49,10 +51,15 @@ class Served:
     minilm: bool  # MiniLM is installed and offered too
 
     def reference(self, text: str, name: str | None = None):
-        """The trace of `text` on the default checkpoint (or on MiniLM), computed in this process, independently of the app."""
-        if name == catalog.MINILM:
-            return trace_text(_minilm(), text)
-        return trace_text(load_checkpoint(self.path, device="cpu"), text)
+        """The trace of `text` on the default checkpoint (or on MiniLM), computed in this process, independently of the app.
+
+        It runs on the app's torch threads: float32 sums split over another number of threads round
+        differently, and then the page's numbers would not be this trace's to the last bit.
+        """
+        with app_threads():
+            if name == catalog.MINILM:
+                return trace_text(_minilm(), text)
+            return trace_text(load_checkpoint(self.path, device="cpu"), text)
 
 
 @functools.cache

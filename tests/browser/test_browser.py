@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 import numpy as np
 import pytest
+from numerics import assert_same_bits
 
 from transformer import catalog
 from transformer.api import trace_text
@@ -24,7 +25,11 @@ from .conftest import ARTIFACTS, write_tiny
 pytestmark = pytest.mark.browser
 
 SENTENCE = "the quiet teacher near the old dogs reads two books ."
-TOL = dict(rtol=1e-5, atol=1e-6)  # the app and this process may split matmuls over different thread counts
+
+
+def assert_shown(shown, expected, what: str) -> None:
+    """What the page holds is the reference trace's, bit for bit: the same run as the app's (`Served.reference`)."""
+    assert_same_bits(np.asarray(shown, dtype=np.float32), expected, why=f"{what}: the page against the trace it shows")
 
 
 def open_app(page, path: str = "/", params: dict | None = None, chart: str = "attn_heatmap") -> None:
@@ -84,7 +89,7 @@ def test_first_screen_is_the_default_checkpoints_heatmap(page, served):
     ref = served.reference(shown_text(page))
     kind = ref.kinds[0]
     fig = figure(page, "attn_heatmap")
-    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 0].numpy(), **TOL)
+    assert_shown(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 0].numpy(), "heatmap")
     assert fig["layout"]["yaxis"]["ticktext"] == plotly_ticks(ref.query_tokens(kind))
     assert fig["layout"]["xaxis"]["ticktext"] == plotly_ticks(ref.key_tokens(kind))
     assert f"{kind} · layer 0 · head 0" in fig["layout"]["title"]["text"]
@@ -102,7 +107,7 @@ def test_typing_a_sentence_redraws_the_heatmap_with_its_tokens(page, served):
     fig = figure(page, "attn_heatmap")
     assert fig["layout"]["xaxis"]["ticktext"] == plotly_ticks(ref.key_tokens(kind)) != old_ticks
     assert fig["layout"]["yaxis"]["ticktext"] == plotly_ticks(ref.query_tokens(kind))
-    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 0].numpy(), **TOL)
+    assert_shown(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 0].numpy(), "heatmap of the typed text")
     assert url_params(page)["text"] == SENTENCE
 
 
@@ -118,7 +123,7 @@ def test_next_head_and_next_layer_redraw_and_go_into_the_url(page, served):
     wait_idle(page)
     fig = figure(page, "attn_heatmap")
     assert not np.array_equal(fig["data"][0]["z"], z0)
-    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 1].numpy(), **TOL)
+    assert_shown(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 1].numpy(), "next head")
     assert "layer 0 · head 1" in fig["layout"]["title"]["text"]
     assert url_params(page)["head"] == "1"
     assert slider_value(page, "attn_head") == 1
@@ -128,7 +133,7 @@ def test_next_head_and_next_layer_redraw_and_go_into_the_url(page, served):
     wait_changed(page, "attn_heatmap", before)
     wait_idle(page)
     fig = figure(page, "attn_heatmap")
-    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention(kind, 1).weights[0, 1].numpy(), **TOL)
+    assert_shown(fig["data"][0]["z"], ref.attention(kind, 1).weights[0, 1].numpy(), "next layer")
     assert (url_params(page)["layer"], url_params(page)["head"]) == ("1", "1")
 
 
@@ -157,14 +162,14 @@ def test_qkv_page_works_a_row_with_the_traces_numbers(page, served):
 
     # Every matrix on the page is the trace's matrix for this head.
     for part in ("q", "k", "v", "scores", "weights", "output"):
-        np.testing.assert_allclose(figure(page, f"qkv_{part}")["data"][0]["z"], h[part], **TOL, err_msg=part)
+        assert_shown(figure(page, f"qkv_{part}")["data"][0]["z"], h[part], part)
     np.testing.assert_array_equal(figure(page, "qkv_mask")["data"][0]["z"], h["mask"].astype(np.float32))
 
     # The worked row: q·k, the scaled score and the weight per key, as the table shows them.
     rows = table_rows(page, "softmax weight")
     assert len(rows) >= 5, rows
     keys = [f"{j}·{t}" for j, t in enumerate(ref.key_tokens(kind))]
-    for name, (dot, score, allowed, weight) in rows.items():
+    for name, (dot, score, allowed, weight) in rows.items():  # as the grid prints them: rounded to a few digits
         j = keys.index(name)
         assert float(dot) == pytest.approx(float(h["k"][j] @ h["q"][query]), rel=1e-4, abs=1e-6)
         assert float(score) == pytest.approx(float(h["scores"][query, j]), rel=1e-5, abs=1e-7)
@@ -188,7 +193,7 @@ def test_uploading_a_good_checkpoint_draws_it(page, tmp_path):
     fig = figure(page, "attn_heatmap")
     assert "encoder self · layer 0 · head 0" in fig["layout"]["title"]["text"]
     assert fig["layout"]["xaxis"]["ticktext"][0] == "[CLS]"
-    np.testing.assert_allclose(fig["data"][0]["z"], ref.attention("encoder self", 0).weights[0, 0].numpy(), **TOL)
+    assert_shown(fig["data"][0]["z"], ref.attention("encoder self", 0).weights[0, 0].numpy(), "uploaded checkpoint's heatmap")
     assert "checkpoint" not in url_params(page)  # an upload cannot be shared by link
     assert "encoder · 3 layers × 2 heads" in page.locator("[data-testid=stSidebar]").inner_text()
 
@@ -242,7 +247,7 @@ def test_a_shared_link_opens_exactly_that_view(page, served):
     fig = figure(page, "qkv_q")
     assert f"{kind} · layer {layer} · head {head}" in fig["layout"]["title"]["text"]
     ref = served.reference(SENTENCE)
-    np.testing.assert_allclose(figure(page, "qkv_weights")["data"][0]["z"], ref.head(kind, layer, head)["weights"].numpy(), **TOL)
+    assert_shown(figure(page, "qkv_weights")["data"][0]["z"], ref.head(kind, layer, head)["weights"].numpy(), "linked view")
     label = f"{query}·{ref.query_tokens(kind)[query]}"
     assert page.locator(".st-key-w_query input").input_value() == label
     got = url_params(page)
@@ -337,9 +342,8 @@ def test_model_view_hover_shows_the_weight_and_a_click_opens_the_head(page, serv
     grid = figure(page, "mv_grid")
     n_q, n_k = len(ref.query_tokens("cross")), len(ref.key_tokens("cross"))
     z = np.asarray(grid["data"][0]["z"])
-    np.testing.assert_allclose(
-        z[n_q : 2 * n_q, 2 * n_k : 3 * n_k], ref.attention("cross", 1).weights[0, 2].numpy(), rtol=1e-5, atol=1e-6
-    )
+    # No pooling at this length: the thumbnail is the head's weights themselves.
+    assert_shown(z[n_q : 2 * n_q, 2 * n_k : 3 * n_k], ref.attention("cross", 1).weights[0, 2].numpy(), "model view")
 
     def at(x: float, y: float) -> tuple[float, float]:
         """Page pixels of data point (x = head, y = layer) in the grid, from Plotly's own axes."""
@@ -359,7 +363,7 @@ def test_model_view_hover_shows_the_weight_and_a_click_opens_the_head(page, serv
         "() => [...document.querySelectorAll('.st-key-mv_grid .hoverlayer text')].map(t => t.textContent).join(' ')"
     )
     weight = float(ref.attention("cross", 1).weights[0, 2, 0, 0])
-    assert "layer 1 · head 2" in hover and f"weight {weight:.9g}" in hover, hover
+    assert "layer 1 · head 2" in hover and f"weight {weight:.9g}" in hover, hover  # 9 digits: this float32 exactly
 
     # As a person would: move to the thumbnail's centre, where the hover offers to open it, then click.
     page.mouse.move(*at(2, 1))
@@ -371,7 +375,7 @@ def test_model_view_hover_shows_the_weight_and_a_click_opens_the_head(page, serv
     wait_plot(page, "attn_heatmap")
     wait_idle(page)
     assert (url_params(page)["kind"], url_params(page)["layer"], url_params(page)["head"]) == ("cross", "1", "2")
-    np.testing.assert_array_equal(figure(page, "attn_heatmap")["data"][0]["z"], ref.attention("cross", 1).weights[0, 2].numpy())
+    assert_shown(figure(page, "attn_heatmap")["data"][0]["z"], ref.attention("cross", 1).weights[0, 2].numpy(), "opened head")
 
 
 def download_csv(page, key: str):
@@ -390,7 +394,7 @@ def test_csv_downloads_hold_the_numbers_shown(page, served):
     ref = served.reference(text)
     table = download_csv(page, "csv_attn_heatmap").set_index("query")
     weights = ref.attention("cross", 1).weights[0, 1].numpy()
-    np.testing.assert_allclose(table.to_numpy(dtype=np.float32), weights, **TOL)
+    assert_shown(table.to_numpy(dtype=np.float32), weights, "heatmap CSV")  # float32 written in full, read back exactly
     assert list(table.index)[:2] == [f"0·{ref.target.tokens[0]}", f"1·{ref.target.tokens[1]}"]
 
     open_app(page, "/model_view", {"text": text, "kind": "cross"}, chart="mv_grid")
@@ -398,4 +402,4 @@ def test_csv_downloads_hold_the_numbers_shown(page, served):
     n_layers, n_heads = ref.n_layers("cross"), ref.attention("cross", 0).weights.shape[1]
     assert len(cells) == n_layers * n_heads * weights.size  # no pooling at this length: one row per weight
     mine = cells[(cells["layer"] == 1) & (cells["head"] == 1)].sort_values(["query_from", "key_from"])
-    np.testing.assert_allclose(mine["weight"].to_numpy(dtype=np.float32).reshape(weights.shape), weights, **TOL)
+    assert_shown(mine["weight"].to_numpy(dtype=np.float32).reshape(weights.shape), weights, "model view CSV")
