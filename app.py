@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from transformer import catalog
-from viz import session, shared, training_jobs
+from server import session, shared, training_jobs
+from transformer.checkpoints import catalog
 
 st.set_page_config(page_title="Attention explorer", page_icon=str(catalog.ASSETS / "icon.svg"), layout="wide")
 

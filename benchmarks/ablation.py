@@ -21,10 +21,11 @@ import time
 import torch
 
 from benchmarks.core import machine, median_seconds, paired_seconds
-from transformer import ablation, catalog
 from transformer.api import streams
-from transformer.checkpoint import Checkpoint, load_checkpoint
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import Checkpoint, load_checkpoint
 from transformer.data import VOCABULARY
+from transformer.why import ablation
 
 SWEEP_TARGETS = {"lm": (32, 1.0), "translator": (32, 1.0), "minilm": (64, 5.0)}  # name -> (tokens, target seconds)
 RERUN_TARGET = 2.0  # ablated rerun / traced forward
@@ -35,9 +36,9 @@ def load(name: str) -> Checkpoint | None:
     if entry is None:
         return None
     if entry.hf_dir:
-        from transformer import hf_import
+        from transformer.checkpoints import importers
 
-        return hf_import.load_any(entry.path)
+        return importers.load_any(entry.path)
     return load_checkpoint(entry.path)
 
 

@@ -40,12 +40,12 @@ from tests.browser import (
     wait_idle,
     wait_plot,
 )
-from transformer import catalog
 from transformer.api import build_model
-from transformer.checkpoint import load_checkpoint, save_checkpoint
-from transformer.config import ModelConfig
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint, save_checkpoint
+from transformer.checkpoints.tokenizer import train_tokenizer
 from transformer.data.toy_english import generate_corpus
-from transformer.tokenizer import train_tokenizer
+from transformer.model.config import ModelConfig
 
 REPEATS = 10
 # Model view texts: a little shorter each time, so each new grid differs from the last (at 128 tokens
@@ -253,9 +253,9 @@ def run_benchmarks() -> None:
 
             views = []
             if minilm:
-                from transformer import hf_import
+                from transformer.checkpoints import importers
 
-                tok = hf_import.load_any(catalog.minilm_dir(), device="cpu").tokenizer
+                tok = importers.load_any(catalog.minilm_dir(), device="cpu").tokenizer
                 views.append(("MiniLM 6×12", "minilm", english_texts(tok, MV_128), tok, "≤ 2 MB, ≤ 1 s"))
             tok = load_checkpoint(big, device="cpu").tokenizer
             # Each 2048-token trace of 72 heads holds ~2.4 GB (weights and scores): only three of them.
@@ -283,9 +283,9 @@ def run_benchmarks() -> None:
 
 def _tokenizer(name: str, folder: Path):
     if name == "minilm":
-        from transformer import hf_import
+        from transformer.checkpoints import importers
 
-        return hf_import.load_any(catalog.minilm_dir(), device="cpu").tokenizer
+        return importers.load_any(catalog.minilm_dir(), device="cpu").tokenizer
     return load_checkpoint(folder / catalog.SHIPPED[name][1], device="cpu").tokenizer
 
 

@@ -45,8 +45,8 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from benchmarks.browser import pct, toy_texts
 from benchmarks.core import machine
 from tests.browser import CHROMIUM, IDLE_JS, PLOT, SIGNATURE_JS, launch_chromium, serve
-from transformer import catalog
-from transformer.checkpoint import load_checkpoint
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
 from viz.labels import plotly_text, unique_labels
 
 SESSIONS = "1,10,30"

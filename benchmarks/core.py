@@ -20,8 +20,8 @@ import time
 import torch
 from torch import nn
 
-from transformer.config import ModelConfig
-from transformer.model import TransformerModel
+from transformer.model.config import ModelConfig
+from transformer.model.network import TransformerModel
 
 N_LAYERS, N_HEADS, D_MODEL, D_FF, MAX_LEN, VOCAB = 6, 8, 256, 1024, 2048, 1000
 LENGTHS = (16, 128, 512, 2048)

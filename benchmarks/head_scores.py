@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 
 from benchmarks.core import machine, median_seconds
-from transformer import catalog
-from transformer.analysis import head_scores
-from transformer.checkpoint import load_checkpoint
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
+from transformer.why.head_jobs import head_scores
 
 TARGET_S = 2.0
 
@@ -23,9 +23,9 @@ def main() -> None:
     print(f"{'checkpoint':>12} {'seconds':>8}  target ≤ {TARGET_S:g} s")
     for name, entry in catalog.available().items():
         if entry.hf_dir:
-            from transformer import hf_import  # MiniLM, when installed
+            from transformer.checkpoints import importers  # MiniLM, when installed
 
-            ckpt = hf_import.load_any(entry.path, device="cpu")
+            ckpt = importers.load_any(entry.path, device="cpu")
         else:
             ckpt = load_checkpoint(entry.path, device="cpu")
         seconds = median_seconds(lambda: head_scores(ckpt), repeats=3)

@@ -2,7 +2,7 @@
 
 Run: `.venv/bin/python -m benchmarks.lens_saliency [--gpt2]` (a printed table, not a test; `--gpt2` adds a
 randomly initialised GPT-2-small-sized decoder, about 5 minutes more on 2 cores, most of it integrated
-gradients). One torch thread, as the app runs each session's model call (`viz.shared.model_slot`);
+gradients). One torch thread, as the app runs each session's model call (`server.shared.model_slot`);
 the last table repeats the random 4-layer model at 128 tokens with 2 threads. Every ratio is measured in the same process, the two sides alternating (see
 `benchmarks.core.paired_seconds`), so load from other processes mostly cancels; the absolute times
 still move with it.
@@ -19,11 +19,11 @@ import torch
 
 from benchmarks.core import machine, median_seconds, paired_seconds
 from transformer.api import build_model
-from transformer.checkpoint import Checkpoint, load_checkpoint
-from transformer.config import ModelConfig
-from transformer.lens import logit_lens
-from transformer.saliency import gradient_x_input, integrated_gradients
-from transformer.trace import Stream, Trace
+from transformer.checkpoints.format import Checkpoint, load_checkpoint
+from transformer.model.config import ModelConfig
+from transformer.model.trace import Stream, Trace
+from transformer.why.lens import logit_lens
+from transformer.why.saliency import gradient_x_input, integrated_gradients
 
 
 class NumberedTokens:

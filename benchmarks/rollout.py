@@ -3,7 +3,7 @@
 Run: `.venv/bin/python -m benchmarks.rollout` (a printed table, not a test). Models are random
 (MiniLM-sized: 6 layers × 12 heads, d_model 384): rollout's time depends only on the shapes, and flow
 is slowest on the near-uniform attention of an untrained model, so its times are a worst case.
-Targets: rollout at 512 tokens ≤ 0.5 s; flow at its limits (transformer.rollout.flow_max_tokens) ≤ ~2-3 s.
+Targets: rollout at 512 tokens ≤ 0.5 s; flow at its limits (transformer.why.rollout.flow_max_tokens) ≤ ~2-3 s.
 Timed on one torch thread, as the app runs every model call.
 `--long` adds rollout at 2048 tokens (a 2048-token trace of this model holds ~2.5 GB; we time rollout on
 random weights of the same shape, 4 heads, instead).
@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.core import machine
 from transformer import ModelConfig, build_model
-from transformer.rollout import FLOW_MAX_STEPS, attention_flow, cross_flow, flow_max_tokens, rollout
+from transformer.why.rollout import FLOW_MAX_STEPS, attention_flow, cross_flow, flow_max_tokens, rollout
 
 N_LAYERS, N_HEADS, D_MODEL, D_FF, VOCAB = 6, 12, 384, 1536, 1000
 
@@ -64,7 +64,7 @@ def stack_weights(stack, sub: str = "self_attn") -> list[torch.Tensor]:
 @torch.inference_mode()
 def main() -> None:
     t_start = time.perf_counter()
-    torch.set_num_threads(1)  # as the app runs every model call (viz/shared.py: one torch thread per session run)
+    torch.set_num_threads(1)  # as the app runs every model call (server/shared.py: one torch thread per session run)
     print(f"machine: {machine()}")
     print(f"model: random encoder, n_layers={N_LAYERS}, n_heads={N_HEADS}, d_model={D_MODEL}, d_ff={D_FF}, batch 1")
 

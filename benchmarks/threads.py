@@ -9,7 +9,7 @@ Two loads, each under three policies:
 - a long run and a class: one session traces a 1024-token text on a random 6-layer × 8-head encoder
   while the others trace short sentences: how long does a short run wait behind a long one?
 Policies: torch's default (a thread per core in every run, any number of runs at once); one torch
-thread per run with at most one run per core (what the app does: `viz.shared.model_slot`); two torch
+thread per run with at most one run per core (what the app does: `server.shared.model_slot`); two torch
 threads per run, one run at a time. Printed: p50 and max seconds per short run, and the wall time.
 """
 
@@ -24,12 +24,12 @@ import time
 import torch
 
 from benchmarks.core import machine
-from transformer import catalog
 from transformer.api import build_model, trace_text
-from transformer.checkpoint import Checkpoint, load_checkpoint
-from transformer.config import ModelConfig
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import Checkpoint, load_checkpoint
+from transformer.checkpoints.tokenizer import train_tokenizer
 from transformer.data.toy_english import generate_corpus
-from transformer.tokenizer import train_tokenizer
+from transformer.model.config import ModelConfig
 
 CORES = len(os.sched_getaffinity(0))
 POLICIES = {

@@ -42,12 +42,12 @@ from tests.browser import (
     wait_idle,
     wait_plot,
 )
-from transformer import catalog
-from transformer.checkpoint import load_checkpoint
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
 from transformer.data.algorithmic import reverse_examples
+from transformer.data.tasks import get_task
 from transformer.train import jobs
 from transformer.train.metrics import exact_match
-from transformer.train.tasks import get_task
 
 PRESET = "reverse in under a minute"
 FRESH_SEED = 987_654_321  # a held-out seed no job uses (jobs use data seeds 0..2^31 through split_seed)

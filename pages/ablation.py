@@ -1,7 +1,7 @@
 """Ablation — knock heads out and see what the model's output loses; sweep every head to find those that matter.
 
 A knocked-out head's output (its weighted sum of values, before W_O) is replaced by zeros or by its
-mean over reference texts; the model reruns with `forward(ablate=...)` (transformer/ablation.py).
+mean over reference texts; the model reruns with `forward(ablate=...)` (transformer/why/ablation.py).
 Both the ablation and the sweep are computed once per (checkpoint, text, options) and shared.
 """
 
@@ -10,10 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from transformer import ablation, analysis
-from viz import analyses, grid, session, ui, urlstate, why
+from server import session, shared_analyses, urlstate, widgets
+from server.literal import md
+from transformer.why import ablation, head_jobs
+from viz import grid, why
 from viz.figures import as_array
-from viz.literal import md
 
 ctx = session.require_text(session.context())
 # Ablations and sweeps hold output distributions and batched activations of the whole text: the same
@@ -73,7 +74,7 @@ tokens = ctx.tokens
 if not heads:
     st.info("No head is knocked out yet: pick some above, or click a cell of the sweep below.")
 else:
-    result = analyses.ablate(key, ctx.ckpt, tokens, heads, mode)
+    result = shared_analyses.ablate(key, ctx.ckpt, tokens, heads, mode)
     if result.reference:
         st.caption(f"Mean ablation: each head's mean output over {md(result.reference, 200)}.")
     if len(heads) == len(heads_all):
@@ -113,8 +114,10 @@ else:
         y_range = (-1, 1)
     labels, before, after, what, title, name = shown
     value = "cosine similarity" if what == "cosine" else "probability"
-    ui.chart(why.before_after_figure(labels, before, after, value, title, ctx.presentation, y_range=y_range), key="abl_effect")
-    ui.csv_download(
+    widgets.chart(
+        why.before_after_figure(labels, before, after, value, title, ctx.presentation, y_range=y_range), key="abl_effect"
+    )
+    widgets.csv_download(
         lambda: pd.DataFrame({"token": labels, f"{what} before": as_array(before), f"{what} after": as_array(after)}).to_csv(
             index=False
         ),
@@ -143,7 +146,7 @@ st.caption(ablation.METRICS[metric])
 
 positions = None
 if cfg.kind == "decoder":
-    copies = analysis.copy_positions(tokens[0].ids)
+    copies = head_jobs.copy_positions(tokens[0].ids)
     only = st.toggle(
         f"Count only the {len(copies)} positions where copying predicts the next token",
         key="abl_copies",
@@ -156,7 +159,7 @@ if cfg.kind == "decoder":
         st.caption(f"Counted positions: {', '.join(f'{t} ({tokens[0].tokens[t]})' for t in copies[:30])}.")
 
 bar = st.progress(0.0, text="Knocking out each head in turn…")
-result = analyses.sweep(
+result = shared_analyses.sweep(
     key,
     ctx.ckpt,
     tokens,
@@ -186,7 +189,7 @@ st.caption(
     + ". Click a cell to open that head on the Attention page."
 )
 for kind, effects in result.grids.items():
-    ui.chart(
+    widgets.chart(
         why.head_effect_figure(
             effects,
             kind,
@@ -210,5 +213,5 @@ def sweep_csv() -> str:
     return pd.DataFrame(rows, columns=["kind", "layer", "head", metric]).to_csv(index=False)
 
 
-ui.csv_download(sweep_csv, key="csv_abl_sweep", filename=f"sweep_{metric}_{mode}")
+widgets.csv_download(sweep_csv, key="csv_abl_sweep", filename=f"sweep_{metric}_{mode}")
 session.sync_url(ctx, "ablation")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from viz import cached, grid, jobs, session, ui
+from server import head_jobs, session, shared_figures, widgets
+from viz import grid
 
 ctx = session.context()
 trace = session.require_trace(ctx)
@@ -16,7 +17,7 @@ kind = ctx.kind
 
 top = st.columns([3, 2, 2], vertical_alignment="center")
 with top[0]:
-    ui.kind_picker(ctx, "attn_kind")
+    widgets.kind_picker(ctx, "attn_kind")
 with top[1]:
     stretch = st.toggle(
         "Stretch colours to this head",
@@ -36,10 +37,10 @@ def main_view() -> None:
     n_layers, n_heads = trace.n_layers(kind), ctx.n_heads
     if autoplay:
         session.advance_autoplay(n_layers, n_heads)
-    ui.layer_head_controls(ctx, n_layers, n_heads, "attn")
+    widgets.layer_head_controls(ctx, n_layers, n_heads, "attn")
     layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
-    fig = cached.attention_figure(ctx.trace_key, trace, kind, layer, head, ctx.presentation, stretch)
-    ui.heatmap(
+    fig = shared_figures.attention_figure(ctx.trace_key, trace, kind, layer, head, ctx.presentation, stretch)
+    widgets.heatmap(
         fig,
         trace.head(kind, layer, head)["weights"],
         trace.query_tokens(kind),
@@ -47,7 +48,7 @@ def main_view() -> None:
         key="attn_heatmap",
         filename=f"weights_{kind.replace(' ', '_')}_L{layer}_H{head}",
     )
-    label = jobs.label(ctx, kind, layer, head)
+    label = head_jobs.label(ctx, kind, layer, head)
     if label:
         st.caption(f"Head job (from the analysis): {label}")
     session.sync_url(ctx)
@@ -60,8 +61,8 @@ def layer_view() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Mean over heads", anchor=False)
-        ui.heatmap(
-            cached.mean_heads_figure(ctx.trace_key, trace, kind, layer, ctx.presentation, stretch),
+        widgets.heatmap(
+            shared_figures.mean_heads_figure(ctx.trace_key, trace, kind, layer, ctx.presentation, stretch),
             trace.attention(kind, layer).weights[0].mean(0),  # the CSV, built only when clicked
             trace.query_tokens(kind),
             trace.key_tokens(kind),
@@ -78,13 +79,13 @@ def layer_view() -> None:
             if picked is not None:
                 session.set_selection(head=picked[1])
 
-        ui.chart(
-            cached.layer_grid(ctx.trace_key, trace, kind, layer, st.session_state["sel_head"], ctx.presentation),
+        widgets.chart(
+            shared_figures.layer_grid(ctx.trace_key, trace, kind, layer, st.session_state["sel_head"], ctx.presentation),
             key="attn_layer_grid",
             on_select=_pick_head,
             selection_mode="points",
         )
-        table = jobs.table(ctx, kind)
+        table = head_jobs.table(ctx, kind)
         if table is not None:
             st.caption("Head-job scores for this layer (from the analysis functions)")
             st.dataframe(table[table.index.get_level_values(0) == layer] if table.index.nlevels > 1 else table)

@@ -7,11 +7,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from transformer import rollout
-from viz import analyses, figures, session, ui, why
+from server import session, shared_analyses, widgets
+from server.literal import md
+from transformer.why import rollout
+from viz import figures, why
 from viz.figures import as_array
 from viz.labels import unique_labels
-from viz.literal import md
 
 FLOW_LIMITS = (
     f" Max flow is costly: up to {rollout.FLOW_MAX_TOKENS_SHALLOW} tokens through one or two layers, "
@@ -25,9 +26,9 @@ cfg = ctx.ckpt.config
 
 top = st.columns([3, 3], vertical_alignment="center")
 with top[0]:
-    ui.kind_picker(ctx, "attr_kind")
+    widgets.kind_picker(ctx, "attr_kind")
 kind = ctx.kind
-ui.layer_head_controls(ctx, trace.n_layers(kind), ctx.n_heads, "attr")
+widgets.layer_head_controls(ctx, trace.n_layers(kind), ctx.n_heads, "attr")
 layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
 q_tokens, k_tokens = trace.query_tokens(kind), trace.key_tokens(kind)
 q_labels = unique_labels(q_tokens)
@@ -40,12 +41,12 @@ st.selectbox(
 query = st.session_state["sel_query"]
 
 # -- rollout and flow: attention composed through the layers ------------------------------------------------
-roll = analyses.rollout_maps(ctx.trace_key, trace, kind)  # (n_layers, Tq, Tk)
+roll = shared_analyses.rollout_maps(ctx.trace_key, trace, kind)  # (n_layers, Tq, Tk)
 st.caption(rollout.EXPLANATIONS["rollout"] + (" " + rollout.EXPLANATIONS["cross"] if kind == "cross" else ""))
 left, right = st.columns(2)
 with left:
     fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation)
-    ui.heatmap(
+    widgets.heatmap(
         figures.highlight_row(fig, query),
         trace.head(kind, layer, head)["weights"],
         q_tokens,
@@ -68,7 +69,7 @@ def draw_through_layers(matrix, what: str, key: str) -> None:
         presentation=ctx.presentation,
     )
     filename = f"{what}_{kind.replace(' ', '_')}_to_L{layer}"
-    ui.heatmap(figures.highlight_row(fig, query), matrix, q_tokens, k_tokens, key=key, filename=filename)
+    widgets.heatmap(figures.highlight_row(fig, query), matrix, q_tokens, k_tokens, key=key, filename=filename)
 
 
 with right:
@@ -81,7 +82,7 @@ on = flow_text.toggle("Attention flow", value=cheap, key="attr_flow_on")
 flow_text.caption(rollout.EXPLANATIONS["flow"] + FLOW_LIMITS)
 if on:
     try:
-        flow = analyses.flow_map(ctx.trace_key, trace, kind, layer)
+        flow = shared_analyses.flow_map(ctx.trace_key, trace, kind, layer)
     except rollout.FlowTooLong as e:
         flow_text.info(f"No attention flow for this input: {e}.")
     if flow is not None:
@@ -118,7 +119,7 @@ elif decoder_rows:
 else:
     n_dec = len(trace.query_tokens("decoder self"))
     position, where = n_dec - 1, f"the next token predicted at the last decoder position ({n_dec - 1})"
-result = analyses.attribution(ctx.trace_key, ctx.ckpt, ctx.tokens, method, position, steps)
+result = shared_analyses.attribution(ctx.trace_key, ctx.ckpt, ctx.tokens, method, position, steps)
 pred = result.prediction
 st.caption(
     f"{result.explanation} Explained: {where}, {md(pred.label, 40)} with log-probability {pred.log_prob:.4f}."
@@ -141,7 +142,7 @@ if flow is not None:
 # The scores are over the same tokens as the keys by construction (source or decoder input, whole).
 assert len(scores.tokens) == len(k_tokens), (len(scores.tokens), len(k_tokens))
 series[f"{method} of the prediction"] = scores.scores
-ui.chart(
+widgets.chart(
     why.token_scores_figure(k_tokens, series, f"Per input token: {kind} attention and rollout beside {method}", ctx.presentation),
     key="attr_scores",
 )
@@ -154,5 +155,7 @@ def scores_csv() -> str:
     return frame.to_csv(index=True, index_label="position")
 
 
-ui.csv_download(scores_csv, key="csv_attr_scores", filename=f"attribution_{kind.replace(' ', '_')}_L{layer}_H{head}_q{query}")
+widgets.csv_download(
+    scores_csv, key="csv_attr_scores", filename=f"attribution_{kind.replace(' ', '_')}_L{layer}_H{head}_q{query}"
+)
 session.sync_url(ctx, "attribution")

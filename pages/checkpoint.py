@@ -8,7 +8,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from viz import figures, jobs, metrics, session, ui
+from server import head_jobs, session, widgets
+from viz import figures, metrics
 
 ctx = session.context()
 limit = int(st.get_option("server.maxUploadSize"))
@@ -66,8 +67,8 @@ with c2.expander("Every module"):
     st.dataframe(metrics.parameter_table(ctx.ckpt.model), key="ck_params")
 
 st.subheader("Per-head projection weights", anchor=False)
-ui.kind_picker(ctx, "ck_kind")
-ui.layer_head_controls(ctx, cfg.n_layers, cfg.n_heads, "ck")
+widgets.kind_picker(ctx, "ck_kind")
+widgets.layer_head_controls(ctx, cfg.n_layers, cfg.n_heads, "ck")
 layer, head, kind = st.session_state["sel_layer"], st.session_state["sel_head"], ctx.kind
 mats = metrics.head_projections(ctx.ckpt.model, kind, layer, head)
 cols = st.columns(4)
@@ -87,7 +88,7 @@ for col, (name, m) in zip(cols, mats.items()):
         presentation=ctx.presentation,
     )
     with col:
-        ui.heatmap(
+        widgets.heatmap(
             fig,
             m,
             [str(i) for i in range(rows)],
@@ -97,7 +98,7 @@ for col, (name, m) in zip(cols, mats.items()):
         )
 
 st.subheader("Head-job scores", anchor=False)
-table = jobs.table(ctx, kind)
+table = head_jobs.table(ctx, kind)
 if table is None:
     st.text("No head-job scores for this checkpoint and attention kind.")
 else:
@@ -121,6 +122,6 @@ else:
         presentation=ctx.presentation,
     )
     st.caption("0 bits: every query looks at a single key. High: attention spread evenly (log₂ of the number of keys at most).")
-    ui.heatmap(
+    widgets.heatmap(
         fig, ent, [str(i) for i in range(ent.shape[0])], None, key="ck_entropy", filename=f"entropy_{kind.replace(' ', '_')}"
     )

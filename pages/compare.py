@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from transformer import catalog
-from transformer.checkpoint import CheckpointError
-from viz import compare, figures, session, shared, ui, urlstate
-from viz.literal import md
+from server import session, shared, urlstate, widgets
+from server.literal import md
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import CheckpointError
+from viz import compare, figures
 
 ctx = session.require_text(session.context())
 session.stop_unless_trace_fits(ctx)  # panel A is a full trace of the sidebar's text (or of a snapshot on it)
@@ -109,9 +110,9 @@ def snapshot_panel():
 
 trace_a, label_a, trace_b, label_b = {"texts": text_panel, "checkpoints": checkpoint_panel, "snapshots": snapshot_panel}[mode]()
 
-ui.kind_picker(ctx, "cmp_kind")
+widgets.kind_picker(ctx, "cmp_kind")
 kind = ctx.kind
-ui.layer_head_controls(ctx, trace_a.n_layers(kind), ctx.n_heads, "cmp")
+widgets.layer_head_controls(ctx, trace_a.n_layers(kind), ctx.n_heads, "cmp")
 layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
 missing = compare.has_head(trace_b, kind, layer, head)
 if missing:
@@ -120,7 +121,7 @@ if missing:
 columns = st.columns(2)
 for col, trace, label, key in ((columns[0], trace_a, label_a, "a"), (columns[1], trace_b, label_b, "b")):
     with col:
-        ui.heatmap(
+        widgets.heatmap(
             figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=label),
             trace.head(kind, layer, head)["weights"],
             trace.query_tokens(kind),
@@ -139,7 +140,7 @@ else:
     differ = sorted(set(q_differ) | set(k_differ))
     if differ:
         st.caption(f"The tokens differ at position(s) {', '.join(map(str, differ[:20]))}: the axes show them as A→B.")
-    ui.heatmap(
+    widgets.heatmap(
         compare.difference_figure(diff, rows, cols, kind, layer, head, ctx.presentation),
         diff,
         rows,

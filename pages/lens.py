@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from transformer import lens
-from viz import analyses, session, ui, why
+from server import session, shared_analyses, widgets
+from transformer.why import lens
+from viz import why
 
 LENS_MACS = 8 * 10**9  # multiply-adds per view: about 0.3 s on one core of our 2-core server (benchmarks/lens_saliency.py)
 
@@ -32,7 +33,7 @@ if fit < n_pos:
     st.caption(
         f"This model's vocabulary is large: the lens reads {fit} positions at a time (of {n_pos}), to answer in about a second."
     )
-result = analyses.logit_lens(ctx.trace_key, ctx.ckpt, trace, positions)
+result = shared_analyses.logit_lens(ctx.trace_key, ctx.ckpt, trace, positions)
 st.caption(f"{lens.EXPLANATION} Applied here: {result.norm}.")
 sublayers = st.toggle(
     "Every sublayer", value=True, key="lens_sublayers", help="Off: one row per layer (after its feed-forward sublayer)."
@@ -49,7 +50,7 @@ fig = why.lens_figure(
     columns=result.positions,
 )
 st.caption("Colour: the top-1 token's probability. Hover a cell for the top 5; the last row is the model's own prediction.")
-ui.chart(fig, key="lens_grid")
+widgets.chart(fig, key="lens_grid")
 
 
 def lens_csv() -> str:
@@ -61,5 +62,5 @@ def lens_csv() -> str:
     return pd.DataFrame(records, columns=["row", "position", "token", "rank", "candidate", "probability"]).to_csv(index=False)
 
 
-ui.csv_download(lens_csv, key="csv_lens", filename="logit_lens")
+widgets.csv_download(lens_csv, key="csv_lens", filename="logit_lens")
 session.sync_url(ctx, "lens")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from viz import grid, session, ui
+from server import session, widgets
+from viz import grid
 
 ctx = session.require_text(session.context())
 kind = ctx.kind
 top = st.columns([3, 2], vertical_alignment="center")
 with top[0]:
-    ui.kind_picker(ctx, "mv_kind")
+    widgets.kind_picker(ctx, "mv_kind")
 with top[1]:
     scale = st.radio(
         "Colours",
@@ -48,9 +49,9 @@ st.caption(
     f"{n_layers} layers × {n_heads} heads; {n_queries} query × {n_keys} key tokens. {grid.pooled_note(n_queries, n_keys, block)} "
     "Hover a cell for its weight; click a thumbnail's centre to open that head on the Attention page."
 )
-ui.chart(fig, key="mv_grid", on_select=_on_click, selection_mode="points")
-ui.csv_download(
-    lambda: ui.pooled_frame(maps.maps[kind], range(n_layers), n_queries, n_keys, block).to_csv(index=False),
+widgets.chart(fig, key="mv_grid", on_select=_on_click, selection_mode="points")
+widgets.csv_download(
+    lambda: widgets.pooled_frame(maps.maps[kind], range(n_layers), n_queries, n_keys, block).to_csv(index=False),
     key="csv_mv_grid",
     filename=f"model_view_{kind.replace(' ', '_')}",
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from viz import figures, metrics, session, ui
+from server import session, widgets
+from viz import figures, metrics
 
 ctx = session.context()
 trace = session.require_trace(ctx)
@@ -35,7 +36,7 @@ elif cfg.n_classes > 0:
     st.subheader("Class probabilities", anchor=False)
     names = [str(n) for n in cfg.class_names] or [f"class {i}" for i in range(cfg.n_classes)]  # from the checkpoint
     probs = trace.probs[0].float().numpy()
-    ui.chart(figures.class_probabilities_figure(probs, names, ctx.presentation), key="out_classes")
+    widgets.chart(figures.class_probabilities_figure(probs, names, ctx.presentation), key="out_classes")
     st.text(f"Prediction: {names[int(probs.argmax())]} ({float(probs.max()):.3f})")
 else:
     st.subheader("No output head", anchor=False)
@@ -59,4 +60,4 @@ else:
         fmt=".4f",
         presentation=ctx.presentation,
     )
-    ui.heatmap(fig, sim, tokens, tokens, key="out_similarity", filename="cosine_similarity")
+    widgets.heatmap(fig, sim, tokens, tokens, key="out_similarity", filename="cosine_similarity")

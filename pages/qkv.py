@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from viz import figures, session, ui, worked
+from server import session, widgets
+from viz import figures, worked
 from viz.labels import unique_labels
 
 ctx = session.context()
 trace = session.require_trace(ctx)
 kind = ctx.kind
 
-ui.kind_picker(ctx, "qkv_kind")
+widgets.kind_picker(ctx, "qkv_kind")
 
 
 def _pick_query() -> None:
@@ -28,7 +29,7 @@ def _pick_query() -> None:
 
 def computation() -> None:
     """Layer/head/query pickers, the matrices in computation order and the worked row (a fragment)."""
-    ui.layer_head_controls(ctx, trace.n_layers(kind), ctx.n_heads, "qkv")
+    widgets.layer_head_controls(ctx, trace.n_layers(kind), ctx.n_heads, "qkv")
     layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
     q_tokens, k_tokens = trace.query_tokens(kind), trace.key_tokens(kind)
     q_labels = unique_labels(q_tokens)
@@ -52,7 +53,7 @@ def computation() -> None:
     cols = st.columns(3)
     for col, part, rows in zip(cols, ("q", "k", "v"), (q_tokens, k_tokens, k_tokens)):
         with col:
-            ui.heatmap(
+            widgets.heatmap(
                 figures.highlight_row(figs[part], query) if part == "q" else figs[part],
                 h[part],
                 rows,
@@ -64,7 +65,7 @@ def computation() -> None:
     st.subheader("2 · Scaled scores and 3 · the mask", anchor=False)
     cols = st.columns(2)
     with cols[0]:
-        ui.heatmap(
+        widgets.heatmap(
             figures.highlight_row(figs["scores"], query),
             h["scores"],
             q_tokens,
@@ -73,7 +74,7 @@ def computation() -> None:
             filename=f"scores_{name}",
         )
     with cols[1]:
-        ui.heatmap(figs["mask"], h["mask"].float(), q_tokens, k_tokens, key="qkv_mask", filename=f"mask_{name}")
+        widgets.heatmap(figs["mask"], h["mask"].float(), q_tokens, k_tokens, key="qkv_mask", filename=f"mask_{name}")
 
     st.subheader("4 · Softmax weights and 5 · the head output", anchor=False)
     cols = st.columns(2)
@@ -83,7 +84,7 @@ def computation() -> None:
         if clickable:
             figures.add_cell_picker(fig)
         figures.highlight_row(fig, query)
-        ui.heatmap(
+        widgets.heatmap(
             fig,
             h["weights"],
             q_tokens,
@@ -93,7 +94,7 @@ def computation() -> None:
             **(dict(on_select=_pick_query, selection_mode="points") if clickable else {}),
         )
     with cols[1]:
-        ui.heatmap(
+        widgets.heatmap(
             figures.highlight_row(figs["output"], query), h["output"], q_tokens, None, key="qkv_output", filename=f"output_{name}"
         )
 
@@ -101,7 +102,7 @@ def computation() -> None:
     st.subheader(f"Query row {query}, worked by hand", anchor=False)
     st.text(f"query token: {row.query_label}")
     st.markdown(f"**q** (the query vector, 1 × {d_head}):")
-    st.dataframe(ui.matrix_frame(row.q[None, :], [q_tokens[query]], None).set_axis([row.query_label]), key="qkv_qvec")
+    st.dataframe(widgets.matrix_frame(row.q[None, :], [q_tokens[query]], None).set_axis([row.query_label]), key="qkv_qvec")
     st.markdown(
         f"**Each key:** `q·k` (dot product of q with that key's row of K), divided by `√{d_head} = {row.scale:.4f}` gives the score; "
         "keys the mask forbids get weight 0; the softmax turns the allowed scores into weights that sum to 1."

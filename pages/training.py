@@ -13,11 +13,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from transformer import catalog
-from transformer.checkpoint import CheckpointError
+from server import session, shared, training_jobs, widgets
+from server.literal import md
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import CheckpointError
 from transformer.train import jobs
-from viz import figures, session, shared, training_jobs, ui
-from viz.literal import md
+from viz import figures
 
 # ---------------------------------------------------------------------------------------------
 # Train a model now.
@@ -129,9 +130,9 @@ def progress() -> None:
     presentation = bool(st.session_state.get("sel_presentation"))
     left, right = st.columns(2)
     with left:
-        ui.chart(training_jobs.loss_figure(job.losses, job.evals, job.steps, presentation), key="tj_loss")
+        widgets.chart(training_jobs.loss_figure(job.losses, job.evals, job.steps, presentation), key="tj_loss")
     with right:
-        ui.chart(training_jobs.metric_figure(job.evals, job.steps, job.metrics, presentation), key="tj_metric")
+        widgets.chart(training_jobs.metric_figure(job.evals, job.steps, job.metrics, presentation), key="tj_metric")
 
 
 def snapshots() -> None:
@@ -167,9 +168,9 @@ def snapshots() -> None:
     head = c_head.selectbox("Head", range(n_heads), **session.bind("tjv_head", "tj_head"))
     steps = tuple(step for step, _ in traces)
     strip = training_jobs.strip_figure(job.id, steps, kind, layer, head, presentation, tuple(t for _, t in traces))
-    ui.chart(strip, key="tj_strip")
+    widgets.chart(strip, key="tj_strip")
     fig = training_jobs.latest_figure(job.id, steps[-1], kind, layer, head, presentation, traces[-1][1])
-    ui.chart(fig, key="tj_heatmap")
+    widgets.chart(fig, key="tj_heatmap")
 
 
 latest = runner.current()
@@ -238,8 +239,8 @@ if not shared.snapshots_belong(snaps, ctx.ckpt):
     st.error(f"{path.name} does not belong to {ctx.label} (no snapshots, or another shape or tokenizer): nothing to show.")
     st.stop()
 
-ui.kind_picker(ctx, "tr_kind")
-ui.layer_head_controls(ctx, ctx.n_layers, ctx.n_heads, "tr")
+widgets.kind_picker(ctx, "tr_kind")
+widgets.layer_head_controls(ctx, ctx.n_layers, ctx.n_heads, "tr")
 kind, layer, head = ctx.kind, st.session_state["sel_layer"], st.session_state["sel_head"]
 steps = [step for step, _ in snaps]
 planned = ctx.ckpt.training.get("steps") if ctx.ckpt.training else None
@@ -263,24 +264,24 @@ st.caption(
     + (f" of {planned}" if isinstance(planned, int) and planned > 0 else "")  # a number from the metadata, or nothing
     + f"{stored}. Same colours (0–1) in every panel."
 )
-ui.chart(figures.training_strip(traces, labels, kind, layer, head, ctx.presentation), key="tr_strip")
+widgets.chart(figures.training_strip(traces, labels, kind, layer, head, ctx.presentation), key="tr_strip")
 
 
 def strip_csv() -> str:
     """Every panel's matrix as one long table: step, query, key, weight."""
     frames = []
     for step, trace in zip(steps, traces):
-        matrix = ui.matrix_frame(trace.head(kind, layer, head)["weights"], trace.query_tokens(kind), trace.key_tokens(kind))
+        matrix = widgets.matrix_frame(trace.head(kind, layer, head)["weights"], trace.query_tokens(kind), trace.key_tokens(kind))
         frames.append(matrix.stack().rename("weight").rename_axis(["query", "key"]).reset_index().assign(step=step))
     return pd.concat(frames)[["step", "query", "key", "weight"]].to_csv(index=False)
 
 
-ui.csv_download(strip_csv, key="csv_tr_strip", filename=f"weights_by_step_{kind.replace(' ', '_')}_L{layer}_H{head}")
+widgets.csv_download(strip_csv, key="csv_tr_strip", filename=f"weights_by_step_{kind.replace(' ', '_')}_L{layer}_H{head}")
 
 index = st.select_slider("Snapshot", range(len(steps)), format_func=lambda i: labels[i], key="tr_step", value=len(steps) - 1)
 trace = traces[index]
 fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=labels[index])
-ui.heatmap(
+widgets.heatmap(
     fig,
     trace.head(kind, layer, head)["weights"],
     trace.query_tokens(kind),

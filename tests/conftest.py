@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from transformer.api import build_model
-from transformer.checkpoint import Checkpoint
-from transformer.config import ModelConfig
-from transformer.tokenizer import train_tokenizer
+from transformer.checkpoints.format import Checkpoint
+from transformer.checkpoints.tokenizer import train_tokenizer
+from transformer.model.config import ModelConfig
 
 TINY_TEXTS = [
     "the cat sat on the mat",
@@ -59,7 +59,7 @@ def make_checkpoint():
 @pytest.fixture
 def shipped(monkeypatch):
     """The app on the shipped checkpoints of assets/ (MiniLM left out), on the CPU: {name: CatalogEntry}."""
-    from transformer import catalog
+    from transformer.checkpoints import catalog
 
     monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
     monkeypatch.delenv(catalog.ASSETS_ENV, raising=False)

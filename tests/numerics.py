@@ -24,10 +24,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from transformer.device import torch_threads
+from transformer.model.device import torch_threads
 
 EPS = float(torch.finfo(torch.float32).eps)  # 2⁻²³: the gap between 1 and the next float32
-APP_THREADS = 1  # viz.shared.THREADS_PER_RUN; test_server checks the two agree
+APP_THREADS = 1  # server.shared.THREADS_PER_RUN; test_server checks the two agree
 
 
 def rounding_atol(magnitude: float, terms: int, depth: int = 1) -> float:

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from numerics import app_threads, assert_close, assert_same_bits
 
-from transformer import ablation, analysis, catalog
 from transformer.api import greedy_decode, streams
-from transformer.attention import HeadAblation
-from transformer.checkpoint import load_checkpoint
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
 from transformer.data import generate_pairs, induction_sequences
+from transformer.model.attention import HeadAblation
+from transformer.why import ablation, head_jobs
 
 pytestmark = pytest.mark.numerics
 
@@ -323,12 +324,12 @@ def test_lm_induction_circuit_carries_repeated_spans():
     """
     ckpt = shipped("lm")
     n_heads = ckpt.config.n_heads
-    induction = analysis.induction_scores(ckpt)  # (L, H)
-    previous = analysis.previous_token_scores(ckpt)["decoder self"]
+    induction = head_jobs.induction_scores(ckpt)  # (L, H)
+    previous = head_jobs.previous_token_scores(ckpt)["decoder self"]
     induction_head = divmod(int(induction.argmax()), n_heads)
     previous_head = (0, int(previous[0].argmax()))
     circuit = {previous_head} | {tuple(lh) for lh in (induction >= 0.5).nonzero().tolist()}
-    words = analysis.single_token_words(ckpt)
+    words = head_jobs.single_token_words(ckpt)
     second_copy = torch.zeros(ckpt.config.n_layers, n_heads)
     first_copy = torch.zeros_like(second_copy)
     length = 8
@@ -356,7 +357,7 @@ def reorders(pair) -> bool:
 @pytest.mark.slow  # 5-10 s here: 80 batched greedy decodings
 @pytest.mark.usefixtures("as_the_app_runs")
 def test_translator_alignment_heads_carry_reordering():
-    """Knocking out an alignment head (cross-attention, `analysis.alignment_scores` >= 0.8) changes the
+    """Knocking out an alignment head (cross-attention, `head_jobs.alignment_scores` >= 0.8) changes the
     greedy translation of many sentences whose translation reorders words, more often than of
     monotone ones; cross heads that do not align (score < 0.5) change no translation.
 
@@ -365,7 +366,7 @@ def test_translator_alignment_heads_carry_reordering():
     for it. Head 2 changes 25 of 44 reordering sentences and 9 of 36 monotone ones.
     """
     ckpt = shipped("translator")
-    scores = analysis.alignment_scores(ckpt)  # (L, H)
+    scores = head_jobs.alignment_scores(ckpt)  # (L, H)
     cross = [h for h in ablation.all_heads(ckpt.config) if h[0] == "cross"]
     aligning = {h for h in cross if scores[h[1], h[2]] >= 0.8}
     idle = {h for h in cross if scores[h[1], h[2]] < 0.5}

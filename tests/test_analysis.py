@@ -14,7 +14,9 @@ import torch
 from numerics import assert_close, rounding_atol
 
 from transformer import Checkpoint, ModelConfig, api, load_checkpoint, train_tokenizer
-from transformer.analysis import (
+from transformer.checkpoints.catalog import assets_dir
+from transformer.data import generate_corpus, generate_pairs, induction_sequences
+from transformer.why.head_jobs import (
     PROBE_SEED,
     agreement_scores,
     alignment_scores,
@@ -27,8 +29,6 @@ from transformer.analysis import (
     single_token_words,
     word_starts,
 )
-from transformer.catalog import assets_dir
-from transformer.data import generate_corpus, generate_pairs, induction_sequences
 
 pytestmark = pytest.mark.numerics
 
@@ -263,7 +263,7 @@ def test_head_scores_are_in_range(name):
 
 
 def test_copy_positions_are_where_a_pair_repeats():
-    from transformer.analysis import copy_positions
+    from transformer.why.head_jobs import copy_positions
 
     #        0  1  2  3  4  5  6
     ids = [9, 1, 2, 3, 1, 2, 3]  # "1 2 3" again: after 1 (pos 4) comes 2, after 2 (pos 5) comes 3

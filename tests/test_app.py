@@ -17,14 +17,15 @@ import pytest
 from numerics import app_threads, assert_close, assert_same_bits
 from streamlit.testing.v1 import AppTest
 
-from transformer import api, catalog
+from transformer import api
 from transformer.api import build_model, trace_text
-from transformer.checkpoint import load_checkpoint, save_checkpoint
-from transformer.config import ModelConfig
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint, save_checkpoint
+from transformer.checkpoints.snapshots import save_snapshots
+from transformer.checkpoints.tokenizer import train_tokenizer
 from transformer.data.algorithmic import reverse_examples
 from transformer.data.toy_english import generate_corpus
-from transformer.snapshots import save_snapshots
-from transformer.tokenizer import train_tokenizer
+from transformer.model.config import ModelConfig
 from viz import jsonfig
 from viz.labels import plotly_text
 
@@ -112,9 +113,9 @@ def reference(entry, text: str, target: str | None = None):
     """
     with app_threads():
         if entry.hf_dir:
-            from transformer import hf_import
+            from transformer.checkpoints import importers
 
-            ckpt = hf_import.load_any(entry.path, device="cpu")
+            ckpt = importers.load_any(entry.path, device="cpu")
         else:
             ckpt = load_checkpoint(entry.path, device="cpu")
         return trace_text(ckpt, text, target)
@@ -242,7 +243,7 @@ def test_opens_on_the_translator_attention_page(env):
 @pytest.fixture
 def model_runs(monkeypatch) -> dict[str, list]:
     """Empty the app's trace and maps caches, then record every model run: the texts of full traces and of light passes."""
-    from viz import shared
+    from server import shared
 
     for cache in (shared.trace_cache(), shared.maps_cache()):
         cache.clear()
@@ -280,7 +281,7 @@ def test_a_short_text_runs_the_model_once_even_from_the_model_view(env, model_ru
 
 
 def test_attention_map_bytes_counts_every_kind_layer_and_head(env):
-    from viz import shared
+    from server import shared
 
     ckpt = load_checkpoint(catalog.available()["translator"].path, device="cpu")
     tokens = api.streams(ckpt, "the cat runs .", "a b c")
@@ -441,7 +442,7 @@ def test_qkv_page_works_the_selected_row(env):
 
 
 def test_model_view_opens_a_head_on_the_attention_page(env, model_runs, monkeypatch):
-    from viz import shared
+    from server import shared
 
     traced, mapped = model_runs["trace_text"], model_runs["attention_maps"]
     monkeypatch.setattr(shared, "LIGHT_PASS_BYTES", 0)  # as for a long text: these tiny traces are far below the limit
@@ -482,7 +483,7 @@ def test_model_view_opens_a_head_on_the_attention_page(env, model_runs, monkeypa
 
 @pytest.mark.skipif("translator" not in SHIPPED, reason="needs the shipped translator and its snapshots")
 def test_training_page_shows_each_snapshot_on_the_same_tokens(monkeypatch):
-    from transformer.snapshots import load_snapshots
+    from transformer.checkpoints.snapshots import load_snapshots
 
     monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
     monkeypatch.delenv(catalog.ASSETS_ENV, raising=False)

@@ -13,10 +13,10 @@ import torch
 from numerics import assert_close
 from torch import nn
 
-from transformer.attention import MultiHeadAttention
-from transformer.config import ModelConfig
-from transformer.layers import DecoderLayer, EncoderLayer
-from transformer.model import causal_mask, padding_mask
+from transformer.model.attention import MultiHeadAttention
+from transformer.model.config import ModelConfig
+from transformer.model.layers import DecoderLayer, EncoderLayer
+from transformer.model.network import causal_mask, padding_mask
 
 pytestmark = pytest.mark.numerics
 

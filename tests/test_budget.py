@@ -15,13 +15,13 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from transformer import budget as B
-from transformer import catalog
-from transformer.budget import Budget, BudgetError, check_config, default_budget, max_trace_tokens, trace_bytes
-from transformer.checkpoint import CheckpointError, expected_shapes, read_header
-from transformer.config import ModelConfig
-from transformer.hf_import import load_hf_dir
-from transformer.model import TransformerModel
+from transformer.checkpoints import budget as B
+from transformer.checkpoints import catalog
+from transformer.checkpoints.budget import Budget, BudgetError, check_config, default_budget, max_trace_tokens, trace_bytes
+from transformer.checkpoints.format import CheckpointError, expected_shapes, read_header
+from transformer.checkpoints.importers import load_hf_dir
+from transformer.model.config import ModelConfig
+from transformer.model.network import TransformerModel
 
 MiB, GiB = B.MiB, B.GiB
 SERVER = default_budget(environ={}, memory=24 * GiB)  # the 24 GiB classroom server

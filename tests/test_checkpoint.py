@@ -18,9 +18,9 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-import transformer.checkpoint as checkpoint_module
-from transformer.budget import Budget
-from transformer.checkpoint import FORMAT, CheckpointError, load_checkpoint, read_checkpoint_parts, save_checkpoint
+import transformer.checkpoints.format as checkpoint_module
+from transformer.checkpoints.budget import Budget
+from transformer.checkpoints.format import FORMAT, CheckpointError, load_checkpoint, read_checkpoint_parts, save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING = {"steps": 120, "final_loss": 0.4375, "data": {"seed": 3, "tasks": ["copy", "reverse"]}}
@@ -345,7 +345,7 @@ def test_saving_again_replaces_the_file(saved, make_checkpoint):
 
 HOSTILE_LOAD = """
 import resource, sys
-from transformer.checkpoint import CheckpointError, load_checkpoint
+from transformer.checkpoints.format import CheckpointError, load_checkpoint
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     load_checkpoint(sys.argv[1], device="cpu")

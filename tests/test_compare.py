@@ -11,11 +11,12 @@ import pytest
 from numerics import app_threads, assert_same_bits
 from test_app import SAME_TRACE, charts, no_errors, start
 
-from transformer import catalog
+from server import urlstate
 from transformer.api import trace_text
-from transformer.checkpoint import load_checkpoint
-from transformer.snapshots import load_snapshots
-from viz import compare, urlstate
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
+from transformer.checkpoints.snapshots import load_snapshots
+from viz import compare
 from viz.labels import plotly_text
 
 pytestmark = pytest.mark.numerics

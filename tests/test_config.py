@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from transformer.config import ConfigError, ModelConfig
-from transformer.device import ENV_VAR, pick_device
+from transformer.model.config import ConfigError, ModelConfig
+from transformer.model.device import ENV_VAR, pick_device
 
 
 @pytest.mark.parametrize(

@@ -12,14 +12,15 @@ import pytest
 import torch
 from numerics import assert_close, rounding_atol
 
+from server import urlstate
 from transformer import api
 from transformer.api import build_model, trace_text
-from transformer.checkpoint import Checkpoint
-from transformer.config import ModelConfig
+from transformer.checkpoints.format import Checkpoint
+from transformer.checkpoints.tokenizer import train_tokenizer
 from transformer.data.toy_english import generate_corpus
-from transformer.tokenizer import train_tokenizer
-from transformer.trace import AttentionTrace, LayerTrace, StackTrace, Stream, Trace
-from viz import figures, grid, jsonfig, metrics, urlstate, worked
+from transformer.model.config import ModelConfig
+from transformer.model.trace import AttentionTrace, LayerTrace, StackTrace, Stream, Trace
+from viz import figures, grid, jsonfig, metrics, worked
 from viz.labels import plotly_text, unique_labels
 
 pytestmark = pytest.mark.numerics
@@ -249,11 +250,11 @@ def test_model_view_payload_at_128_tokens():
 
 
 def test_model_view_csv_names_the_positions_each_cell_covers():
-    from viz import ui
+    from server import widgets
 
     trace = synthetic_trace(2, 3, 5)
     maps = api.pool_trace(trace, max_cells=2)  # 5 tokens in blocks of 3: positions 0-2 and 3-4
-    table = ui.pooled_frame(maps.maps["decoder self"], [0, 1], 5, 5, (3, 3))
+    table = widgets.pooled_frame(maps.maps["decoder self"], [0, 1], 5, 5, (3, 3))
     assert len(table) == 2 * 3 * 2 * 2
     row = table[(table["layer"] == 1) & (table["head"] == 2) & (table["query_from"] == 3) & (table["key_from"] == 0)].iloc[0]
     assert (row.query_to, row.key_to) == (4, 2)
@@ -380,7 +381,7 @@ def test_csv_of_the_matrix_shown_round_trips(enc_dec):
 
     import pandas as pd
 
-    from viz.ui import matrix_frame
+    from server.widgets import matrix_frame
 
     w = enc_dec.attention("cross", 0).weights[0, 1].numpy()
     frame = matrix_frame(w, enc_dec.target.tokens, enc_dec.source.tokens)
@@ -396,7 +397,7 @@ def test_csv_of_the_matrix_shown_round_trips(enc_dec):
 
 
 def test_byte_lru_evicts_least_recently_used_by_bytes():
-    from viz.lru import ByteLRU
+    from server.lru import ByteLRU
 
     cache = ByteLRU(budget=100, size=len)
     cache.put("a", "x" * 40)
@@ -419,8 +420,8 @@ def test_byte_lru_evicts_least_recently_used_by_bytes():
 
 def test_trace_cache_counts_trace_bytes():
     """The app's cache sizes traces by `Trace.nbytes()`: two 2048-token 6 × 12 traces never fit its budget together."""
-    from viz.lru import ByteLRU
-    from viz.shared import TRACE_CACHE_BYTES
+    from server.lru import ByteLRU
+    from server.shared import TRACE_CACHE_BYTES
 
     small = synthetic_trace(1, 2, 8)
     cache = ByteLRU(budget=small.nbytes() * 2, size=Trace.nbytes)
@@ -533,7 +534,7 @@ def test_worked_row_reports_how_far_the_recomputed_scores_are(enc_dec):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_snapshots_report_the_dtype_they_are_stored_in(tmp_path, lm_ckpt, dtype):
-    from transformer.snapshots import load_snapshots, save_snapshots, stored_dtypes
+    from transformer.checkpoints.snapshots import load_snapshots, save_snapshots, stored_dtypes
 
     state = {k: v.clone() for k, v in lm_ckpt.model.state_dict().items()}
     path = save_snapshots(tmp_path / "s.safetensors", [(0, state)], lm_ckpt.model.cfg, lm_ckpt.tokenizer, dtype=dtype)

@@ -20,9 +20,9 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from transformer import CheckpointError, load_checkpoint, trace_text
-from transformer.catalog import minilm_dir
+from transformer.checkpoints.catalog import minilm_dir
+from transformer.checkpoints.importers import load_any, load_hf_dir
 from transformer.convert import main as convert_main
-from transformer.hf_import import load_any, load_hf_dir
 
 pytestmark = pytest.mark.numerics
 

@@ -14,8 +14,8 @@ import time
 import pytest
 import torch
 
-from transformer.checkpoint import load_checkpoint
-from transformer.snapshots import load_snapshots
+from transformer.checkpoints.format import load_checkpoint
+from transformer.checkpoints.snapshots import load_snapshots
 from transformer.train import jobs
 from transformer.train.jobs import JobError, JobRunner, JobSpec, Limits
 from transformer.train.loop import snapshot_steps
@@ -84,7 +84,7 @@ def test_wall_time_and_disk_are_estimated_before_starting():
 
 def test_the_parameter_count_matches_the_model_the_trainer_builds():
     from transformer.api import build_model
-    from transformer.config import ModelConfig
+    from transformer.model.config import ModelConfig
 
     for spec in (
         jobs.make_spec(dict(TINY, steps=10)),

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from numerics import assert_close
 
-from transformer import lens
 from transformer.api import trace_text
-from transformer.lens import logit_lens
+from transformer.why import lens
+from transformer.why.lens import logit_lens
 
 pytestmark = pytest.mark.numerics
 

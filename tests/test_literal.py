@@ -1,6 +1,6 @@
 """Nothing a user sends is rendered as Markdown or HTML: link parameters, uploaded file names, checkpoint metadata.
 
-`viz.literal.md` is checked on its own, then the whole app is driven (AppTest) with markup in every
+`server.literal.md` is checked on its own, then the whole app is driven (AppTest) with markup in every
 query parameter and in a checkpoint's metadata: wherever such a value reaches an element Streamlit
 renders as Markdown, it sits inside a code span; in a figure, it is HTML-escaped for Plotly and never
 part of a hover template.
@@ -16,12 +16,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from transformer import catalog
-from transformer.checkpoint import save_checkpoint
-from transformer.snapshots import save_snapshots, stored_dtypes
-from viz import jsonfig, urlstate
+from server import urlstate
+from server.literal import md
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import save_checkpoint
+from transformer.checkpoints.snapshots import save_snapshots, stored_dtypes
+from viz import jsonfig
 from viz.labels import plotly_text
-from viz.literal import md
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGES = ("attention", "qkv", "model_view", "checkpoint", "output", "training")
@@ -235,7 +236,7 @@ def test_uploaded_file_name_with_markup_is_shown_literally(env):
 def test_training_caption_names_the_stored_dtype(env, dtype):
     path = env / "lm.snapshots.safetensors"
     lm = catalog.available()["lm"]
-    from transformer.checkpoint import load_checkpoint
+    from transformer.checkpoints.format import load_checkpoint
 
     ckpt = load_checkpoint(lm.path, device="cpu")
     save_snapshots(path, two_steps(ckpt.model), ckpt.config, ckpt.tokenizer, dtype=dtype)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from transformer import load_checkpoint
-from transformer.catalog import assets_dir
+from transformer.checkpoints.catalog import assets_dir
 from transformer.data import agreement_probes, split_seed
+from transformer.data.tasks import get_task
 from transformer.train.metrics import agreement_probe_accuracy, classifier_accuracy, exact_match
-from transformer.train.tasks import get_task
 
 HELD_OUT_SEED = 987_654  # the shipped models trained on data seed 0 (split "train")
 

@@ -8,8 +8,8 @@ import torch
 from numerics import assert_close
 
 from transformer import load_checkpoint, trace_text
-from transformer.catalog import assets_dir
-from transformer.rollout import (
+from transformer.checkpoints.catalog import assets_dir
+from transformer.why.rollout import (
     FLOW_MAX_STEPS,
     FLOW_MAX_TOKENS,
     FLOW_MAX_TOKENS_SHALLOW,

@@ -13,9 +13,9 @@ import torch
 from numerics import assert_close
 
 from transformer.api import streams
-from transformer.checkpoint import Checkpoint
-from transformer.model import causal_mask
-from transformer.saliency import Attribution, gradient_x_input, integrated_gradients
+from transformer.checkpoints.format import Checkpoint
+from transformer.model.network import causal_mask
+from transformer.why.saliency import Attribution, gradient_x_input, integrated_gradients
 
 pytestmark = pytest.mark.numerics
 
@@ -154,7 +154,7 @@ def test_default_prediction_is_the_top_1_at_the_last_position(make_checkpoint):
 @pytest.mark.parametrize("name", KINDS)
 def test_integrated_gradients_completeness(make_checkpoint, name):
     # GELU and weights of std 0.3: f changes by O(1) along a curved path, and the integrand is smooth,
-    # so the midpoint sum converges as 1/m² (ReLU's kinks make it 1/m: see transformer/saliency.py).
+    # so the midpoint sum converges as 1/m² (ReLU's kinks make it 1/m: see transformer/why/saliency.py).
     ckpt, (source, target) = tiny(make_checkpoint, name, std=0.3, activation="gelu")
     result = integrated_gradients(ckpt, source, target, steps=64)
     change = result.prediction.log_prob - result.baseline_log_prob

@@ -16,10 +16,12 @@ import torch
 from streamlit.testing.v1 import AppTest
 from test_app import APP, TIMEOUT, write_tiny
 
-from transformer import api, budget, catalog
-from transformer.checkpoint import CheckpointError, load_checkpoint
-from viz import jsonfig, shared
-from viz.lru import ByteLRU
+from server import shared
+from server.lru import ByteLRU
+from transformer import api
+from transformer.checkpoints import budget, catalog
+from transformer.checkpoints.format import CheckpointError, load_checkpoint
+from viz import jsonfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

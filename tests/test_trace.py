@@ -13,8 +13,8 @@ from numerics import assert_close, assert_same_bits
 from torch import nn
 
 from transformer.api import build_model, trace_text
-from transformer.config import ModelConfig
-from transformer.tokenizer import UNK
+from transformer.checkpoints.tokenizer import UNK
+from transformer.model.config import ModelConfig
 
 pytestmark = pytest.mark.numerics
 
@@ -351,7 +351,7 @@ def test_any_script_or_html_traces_with_unknowns_as_unk(make_checkpoint, kind):
 
 @pytest.mark.parametrize("masked", ["none", "causal", "padding"])
 def test_pooled_attention_equals_block_max_of_the_full_weights(monkeypatch, masked):
-    from transformer import attention as att
+    from transformer.model import attention as att
 
     monkeypatch.setattr(att, "QUERY_BLOCK", 8)  # many query blocks, and a partial last one
     g = torch.Generator().manual_seed(0)
@@ -387,7 +387,7 @@ def test_pooled_attention_equals_block_max_of_the_full_weights(monkeypatch, mask
 @pytest.mark.parametrize("kind", KINDS)
 def test_attention_maps_equal_the_pooled_full_trace(make_checkpoint, monkeypatch, kind):
     from transformer import api
-    from transformer import attention as att
+    from transformer.model import attention as att
 
     monkeypatch.setattr(att, "QUERY_BLOCK", 4)
     ckpt = make_checkpoint(kind, max_len=40)

@@ -15,13 +15,13 @@ import torch
 from numerics import assert_close, assert_same_bits
 
 from transformer import ModelConfig, api, load_checkpoint, train_tokenizer
-from transformer.checkpoint import read_checkpoint_parts, save_checkpoint
-from transformer.snapshots import load_snapshots, save_snapshots
+from transformer.checkpoints.format import read_checkpoint_parts, save_checkpoint
+from transformer.checkpoints.snapshots import load_snapshots, save_snapshots
+from transformer.data.tasks import TASKS, get_task
 from transformer.train import TrainConfig, lr_at, snapshot_steps, train
 from transformer.train.cli import main as cli_main
 from transformer.train.metrics import greedy_decode_batch, verb_logprobs
 from transformer.train.state import load_train_state
-from transformer.train.tasks import TASKS, get_task
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -164,7 +164,7 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch, t
         Path(filename).write_bytes(b"half a file")  # the temp file is half written ...
         raise OSError("disk full")  # ... when the process dies
 
-    monkeypatch.setattr("transformer.checkpoint.save_file", crash)  # every atomic write goes through it
+    monkeypatch.setattr("transformer.checkpoints.format.save_file", crash)  # every atomic write goes through it
     ckpt = load_checkpoint(cfg.out, "cpu")
     with pytest.raises(OSError, match="disk full"):
         if target == "checkpoint":
@@ -295,7 +295,7 @@ def test_torchrun_ddp_on_two_cpu_processes_matches_the_plan(tmp_path):
 
 def test_lm_examples_add_repeated_random_spans_only_when_asked():
     from transformer.data import VOCABULARY, lm_documents
-    from transformer.train.tasks import lm_examples
+    from transformer.data.tasks import lm_examples
 
     assert lm_examples(30, 4) == lm_documents(30, 4)
     docs, plain = lm_examples(200, 4, p_induction=0.5, induction_len=(6, 9)), lm_documents(200, 4)

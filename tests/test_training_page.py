@@ -11,9 +11,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import write_tiny
 
-from transformer import catalog
+from server import training_jobs
+from transformer.checkpoints import catalog
 from transformer.train import jobs
-from viz import training_jobs
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 120

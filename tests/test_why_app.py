@@ -17,7 +17,7 @@ from numerics import app_threads, assert_close, assert_same_bits, rounding_atol
 from test_app import charts, depth_of, no_errors, start, terms_of
 
 from transformer.api import streams, trace_text
-from transformer.checkpoint import load_checkpoint
+from transformer.checkpoints.format import load_checkpoint
 from viz.labels import plotly_text
 
 pytestmark = pytest.mark.numerics
@@ -150,7 +150,7 @@ def test_rollout_and_saliency_page_against_independent_references(shipped):
     ids = torch.tensor([trace.source.ids[:10]])
     with torch.enable_grad():
         x = ckpt.model.tok_embed(ids).detach().requires_grad_(True)
-        from transformer.model import causal_mask
+        from transformer.model.network import causal_mask
 
         hidden, _ = ckpt.model.decoder(x, causal_mask(10, None, "cpu"))
         logp = ckpt.model.lm_logits(hidden[0, 9]).log_softmax(-1)

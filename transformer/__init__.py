@@ -7,13 +7,13 @@ trace.head("cross", layer=1, head=0)["weights"]        # (target tokens, source 
 trace.named_tensors()["decoder.layers.1.cross_attn.weights"]
 """
 
-from .api import attention_maps, build_model, greedy_decode, pool_trace, streams, trace_text
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
-from .config import ConfigError, ModelConfig
-from .device import pick_device
-from .model import TransformerModel
-from .tokenizer import Tokenizer, train_tokenizer
-from .trace import AttentionMaps, AttentionTrace, LayerTrace, StackTrace, Stream, Trace
+from transformer.api import attention_maps, build_model, greedy_decode, pool_trace, streams, trace_text
+from transformer.checkpoints.format import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from transformer.checkpoints.tokenizer import Tokenizer, train_tokenizer
+from transformer.model.config import ConfigError, ModelConfig
+from transformer.model.device import pick_device
+from transformer.model.network import TransformerModel
+from transformer.model.trace import AttentionMaps, AttentionTrace, LayerTrace, StackTrace, Stream, Trace
 
 __all__ = [
     "AttentionMaps",

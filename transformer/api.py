@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from .attention import HeadAblation, block_max, pool_blocks
-from .checkpoint import Checkpoint
-from .config import ModelConfig
-from .model import TransformerModel
-from .trace import AttentionMaps, Stream, Trace, to_cpu
+from transformer.checkpoints.format import Checkpoint
+from transformer.model.attention import HeadAblation, block_max, pool_blocks
+from transformer.model.config import ModelConfig
+from transformer.model.network import TransformerModel
+from transformer.model.trace import AttentionMaps, Stream, Trace, to_cpu
 
 
 def build_model(config: ModelConfig, seed: int | None = None) -> TransformerModel:

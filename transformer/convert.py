@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .checkpoint import CheckpointError, save_checkpoint
-from .hf_import import load_hf_dir
+from transformer.checkpoints.format import CheckpointError, save_checkpoint
+from transformer.checkpoints.importers import load_hf_dir
 
 
 def main(argv: list[str] | None = None) -> int:

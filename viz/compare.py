@@ -12,9 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from transformer.trace import Trace
-
-from .figures import as_array, token_heatmap
+from transformer.model.trace import Trace
+from viz.figures import as_array, token_heatmap
 
 DIFF_SCALE = "RdBu_r"  # diverging, white at 0: red where B attends more, blue where A does
 

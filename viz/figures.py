@@ -7,9 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from transformer.trace import Trace
-
-from .labels import plotly_text, text_px, tick_step, unique_labels
+from transformer.model.trace import Trace
+from viz.labels import plotly_text, text_px, tick_step, unique_labels
 
 WEIGHTS_SCALE = "Viridis"  # perceptually uniform; attention weights in [0, 1]
 SIGNED_SCALE = "Cividis"  # perceptually uniform and colour-blind safe; Q, K, V, scores, projection weights

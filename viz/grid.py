@@ -2,7 +2,7 @@
 
 One heatmap trace, not one subplot per head: 72 subplots take seconds to draw, and the
 full-resolution weights of 72 heads at 2048 tokens would be over a gigabyte. Each head is
-block-max pooled to at most `max_cells` × `max_cells` (`transformer.attention.block_max`, in the
+block-max pooled to at most `max_cells` × `max_cells` (`transformer.model.attention.block_max`, in the
 model's light pass `api.attention_maps` or from a full trace), and travels as float32, so hovering
 a cell shows the exact largest weight of its block (to 9 significant digits, which tell any two
 float32 values apart): a 6 × 12 model view is about 1.6 MB whatever the text length.
@@ -16,10 +16,9 @@ import numpy as np
 import plotly.graph_objects as go
 import torch
 
-from transformer.attention import block_max, pool_blocks
-from transformer.trace import AttentionMaps, Trace
-
-from .figures import WEIGHTS_SCALE, font_size
+from transformer.model.attention import block_max, pool_blocks
+from transformer.model.trace import AttentionMaps, Trace
+from viz.figures import WEIGHTS_SCALE, font_size
 
 MAX_CELLS = 64
 EXACT = ".9~g"  # hover format: 9 significant digits tell every float32 apart (trailing zeros dropped)

@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from transformer.model import TransformerModel
-from transformer.trace import KIND_PATHS, Trace
-
-from .labels import unique_labels
+from transformer.model.network import TransformerModel
+from transformer.model.trace import KIND_PATHS, Trace
+from viz.labels import unique_labels
 
 
 def parameter_table(model: TransformerModel) -> pd.DataFrame:

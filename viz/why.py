@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .figures import as_array, font_size
-from .labels import SEP, plotly_text, text_px, unique_labels
+from viz.figures import as_array, font_size
+from viz.labels import SEP, plotly_text, text_px, unique_labels
 
 EFFECT_SCALE = "Reds"  # 0 (no effect) is white, bigger effects darker
 SCORE_COLOURS = ("#3b528b", "#21918c", "#e4002b", "#fde725")

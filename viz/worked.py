@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from transformer.trace import Trace
-
-from .labels import unique_labels
+from transformer.model.trace import Trace
+from viz.labels import unique_labels
 
 EPS = float(np.finfo(np.float32).eps)  # 2⁻²³: the gap between 1 and the next float32
 

@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 from numerics import app_threads
 
-from transformer import catalog
+from tests.browser import CHROMIUM, ROOT, VIEWPORT, launch_chromium, running_app
 from transformer.api import build_model, trace_text
-from transformer.checkpoint import load_checkpoint, save_checkpoint
-from transformer.config import ModelConfig
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint, save_checkpoint
+from transformer.checkpoints.tokenizer import train_tokenizer
 from transformer.data.toy_english import generate_corpus
-from transformer.tokenizer import train_tokenizer
-
-from . import CHROMIUM, ROOT, VIEWPORT, launch_chromium, running_app
+from transformer.model.config import ModelConfig
 
 ARTIFACTS = ROOT / "test-artifacts"
 
@@ -64,9 +63,9 @@ class Served:
 
 @functools.cache
 def _minilm():
-    from transformer import hf_import
+    from transformer.checkpoints import importers
 
-    return hf_import.load_any(catalog.minilm_dir(), device="cpu")
+    return importers.load_any(catalog.minilm_dir(), device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 from numerics import assert_same_bits
 
-from transformer import catalog
+from server.session import short_label
+from tests.browser import exceptions, figure, signature, type_text, wait_changed, wait_idle, wait_plot
+from tests.browser.conftest import ARTIFACTS, write_tiny
 from transformer.api import trace_text
-from transformer.checkpoint import load_checkpoint
-from viz.session import short_label
-
-from . import exceptions, figure, signature, type_text, wait_changed, wait_idle, wait_plot
-from .conftest import ARTIFACTS, write_tiny
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
 
 pytestmark = pytest.mark.browser
 

@@ -16,15 +16,14 @@ from urllib.parse import urlencode
 import pytest
 from safetensors.torch import save_file
 
-from transformer import catalog
+from tests.browser import VIEWPORT, exceptions, figure, serve, signature, type_text, wait_changed, wait_idle, wait_plot
+from tests.browser.conftest import ARTIFACTS, write_tiny
 from transformer.api import build_model
-from transformer.checkpoint import FORMAT, load_checkpoint, save_checkpoint
-from transformer.config import ModelConfig
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import FORMAT, load_checkpoint, save_checkpoint
+from transformer.checkpoints.tokenizer import train_tokenizer
 from transformer.data.toy_english import generate_corpus
-from transformer.tokenizer import train_tokenizer
-
-from . import VIEWPORT, exceptions, figure, serve, signature, type_text, wait_changed, wait_idle, wait_plot
-from .conftest import ARTIFACTS, write_tiny
+from transformer.model.config import ModelConfig
 
 pytestmark = pytest.mark.browser
 

@@ -11,14 +11,13 @@ from urllib.parse import urlencode, urlparse
 
 import pytest
 
+from tests.browser import VIEWPORT, exceptions, wait_idle, wait_plot
+from tests.browser.conftest import ARTIFACTS
 from transformer.api import build_model
-from transformer.checkpoint import save_checkpoint
-from transformer.config import ModelConfig
+from transformer.checkpoints.format import save_checkpoint
+from transformer.checkpoints.tokenizer import train_tokenizer
 from transformer.data.toy_english import generate_corpus
-from transformer.tokenizer import train_tokenizer
-
-from . import VIEWPORT, exceptions, wait_idle, wait_plot
-from .conftest import ARTIFACTS
+from transformer.model.config import ModelConfig
 
 pytestmark = pytest.mark.browser
 

@@ -10,10 +10,9 @@ import re
 
 import pytest
 
-from transformer.checkpoint import load_checkpoint
-
-from . import VIEWPORT, exceptions, figure, serve, wait_idle, wait_plot
-from .conftest import ARTIFACTS
+from tests.browser import VIEWPORT, exceptions, figure, serve, wait_idle, wait_plot
+from tests.browser.conftest import ARTIFACTS
+from transformer.checkpoints.format import load_checkpoint
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from numerics import app_threads, assert_same_bits
 
-from transformer import catalog
+from tests.browser import exceptions, figure, wait_idle, wait_plot
 from transformer.api import trace_text
-from transformer.checkpoint import load_checkpoint
-
-from . import exceptions, figure, wait_idle, wait_plot
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -1,8 +1,8 @@
 """Seeded synthetic corpora with gold annotations: Toy English, its translation, algorithmic and LM data."""
 
-from .algorithmic import TASKS, addition_examples, copy_examples, reverse_examples, sort_examples
-from .lm_stream import induction_sequences, lm_documents
-from .toy_english import (
+from transformer.data.algorithmic import TASKS, addition_examples, copy_examples, reverse_examples, sort_examples
+from transformer.data.lm_stream import induction_sequences, lm_documents
+from transformer.data.toy_english import (
     VOCABULARY,
     AgreementExample,
     AgreementProbe,
@@ -18,7 +18,7 @@ from .toy_english import (
     verb_number,
     with_flipped_verb,
 )
-from .translation import Pair, generate_pairs, target_vocabulary, translate
+from transformer.data.translation import Pair, generate_pairs, target_vocabulary, translate
 
 __all__ = [
     "TASKS",

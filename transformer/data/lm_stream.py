@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .toy_english import VOCABULARY, generate_sentence
+from transformer.data.toy_english import VOCABULARY, generate_sentence
 
 
 def lm_documents(

@@ -19,7 +19,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from .toy_english import (
+from transformer.data.toy_english import (
     ADJECTIVES,
     COPULA,
     INTRANSITIVE_VERBS,

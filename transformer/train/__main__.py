@@ -1,5 +1,5 @@
 """`python -m transformer.train --task reverse --out r.safetensors ...` (or under torchrun for DDP)."""
 
-from .cli import main
+from transformer.train.cli import main
 
 main()

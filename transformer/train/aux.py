@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..model import TransformerModel, padding_mask
+from transformer.model.network import TransformerModel, padding_mask
 
 STATE_PREFIX = "_aux."  # auxiliary weights in the training state, beside the model's
 

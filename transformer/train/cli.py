@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 import typing
 
-from .loop import TrainConfig, train
-from .tasks import TASKS
+from transformer.data.tasks import TASKS
+from transformer.train.loop import TrainConfig, train
 
 
 def parser() -> argparse.ArgumentParser:

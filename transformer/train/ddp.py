@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..device import pick_device
+from transformer.model.device import pick_device
 
 
 @dataclass(frozen=True)

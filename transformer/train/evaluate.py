@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from ..analysis import head_scores
-from ..catalog import ASSETS
-from ..checkpoint import load_checkpoint
-from ..data import agreement_probes, split_seed
-from .metrics import agreement_probe_accuracy, classifier_accuracy, exact_match
-from .tasks import get_task
+from transformer.checkpoints.catalog import ASSETS
+from transformer.checkpoints.format import load_checkpoint
+from transformer.data import agreement_probes, split_seed
+from transformer.data.tasks import get_task
+from transformer.train.metrics import agreement_probe_accuracy, classifier_accuracy, exact_match
+from transformer.why.head_jobs import head_scores
 
 EVAL_SEED = 20_240_601  # never a training data_seed
 BARS = {

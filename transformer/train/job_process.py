@@ -15,7 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .jobs import MAX_LOSS_POINTS, WRITE_EVERY_S, JobSpec, read_json, write_json
+from transformer.train.jobs import MAX_LOSS_POINTS, WRITE_EVERY_S, JobSpec, read_json, write_json
 
 
 class Progress:
@@ -97,7 +97,7 @@ class Progress:
 
 def run_job(folder: Path, threads: int = 1, nice: int = 0, parent_pid: int = 0) -> int:
     """Train the job in `folder` (the job process's body); returns the exit code."""
-    from .loop import TrainConfig, train
+    from transformer.train.loop import TrainConfig, train
 
     if nice:
         with contextlib.suppress(OSError):

@@ -1,6 +1,6 @@
 """Training jobs for a server: one small model trained at a time, in its own process, its progress in a JSON file.
 
-The app (viz/training_jobs.py) keeps one `JobRunner` per server. A job is a folder in the server's
+The app (server/training_jobs.py) keeps one `JobRunner` per server. A job is a folder in the server's
 private temp folder (mode 0700, `attnviz-jobs-<server pid>-…`, removed at exit; folders of dead
 servers are removed when the next one starts):
 
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .make_checkpoints import RECIPES
+from transformer.train.make_checkpoints import RECIPES
 
 JOBS_PREFIX = "attnviz-jobs-"
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -118,7 +118,7 @@ class Limits:
 class JobError(ValueError):
     """A job that cannot be made or started. `template` names the offending value `{value}`; `value` is the user's.
 
-    The app shows `value` literally (viz.literal.md); str(e) quotes it with repr.
+    The app shows `value` literally (server.literal.md); str(e) quotes it with repr.
     """
 
     def __init__(self, template: str, value: object = None):
@@ -282,7 +282,7 @@ def read_json(path: Path) -> dict:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process `pid` exists (a server whose folders must be kept; viz/shared.py asks too, for uploads)."""
+    """Whether process `pid` exists (a server whose folders must be kept; server/shared.py asks too, for uploads)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -19,16 +19,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from ..checkpoint import save_checkpoint
-from ..config import ModelConfig
-from ..model import TransformerModel
-from ..snapshots import read_snapshot_states, save_snapshots
-from ..tokenizer import Tokenizer, train_tokenizer
-from . import ddp
-from .aux import AuxClassifier, aux_loss
-from .metrics import quality, teacher_forced
-from .state import TrainState, load_train_state, save_train_state, state_path
-from .tasks import get_task
+from transformer.checkpoints.format import save_checkpoint
+from transformer.checkpoints.snapshots import read_snapshot_states, save_snapshots
+from transformer.checkpoints.tokenizer import Tokenizer, train_tokenizer
+from transformer.data.tasks import get_task
+from transformer.model.config import ModelConfig
+from transformer.model.network import TransformerModel
+from transformer.train import ddp
+from transformer.train.aux import AuxClassifier, aux_loss
+from transformer.train.metrics import quality, teacher_forced
+from transformer.train.state import TrainState, load_train_state, save_train_state, state_path
 
 # Plan fields that may change between a run and its resumption; every other field must match.
 RUNTIME_FIELDS = ("out", "snapshots_out", "state_out", "resume", "stop_after", "progress", "device", "threads")

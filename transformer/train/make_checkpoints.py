@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..catalog import ASSETS
-from .loop import TrainConfig, train
+from transformer.checkpoints.catalog import ASSETS
+from transformer.train.loop import TrainConfig, train
 
 # name -> TrainConfig fields (out/state paths are filled in at run time). Longest first, so two
 # workers finish at about the same time. Every tokenizer gets enough room (vocab_size) to keep

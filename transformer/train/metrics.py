@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data import AgreementProbe
-from ..model import TransformerModel
-from ..tokenizer import Tokenizer
-from .tasks import Task, _pad
+from transformer.checkpoints.tokenizer import Tokenizer
+from transformer.data import AgreementProbe
+from transformer.data.tasks import Task, _pad
+from transformer.model.network import TransformerModel
 
 
 @torch.inference_mode()
@@ -130,7 +130,7 @@ def teacher_forced(model: TransformerModel, task: Task, batch: dict[str, Tensor]
 
 def quality(model: TransformerModel, tok: Tokenizer, task: Task, held_out: Sequence[Any], data_seed: int) -> dict:
     """The task's headline numbers on held-out examples (the ones `python -m transformer.train.evaluate` prints)."""
-    from ..data import agreement_probes, split_seed
+    from transformer.data import agreement_probes, split_seed
 
     was_training = model.training
     model.eval()

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import atomic_save_file, read_tagged
+from transformer.checkpoints.format import atomic_save_file, read_tagged
 
 FORMAT = "attnviz-train-state/1"
 

@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checkpoint import Checkpoint
-from .config import ModelConfig
-from .model import TransformerModel, causal_mask
-from .trace import Stream
+from transformer.checkpoints.format import Checkpoint
+from transformer.model.config import ModelConfig
+from transformer.model.network import TransformerModel, causal_mask
+from transformer.model.trace import Stream
 
 GRADIENT_X_INPUT_EXPLANATION = (
     "Each token's score is the gradient of the prediction's log-probability with respect to that token's "

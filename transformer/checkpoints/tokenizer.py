@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from .trace import Stream
+from transformer.model.trace import Stream
 
 PAD, UNK, BOS, EOS, CLS, SEP = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[CLS]", "[SEP]"
 SPECIALS = (PAD, UNK, BOS, EOS, CLS, SEP)  # ids 0..5 in every tokenizer we train

@@ -21,17 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checkpoint import Checkpoint
-from .data import (
-    TASKS,
-    VOCABULARY,
-    generate_corpus,
-    generate_pairs,
-    generate_sentence,
-    induction_sequences,
-)
-from .data.toy_english import RELATIVIZER, Sentence
-from .trace import Stream, Trace
+from transformer.checkpoints.format import Checkpoint
+from transformer.data import TASKS, VOCABULARY, generate_corpus, generate_pairs, generate_sentence, induction_sequences
+from transformer.data.toy_english import RELATIVIZER, Sentence
+from transformer.model.trace import Stream, Trace
 
 PROBE_SEED = 1234  # probe sets are fixed, so scores are comparable across checkpoints and snapshots
 

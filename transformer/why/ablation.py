@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .analysis import pad_batch
-from .attention import HeadAblation
-from .catalog import EXAMPLES_FILE
-from .checkpoint import Checkpoint
-from .config import ModelConfig
-from .trace import Stream
+from transformer.checkpoints.catalog import EXAMPLES_FILE
+from transformer.checkpoints.format import Checkpoint
+from transformer.model.attention import HeadAblation
+from transformer.model.config import ModelConfig
+from transformer.model.trace import Stream
+from transformer.why.head_jobs import pad_batch
 
 Head = tuple[str, int, int]  # (kind, layer, head), layers and heads from 0
 Tokens = tuple[Stream, Stream | None]  # `api.streams(ckpt, text, target)`: source, decoder tokens (BOS first) or None
@@ -106,7 +106,7 @@ class ReferenceMeans:
 
 def _task_inputs(ckpt: Checkpoint, n: int) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]] | None, str] | None:
     """(sources, decoder inputs or None, description) from the checkpoint's own task, or None if it has none we know."""
-    from .train.tasks import get_task  # lazily: the training package is not needed to run a model
+    from transformer.data.tasks import get_task  # lazily: the training package is not needed to run a model
 
     cfg, tok, training = ckpt.config, ckpt.tokenizer, ckpt.training
     try:

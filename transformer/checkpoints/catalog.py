@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 EXAMPLES_FILE = ASSETS / "examples.json"  # example texts per checkpoint (the sidebar's, and ablation's fallback reference)
 ASSETS_ENV = "ATTNVIZ_ASSETS"  # another folder of shipped-style checkpoints (tests, private models)
 NO_MINILM_ENV = "ATTNVIZ_NO_MINILM"  # set to 1 to leave MiniLM out (tests that need a small catalogue)

@@ -21,11 +21,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .budget import Budget, BudgetError, check_config, check_fields, default_budget
-from .config import ConfigError, ModelConfig
-from .device import pick_device
-from .model import TransformerModel
-from .tokenizer import Tokenizer, TokenizerError
+from transformer.checkpoints.budget import Budget, BudgetError, check_config, check_fields, default_budget
+from transformer.checkpoints.tokenizer import Tokenizer, TokenizerError
+from transformer.model.config import ConfigError, ModelConfig
+from transformer.model.device import pick_device
+from transformer.model.network import TransformerModel
 
 FORMAT = "attnviz-checkpoint/1"
 REQUIRED_METADATA = ("format", "config", "tokenizer", "training")

@@ -20,12 +20,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .budget import Budget
-from .checkpoint import Checkpoint, CheckpointError, check_budget, check_state_dict, load_checkpoint, read_safetensors
-from .config import ConfigError, ModelConfig
-from .device import pick_device
-from .model import TransformerModel
-from .tokenizer import PAD, Tokenizer, TokenizerError
+from transformer.checkpoints.budget import Budget
+from transformer.checkpoints.format import (
+    Checkpoint,
+    CheckpointError,
+    check_budget,
+    check_state_dict,
+    load_checkpoint,
+    read_safetensors,
+)
+from transformer.checkpoints.tokenizer import PAD, Tokenizer, TokenizerError
+from transformer.model.config import ConfigError, ModelConfig
+from transformer.model.device import pick_device
+from transformer.model.network import TransformerModel
 
 CONFIG, SAFETENSORS, PICKLE, TOKENIZER = "config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json"
 

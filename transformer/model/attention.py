@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .trace import AttentionTrace, pool_blocks  # pool_blocks: the geometry of AttentionMaps
+from transformer.model.trace import AttentionTrace, pool_blocks  # pool_blocks: the geometry of AttentionMaps
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:

@@ -26,8 +26,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .attention import query_block_rows
-from .config import ModelConfig
+from transformer.model.attention import query_block_rows
+from transformer.model.config import ModelConfig
 
 F32, BOOL = 4, 1  # bytes per element
 MiB, GiB, TiB = 1024**2, 1024**3, 1024**4
@@ -49,7 +49,7 @@ LIGHT_PASS_CELLS = 64  # the model view's thumbnails: viz.grid.MAX_CELLS (transf
 
 # The default budget, fitted to the machine: 1/16 of physical memory for one model and 1/32 for one trace,
 # between the floor and the cap. A 24 GiB classroom server shared by 30 sessions gets the caps, 1 GiB and
-# 512 MiB: eight cached uploads (viz.shared.load_upload keeps 8) are then at most 8 GiB, and a trace is never more
+# 512 MiB: eight cached uploads (server.shared.load_upload keeps 8) are then at most 8 GiB, and a trace is never more
 # than a fifth of a 2048-token 6 × 12 one. The shipped models take a few MB; all-MiniLM-L6-v2 (22.7 M
 # parameters, max_len 512) takes 86 MiB and its full trace at 512 tokens 176 MiB, so even the floors accept it.
 MODEL_CAP, MODEL_FLOOR = 1 * GiB, 256 * MiB

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import HeadAblation
-from .config import ModelConfig
-from .layers import DecoderLayer, EncoderLayer
-from .trace import KIND_PATHS, StackTrace, Trace
+from transformer.model.attention import HeadAblation
+from transformer.model.config import ModelConfig
+from transformer.model.layers import DecoderLayer, EncoderLayer
+from transformer.model.trace import KIND_PATHS, StackTrace, Trace
 
 
 def sinusoidal_table(max_len: int, d_model: int) -> Tensor:

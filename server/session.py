@@ -1,7 +1,7 @@
 """What belongs to one browser session: its selection, its sidebar, its URL, its messages.
 
 Everything here reads or writes `st.session_state`, which is this session's alone. What is computed
-and shared by every session (models, traces, pooled maps, uploads) lives in `viz/shared.py`; this
+and shared by every session (models, traces, pooled maps, uploads) lives in `server/shared.py`; this
 module asks it for values and never stores them itself. Layer, head, kind and query token are plain
 session values ("sel_*"), so changing them re-draws figures from the shared trace.
 
@@ -18,12 +18,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from transformer import budget, catalog
-from transformer.checkpoint import Checkpoint, CheckpointError
-from transformer.trace import AttentionMaps, Stream, Trace, query_tokens
-
-from . import shared, urlstate
-from .literal import md
+from server import shared, urlstate
+from server.literal import md
+from transformer.checkpoints import budget, catalog
+from transformer.checkpoints.format import Checkpoint, CheckpointError
+from transformer.model.trace import AttentionMaps, Stream, Trace, query_tokens
 
 UPLOAD = "upload"  # the checkpoint picker's "Upload…" choice
 DEFAULT_CHECKPOINT = "translator"
@@ -501,7 +500,7 @@ def load_entry(entry: catalog.CatalogEntry) -> tuple[str, Checkpoint | None, str
     try:
         return identity, shared.load(identity, str(entry.path), entry.hf_dir), None
     except ImportError:
-        return identity, None, f"{entry.label} needs transformer.hf_import, which is not available in this install."
+        return identity, None, f"{entry.label} needs transformer.checkpoints.importers, which is not available in this install."
     except Exception as e:  # a message, never a traceback
         return identity, None, f"Could not load {entry.label}: {md(e, 400)}"
 

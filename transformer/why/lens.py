@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .checkpoint import Checkpoint
-from .trace import StackTrace, Trace
+from transformer.checkpoints.format import Checkpoint
+from transformer.model.trace import StackTrace, Trace
 
 EXPLANATION = (
     "Each row reads the residual stream at that point through the model's own output end "

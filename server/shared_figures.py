@@ -14,10 +14,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from transformer.trace import Trace
-
-from . import figures, grid
-from .lru import ByteLRU
+from server.lru import ByteLRU
+from transformer.model.trace import Trace
+from viz import figures, grid
 
 FIGURE_BUDGET_BYTES = 256 * 1024**2
 

@@ -3,7 +3,7 @@
 Nothing here belongs to one session: no `st.session_state`, no widgets. Everything is keyed by a
 checkpoint's identity (path + mtime + size, or an upload's sha256) and the text, so the same key
 always means the same numbers, and what is cached is read-only (a trace is frozen; sessions share
-it without the copy `st.cache_data` would make on every hit). `viz/session.py` holds what belongs to
+it without the copy `st.cache_data` would make on every hit). `server/session.py` holds what belongs to
 one session (its selection, its sidebar, its URL) and calls in here.
 
 The server is a classroom's: thirty sessions on two cores. So
@@ -32,14 +32,14 @@ from pathlib import Path
 import streamlit as st
 import torch
 
-from transformer import api, budget, catalog
-from transformer.checkpoint import Checkpoint, load_checkpoint
-from transformer.device import torch_threads
-from transformer.trace import AttentionMaps, Stream, Trace
+from server.lru import ByteLRU
+from transformer import api
+from transformer.checkpoints import budget, catalog
+from transformer.checkpoints.format import Checkpoint, load_checkpoint
+from transformer.model.device import torch_threads
+from transformer.model.trace import AttentionMaps, Stream, Trace
 from transformer.train.jobs import pid_alive
-
-from . import grid
-from .lru import ByteLRU
+from viz import grid
 
 FALLBACK_TEXT = "the big dog near the old tables sees the cats ."
 
@@ -81,7 +81,7 @@ def model_slot() -> Iterator[None]:
 # Memory budgets, fitted to this machine.
 # ---------------------------------------------------------------------------------------------
 
-BUDGET = budget.default_budget()  # one model, one trace (transformer/budget.py states the arithmetic)
+BUDGET = budget.default_budget()  # one model, one trace (transformer/checkpoints/budget.py states the arithmetic)
 
 
 # All traces together: a quarter of the machine's memory, between 512 MB and 3 GB (3 GB on a 24 GiB
@@ -101,9 +101,9 @@ def load(identity: str, path: str, hf_dir: bool) -> Checkpoint:
     """Load a shipped checkpoint (or a Hugging Face folder) once per identity (path + mtime + size)."""
     with model_slot():
         if hf_dir:
-            from transformer import hf_import  # lazily: only MiniLM needs it
+            from transformer.checkpoints import importers  # lazily: only MiniLM needs it
 
-            return hf_import.load_any(path)
+            return importers.load_any(path)
         return load_checkpoint(path)
 
 
@@ -257,7 +257,7 @@ def maps_for(identity: str, text: str, target: str | None, ckpt: Checkpoint) -> 
 @st.cache_resource(max_entries=4, show_spinner="Loading the training snapshots…")
 def snapshots(identity: str, path: str) -> list[tuple[int, Checkpoint]]:
     """A checkpoint's training snapshots, loaded once per file identity: [(step, Checkpoint)] in step order."""
-    from transformer.snapshots import load_snapshots
+    from transformer.checkpoints.snapshots import load_snapshots
 
     with model_slot():
         return load_snapshots(path)
@@ -275,7 +275,7 @@ def snapshots_belong(snaps: list[tuple[int, Checkpoint]], ckpt: Checkpoint) -> b
 @st.cache_resource(max_entries=4, show_spinner=False)
 def snapshot_dtypes(identity: str, path: str) -> tuple[str, ...]:
     """The dtypes a snapshots file stores (its header, read once per file identity)."""
-    from transformer.snapshots import stored_dtypes
+    from transformer.checkpoints.snapshots import stored_dtypes
 
     return stored_dtypes(path)
 

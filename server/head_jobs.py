@@ -1,11 +1,11 @@
-"""Head-job scores and labels from `transformer.analysis`, cached per checkpoint; silently absent if unavailable."""
+"""Head-job scores and labels from `transformer.why.head_jobs`, cached per checkpoint; silently absent if unavailable."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from . import session, shared
+from server import session, shared
 
 THRESHOLD = 0.5
 
@@ -14,12 +14,12 @@ THRESHOLD = 0.5
 def _scores(identity: str, _ckpt) -> dict | None:
     """{"job (kind)": (n_layers, n_heads) tensor} for one checkpoint, or None when the analysis cannot run."""
     try:
-        from transformer import analysis
+        from transformer.why import head_jobs
     except ImportError:
         return None
     try:
         with shared.model_slot():  # a model run like any other: it waits for a slot and runs on one thread
-            return analysis.head_scores(_ckpt)
+            return head_jobs.head_scores(_ckpt)
     except Exception:  # a checkpoint the probes do not fit (e.g. an upload with another vocabulary)
         return None
 

@@ -9,9 +9,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from . import session
-from .figures import PNG_CONFIG, as_array
-from .labels import unique_labels
+from server import session
+from viz.figures import PNG_CONFIG, as_array
+from viz.labels import unique_labels
 
 
 def matrix_frame(z, rows: Sequence[str], cols: Sequence[str] | None) -> pd.DataFrame:

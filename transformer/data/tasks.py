@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..data import TASKS as ALGORITHMIC
-from ..data import VOCABULARY, agreement_examples, generate_pairs, lm_documents, split_seed
-from ..tokenizer import Tokenizer
+from transformer.checkpoints.tokenizer import Tokenizer
+from transformer.data import TASKS as ALGORITHMIC
+from transformer.data import VOCABULARY, agreement_examples, generate_pairs, lm_documents, split_seed
 
 IGNORE = -100  # label value that the loss skips (padding)
 

@@ -12,14 +12,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .literal import md
+from server.literal import md
 
 KINDS = ("encoder self", "decoder self", "cross")
 MAX_TEXT_CHARS = 20_000  # about 4 000 words: enough for any model's max_len, small enough for a URL
 MAX_INDEX = 100_000
 COMPARE_MODES = ("texts", "checkpoints", "snapshots")  # the Compare page: what differs between its two panels
 ABLATION_MODES = ("zero", "mean")
-SWEEP_METRICS = ("kl", "logprob", "logprob-next", "cosine")  # transformer.ablation.METRICS
+SWEEP_METRICS = ("kl", "logprob", "logprob-next", "cosine")  # transformer.why.ablation.METRICS
 KIND_LETTERS = {"e": "encoder self", "d": "decoder self", "c": "cross"}  # a head in a link: e0.1 = encoder self, layer 0, head 1
 MAX_HEADS = 512
 

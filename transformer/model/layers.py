@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import MultiHeadAttention
-from .config import ModelConfig
-from .trace import LayerTrace
+from transformer.model.attention import MultiHeadAttention
+from transformer.model.config import ModelConfig
+from transformer.model.trace import LayerTrace
 
 Knockout = tuple[Tensor, Tensor | None]  # (keep (B or 1, H), mean (H, d_head) or None): one sublayer's `HeadAblation.at`
 

@@ -14,12 +14,11 @@ from collections.abc import Callable
 import streamlit as st
 import torch
 
-from transformer import ablation, lens, rollout, saliency
-from transformer.checkpoint import Checkpoint
-from transformer.trace import Stream, Trace
-
-from . import shared
-from .lru import ByteLRU
+from server import shared
+from server.lru import ByteLRU
+from transformer.checkpoints.format import Checkpoint
+from transformer.model.trace import Stream, Trace
+from transformer.why import ablation, lens, rollout, saliency
 
 CACHE_BYTES = 512 * 1024**2  # an LM ablation holds two (T, vocab) distributions: 0.5 MB for the shipped lm at 64 tokens
 

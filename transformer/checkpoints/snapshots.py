@@ -14,11 +14,18 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Checkpoint, CheckpointError, atomic_save_file, check_state_dict, read_header, read_tagged
-from .config import ConfigError, ModelConfig
-from .device import pick_device
-from .model import TransformerModel
-from .tokenizer import Tokenizer, TokenizerError
+from transformer.checkpoints.format import (
+    Checkpoint,
+    CheckpointError,
+    atomic_save_file,
+    check_state_dict,
+    read_header,
+    read_tagged,
+)
+from transformer.checkpoints.tokenizer import Tokenizer, TokenizerError
+from transformer.model.config import ConfigError, ModelConfig
+from transformer.model.device import pick_device
+from transformer.model.network import TransformerModel
 
 FORMAT = "attnviz-snapshots/1"
 

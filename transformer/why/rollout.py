@@ -33,7 +33,7 @@ import networkx as nx
 import torch
 from torch import Tensor
 
-from .trace import Trace
+from transformer.model.trace import Trace
 
 HEADS = ("mean", "max", "min")  # how the heads of one layer are reduced; an int picks one head
 # Attention flow solves one max-flow problem per (input token, output token) pair. Through one or two

@@ -17,16 +17,17 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from transformer import api, catalog
-from transformer.checkpoint import Checkpoint, CheckpointError, check_state_dict
-from transformer.model import TransformerModel
-from transformer.trace import Trace
+from server import shared
+from server.literal import md
+from transformer import api
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import Checkpoint, CheckpointError, check_state_dict
+from transformer.model.network import TransformerModel
+from transformer.model.trace import Trace
 from transformer.train import jobs
 from transformer.train.jobs import Job, JobRunner, Limits
-
-from . import figures, shared
-from .labels import plotly_text
-from .literal import md
+from viz import figures
+from viz.labels import plotly_text
 
 # On two cores, one thread: the other core keeps serving every session. More cores: half of them, at most 4.
 TRAIN_THREADS = 1 if shared.CORES <= 2 else min(4, shared.CORES // 2)
@@ -111,7 +112,7 @@ def probe_traces(job: Job) -> list[tuple[int, Trace]]:
 @st.cache_resource(max_entries=256, show_spinner=False)
 def snapshot_trace(job_id: str, step: int, path: str, text: str, target: str | None) -> Trace:
     """Snapshot `step` of a job on the probe input (the target given, so every step reads the same tokens)."""
-    from transformer.snapshots import read_snapshot_states
+    from transformer.checkpoints.snapshots import read_snapshot_states
 
     config, tokenizer, _, states = read_snapshot_states(path)
     state = dict(states)[step]
