@@ -42,6 +42,19 @@ def rounding_atol(magnitude: float, terms: int, depth: int = 1) -> float:
     return depth * terms * EPS * magnitude
 
 
+def longest_sum(cfg, *lengths: int, vocab: bool = False) -> int:
+    """`terms` for a model's value: its longest sum, over d_model, d_ff, `lengths` (tokens, keys) or, for a softmax over
+    the vocabulary, the vocabulary."""
+    return max(cfg.d_model, cfg.d_ff, *lengths, cfg.vocab_size if vocab else 0)
+
+
+def sublayers(cfg, head: bool = False) -> int:
+    """`depth` for a value of the last layer: 2 sublayers a layer (self-attention, feed-forward); an encoder-decoder's
+    layer index covers both stacks (2 + 3, with cross-attention); and the output head when `head`."""
+    per_layer = {"encoder": 2, "decoder": 2, "encoder-decoder": 2 + 3}[cfg.kind]
+    return per_layer * cfg.n_layers + int(head)
+
+
 def _as_numpy(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().double().numpy()

@@ -15,7 +15,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from numerics import app_threads, assert_close, assert_same_bits
+from numerics import app_threads, assert_close, assert_same_bits, longest_sum, sublayers
 
 from transformer.api import greedy_decode, streams
 from transformer.checkpoints import catalog
@@ -96,11 +96,8 @@ def rounding(cfg, *inputs: torch.Tensor, extra_terms: int = 0, extra_depth: int 
     """assert_close's terms and depth for one whole forward of a `cfg` model on `inputs`: the longest sum behind a value
     (d_model, d_ff or the sequence) and the sums stacked up to it (2 per encoder layer, 3 per decoder layer with
     cross-attention, else 2, and 1 for the head)."""
-    terms = max(cfg.d_model, cfg.d_ff, extra_terms, *(x.shape[-1] for x in inputs))
-    depth = 2 * cfg.n_layers if cfg.has_encoder else 0
-    if cfg.has_decoder:
-        depth += (3 if cfg.has_encoder else 2) * cfg.n_layers
-    return dict(terms=terms, depth=depth + int(cfg.has_decoder or cfg.n_classes > 0) + extra_depth)
+    terms = longest_sum(cfg, extra_terms, *(x.shape[-1] for x in inputs))
+    return dict(terms=terms, depth=sublayers(cfg, head=cfg.has_decoder or cfg.n_classes > 0) + extra_depth)
 
 
 # -- the forward argument ---------------------------------------------------------------------------------

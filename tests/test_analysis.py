@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from numerics import assert_close, rounding_atol
+from numerics import assert_close, longest_sum, rounding_atol, sublayers
 
 from transformer import Checkpoint, ModelConfig, api, load_checkpoint, train_tokenizer
 from transformer.checkpoints.catalog import assets_dir
@@ -64,8 +64,7 @@ def rounding(ckpt: Checkpoint, traces) -> dict:
     attentions = [t.attention(kind, layer) for t in traces for kind in t.kinds for layer in range(cfg.n_layers)]
     length = max(a.weights.shape[-1] for a in attentions)
     scale = max(float((a.q.abs() @ a.k.abs().transpose(-2, -1)).max()) / math.sqrt(cfg.d_head) for a in attentions)
-    sublayers = cfg.n_layers * (2 + 3 if cfg.kind == "encoder-decoder" else 2)
-    return dict(terms=max(cfg.d_model, cfg.d_ff, length), depth=sublayers, magnitude=max(1.0, scale))
+    return dict(terms=longest_sum(cfg, length), depth=sublayers(cfg), magnitude=max(1.0, scale))
 
 
 def argmax_hits(rows, gold: int, atol: float) -> tuple[torch.Tensor, torch.Tensor]:

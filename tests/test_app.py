@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from numerics import app_threads, assert_close, assert_same_bits
+from numerics import app_threads, assert_close, assert_same_bits, longest_sum, sublayers
 from streamlit.testing.v1 import AppTest
 
 from transformer import api
@@ -92,18 +92,6 @@ def _use(monkeypatch, case, tiny_assets):
         monkeypatch.delenv(catalog.ASSETS_ENV, raising=False)
         monkeypatch.delenv(catalog.NO_MINILM_ENV, raising=False)
     return catalog.available()[name]
-
-
-def terms_of(cfg, n_tokens: int, vocab: bool = False) -> int:
-    """The longest float32 sum behind a model's value: over d_model, d_ff or the tokens (and the vocabulary, for its softmax)."""
-    return max(cfg.d_model, cfg.d_ff, n_tokens, cfg.vocab_size if vocab else 0)
-
-
-def depth_of(cfg, head: bool = False) -> int:
-    """The sublayers a value of the last layer has passed: 2 a layer (self-attention, feed-forward), an encoder-decoder's
-    encoder's and decoder's (with cross-attention, 3) together, and the output head when `head`."""
-    per_layer = {"encoder": 2, "decoder": 2, "encoder-decoder": 2 + 3}[cfg.kind]
-    return per_layer * cfg.n_layers + int(head)
 
 
 def reference(entry, text: str, target: str | None = None):
@@ -463,8 +451,8 @@ def test_model_view_opens_a_head_on_the_attention_page(env, model_runs, monkeypa
             assert_close(
                 z[layer * n_q : (layer + 1) * n_q, head * n_k : (head + 1) * n_k],
                 ref.attention("cross", layer).weights[0, head].numpy(),
-                terms=terms_of(cfg, max(n_q, n_k)),
-                depth=depth_of(cfg),
+                terms=longest_sum(cfg, max(n_q, n_k)),
+                depth=sublayers(cfg),
                 why=f"the light pass's cross L{layer} H{head} against the full trace's",
             )
     # √ colours change the colour scale, never the values.

@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from numerics import assert_close, assert_same_bits
+from numerics import assert_close, assert_same_bits, longest_sum, sublayers
 from torch import nn
 
 from transformer.api import build_model, trace_text
@@ -33,17 +33,6 @@ def tiny_model(kind: str, norm_first: bool = True, seed: int = 0, **overrides):
             if isinstance(m, nn.LayerNorm):
                 m.weight.normal_(1.0, 0.2)
     return model.eval().requires_grad_(False)
-
-
-def sublayers(cfg: ModelConfig) -> int:
-    """Sublayers stacked on the way to a logit: attention and feed-forward per layer (decoder: cross too), then the head."""
-    per_layer = {"encoder": 2, "decoder": 2, "encoder-decoder": 2 + 3}  # an encoder-decoder layer index covers both stacks
-    return cfg.n_layers * per_layer[cfg.kind] + 1
-
-
-def longest_sum(cfg: ModelConfig, *lengths: int) -> int:
-    """The most terms one sum in the model adds: a d_model or d_ff dot product, or a row of attention over the keys."""
-    return max(cfg.d_model, cfg.d_ff, *lengths)
 
 
 def keep_of(lengths, T):
@@ -77,7 +66,7 @@ def test_traced_path_equals_fast_path_with_padding(kind, norm_first):
     assert none is None and trace is not None
     assert fast.abs().max() > 0.1  # the comparison below is not between two near-zero tensors
     cfg = model.cfg
-    assert_close(fast, traced, terms=longest_sum(cfg, ids.shape[1]), depth=sublayers(cfg),
+    assert_close(fast, traced, terms=longest_sum(cfg, ids.shape[1]), depth=sublayers(cfg, head=True),
                  why="the fused attention kernel against the manual path, through every sublayer")  # fmt: skip
     assert_same_bits(trace.logits, traced, why="the trace's logits are the logits the traced run returned")
 
@@ -396,7 +385,7 @@ def test_attention_maps_equal_the_pooled_full_trace(make_checkpoint, monkeypatch
     for target in targets:
         trace = trace_text(ckpt, text, target)
         # Weights of a model with std-0.02 weights: scores far below 1, so a weight moves by rounding on the order of ε.
-        terms, depth = longest_sum(ckpt.config, len(trace.source.ids)), sublayers(ckpt.config)
+        terms, depth = longest_sum(ckpt.config, len(trace.source.ids)), sublayers(ckpt.config, head=True)
         for max_cells in (64, 5):
             maps = api.attention_maps(ckpt, text, target, max_cells)
             assert maps.kinds == trace.kinds
@@ -421,7 +410,7 @@ def test_pooled_forward_returns_the_same_logits_and_refuses_dropout():
         traced, _ = model(ids, **kwargs, trace=True)
         pooled_logits, maps = model(ids, **kwargs, pool=3)
     cfg = model.cfg
-    assert_close(pooled_logits, traced, terms=longest_sum(cfg, ids.shape[1]), depth=sublayers(cfg),
+    assert_close(pooled_logits, traced, terms=longest_sum(cfg, ids.shape[1]), depth=sublayers(cfg, head=True),
                  why="attention a block of queries at a time (the light pass) against all at once, through every sublayer")  # fmt: skip
     assert set(maps) == {"encoder self", "decoder self", "cross"}
     assert maps["cross"].shape == (2, 2, N_HEADS, 3, 3)  # (layers, batch, heads, rows, cols)

@@ -13,8 +13,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-from numerics import app_threads, assert_close, assert_same_bits, rounding_atol
-from test_app import charts, depth_of, no_errors, start, terms_of
+from numerics import app_threads, assert_close, assert_same_bits, longest_sum, rounding_atol, sublayers
+from test_app import charts, no_errors, start
 
 from transformer.api import streams, trace_text
 from transformer.checkpoints.format import load_checkpoint
@@ -47,7 +47,7 @@ def test_ablation_page_lm_next_token_probabilities_equal_a_model_without_the_hea
     fig = charts(at)["abl_effect"]
     # The page's forward (and its forward(ablate=...)) against the trace here (of a copy with W_O's slices zeroed):
     # other code paths through the whole model and the softmax over the vocabulary.
-    sums = dict(terms=terms_of(ckpt.config, len(ids), vocab=True), depth=depth_of(ckpt.config, head=True))
+    sums = dict(terms=longest_sum(ckpt.config, len(ids), vocab=True), depth=sublayers(ckpt.config, head=True))
     assert_close(fig["data"][0]["y"], before[rows, nxt], **sums, why="p(next) with every head: the page's forward and the trace")
     assert_close(
         fig["data"][1]["y"], after[rows, nxt], **sums, why="p(next) knocked out: forward(ablate=...) and the zeroed copy"
@@ -162,8 +162,8 @@ def test_rollout_and_saliency_page_against_independent_references(shipped):
     assert_close(
         bars[-1]["y"],
         expected,
-        terms=terms_of(ckpt.config, len(trace.source.ids), vocab=True),
-        depth=2 * depth_of(ckpt.config, head=True),
+        terms=longest_sum(ckpt.config, len(trace.source.ids), vocab=True),
+        depth=2 * sublayers(ckpt.config, head=True),
         why="gradient × input by the app on the whole text and by autograd here on 10 tokens: through the model and back",
     )
     assert_same_bits(bars[0]["y"], weights[1][1][9], why="the attention row is the trace's")
@@ -206,8 +206,8 @@ def test_sweep_counts_only_copy_positions_when_asked(shipped):
         assert_close(
             grid[layer, head],
             drop,
-            terms=terms_of(ckpt.config, len(ids), vocab=True),
-            depth=2 * depth_of(ckpt.config, head=True),
+            terms=longest_sum(ckpt.config, len(ids), vocab=True),
+            depth=2 * sublayers(ckpt.config, head=True),
             magnitude=max(1.0, *map(abs, logp)),
             why=f"the sweep's drop in log p(next) for decoder self L{layer} H{head} against the zeroed copy's",
         )
