@@ -49,7 +49,7 @@ def randomise_norms(module: nn.Module) -> None:
 
 def mha_pair(seed: int = 0) -> tuple[MultiHeadAttention, nn.MultiheadAttention]:
     torch.manual_seed(seed)
-    ours = MultiHeadAttention(D_MODEL, N_HEADS).eval()
+    ours = MultiHeadAttention(ModelConfig(d_model=D_MODEL, n_heads=N_HEADS)).eval()
     ref = nn.MultiheadAttention(D_MODEL, N_HEADS, dropout=0.0, batch_first=True).eval()
     copy_attention(ours, ref)
     return ours, ref

@@ -16,13 +16,13 @@ from transformer.model.device import ENV_VAR, pick_device
     ("fields", "message"),
     [
         ({"kind": "seq2seq"}, "kind must be one of ('encoder-decoder', 'encoder', 'decoder'), got 'seq2seq'"),
-        ({"positional": "rotary"}, "positional must be one of ('sinusoidal', 'learned'), got 'rotary'"),
-        ({"activation": "swish"}, "activation must be one of ('relu', 'gelu', 'gelu_tanh'), got 'swish'"),
+        ({"positional": "rotary"}, "positional must be one of ('sinusoidal', 'learned', 'rope'), got 'rotary'"),
+        ({"activation": "swish"}, "activation must be one of ('relu', 'gelu', 'gelu_tanh', 'silu'), got 'swish'"),
         ({"n_heads": 0}, "n_heads must be a positive integer, got 0"),
         ({"n_layers": True}, "n_layers must be a positive integer, got True"),
         ({"vocab_size": 100.0}, "vocab_size must be a positive integer, got 100.0"),
         ({"max_len": -5}, "max_len must be a positive integer, got -5"),
-        ({"d_model": 100, "n_heads": 8}, "d_model (100) must be divisible by n_heads (8)"),
+        ({"d_model": 100, "n_heads": 8}, "d_model (100) must be divisible by n_heads (8), or head_dim given"),
         ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
         ({"dropout": -0.1}, "dropout must be in [0, 1), got -0.1"),
         ({"layer_norm_eps": 0.0}, "layer_norm_eps must be positive, got 0.0"),
@@ -61,7 +61,7 @@ def test_json_round_trip_and_derived_properties():
         ("[1, 2]", "config must be a JSON object, got list"),
         ('{"n_layers": 2, "moe": true, "experts": 4}', "unknown config field(s): experts, moe"),
         ('{"dropout": "high"}', "invalid config"),
-        ('{"n_heads": 5}', "d_model (128) must be divisible by n_heads (5)"),
+        ('{"n_heads": 5}', "d_model (128) must be divisible by n_heads (5), or head_dim given"),
     ],
 )
 def test_from_json_raises_config_error(text, message):

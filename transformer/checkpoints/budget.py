@@ -132,18 +132,30 @@ def model_parts(cfg: ModelConfig) -> dict[str, int]:
     parameters and buffers for every kind and option.
     """
     d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
-    linear = d * d + d  # (d, d) weight + bias
-    attention = 4 * linear  # W_Q, W_K, W_V, W_O
-    norm = 2 * d
-    ff = 2 * d * f + f + d  # up (f, d) + bias, down (d, f) + bias
+    inner, kv_inner = cfg.n_heads * cfg.d_head, cfg.kv_heads * cfg.d_head  # query and key/value widths
+
+    def norm_of(width: int) -> int:
+        return width * (2 if cfg.norm == "layer" and cfg.norm_bias else 1)  # RMSNorm: a weight, no bias
+
+    attention = (
+        d * (inner + 2 * kv_inner)  # W_Q, W_K, W_V
+        + (inner + 2 * kv_inner) * int(cfg.attn_bias)
+        + inner * d  # W_O
+        + d * int(cfg.attn_out_bias)
+        + 2 * norm_of(cfg.d_head) * int(cfg.qk_norm)
+    )
+    norm = norm_of(d)
+    n_ff = 3 if cfg.mlp == "gated" else 2  # (gate,) up, down
+    ff = n_ff * d * f + ((n_ff - 1) * f + d) * int(cfg.mlp_bias)
     stacks = int(cfg.has_encoder) + int(cfg.has_decoder)  # each has its own embeddings and final norm
     cross = cfg.kind == "encoder-decoder"
     per_layer_attention = attention + 2 * norm  # self-attention + the attention and ff sublayer norms
     decoder_extra = (attention + norm) if cross else 0  # cross-attention and its sublayer norm
     n_decoder_layers = L if cfg.has_decoder else 0
+    tables = cfg.positional in ("sinusoidal", "learned")  # rotary positions have no table
     counts = {
         # the sinusoidal table is a buffer (max_len, d_model), learned positions a weight of the same shape
-        "position tables": stacks * cfg.max_len * d,
+        "position tables": stacks * cfg.max_len * d * int(tables),
         "token embedding and LM head": cfg.vocab_size * d * (2 if cfg.has_decoder and not cfg.tie_embeddings else 1),
         "feed-forward sublayers": stacks * L * ff,
         "attention sublayers and norms": stacks * L * per_layer_attention
@@ -173,10 +185,13 @@ def model_bytes(cfg: ModelConfig) -> int:
 # --- a full trace: exactly what `forward(trace=True)` keeps --------------------------------------------------
 
 
-def _attention_trace(cfg: ModelConfig, n_q: int, n_k: int) -> tuple[int, int]:
+def _attention_trace(cfg: ModelConfig, n_q: int, n_k: int, rotary: bool = False) -> tuple[int, int]:
     """(maps, vectors) bytes of one AttentionTrace: scores, weights (H, Tq, Tk) and the bool mask (1, Tq, Tk);
-    q, output (H, Tq, d_head) and k, v (H, Tk, d_head)."""
-    return 2 * cfg.n_heads * n_q * n_k * F32 + n_q * n_k * BOOL, (2 * n_q + 2 * n_k) * cfg.d_model * F32
+    q, output (H, Tq, d_head) and k, v (H_kv, Tk, d_head); a rotary one also q and k before the rotation."""
+    q, kv = cfg.n_heads * cfg.d_head, cfg.kv_heads * cfg.d_head
+    copies = 2 if rotary else 1
+    vectors = (n_q * q * (1 + copies) + n_k * kv * (1 + copies)) * F32
+    return 2 * cfg.n_heads * n_q * n_k * F32 + n_q * n_k * BOOL, vectors
 
 
 def trace_parts(cfg: ModelConfig, n_src: int, n_tgt: int | None = None) -> dict[str, int]:
@@ -191,7 +206,7 @@ def trace_parts(cfg: ModelConfig, n_src: int, n_tgt: int | None = None) -> dict[
 
     def stack(n: int, n_memory: int | None) -> None:
         nonlocal maps, vectors
-        m, v = _attention_trace(cfg, n, n)
+        m, v = _attention_trace(cfg, n, n, rotary=cfg.positional == "rope")
         resid = 2  # resid_attn, resid_ff
         if n_memory is not None:
             cm, cv = _attention_trace(cfg, n, n_memory)
@@ -247,18 +262,20 @@ def _pooled_attention(cfg: ModelConfig, n_q: int, n_k: int, cells: int) -> int:
     """Peak bytes of one `attention.pooled_attention` call: five (H, rows, Tk) blocks (this block's scores,
     masked scores and weights, and the previous block's scores and weights, still referenced) + outputs."""
     rows = min(n_q, query_block_rows(n_q, n_k, cells))
-    return 5 * cfg.n_heads * rows * n_k * F32 + 2 * n_q * cfg.d_model * F32  # + the output blocks and their cat
+    width = max(cfg.d_model, cfg.n_heads * cfg.d_head)
+    return 5 * cfg.n_heads * rows * n_k * F32 + 2 * n_q * width * F32  # + the output blocks and their cat
 
 
 def light_pass_bytes(cfg: ModelConfig, n_src: int, n_tgt: int | None = None, cells: int = LIGHT_PASS_CELLS) -> int:
     """An upper bound of the bytes `forward(pool=cells)` allocates at its peak for one text (a test measures it).
 
     Per layer: the residual stream and its copies (≤ 12 × d_model per token), the feed-forward hidden
-    layer (2 × d_ff per token) and the pooled attention's blocks; across layers the pooled maps; then
-    the causal mask (Tt × Tt bool) and the logits (T × vocab), which are the big ones at long lengths.
+    layer (≤ 3 × d_ff per token: a gated one holds gate, up and their product) and the pooled attention's
+    blocks; across layers the pooled maps; then the causal mask (Tt × Tt bool) and the logits (T × vocab), which are the big ones at long lengths.
     """
     n_tgt = n_src if n_tgt is None else n_tgt
     d, f = cfg.d_model, cfg.d_ff
+    width = max(d, cfg.n_heads * cfg.d_head)  # the residual stream or the heads side by side, whichever is wider
 
     def stack(n: int, n_memory: int | None, causal: bool) -> int:
         attention = _pooled_attention(cfg, n, n, cells)
@@ -267,7 +284,7 @@ def light_pass_bytes(cfg: ModelConfig, n_src: int, n_tgt: int | None = None, cel
             attention += _pooled_attention(cfg, n, n_memory, cells)
             pooled += min(n, cells) * min(n_memory, cells)
         pooled_all = 2 * cfg.n_layers * cfg.n_heads * pooled * F32  # every layer's maps, then stacked
-        return n * (12 * d + 2 * f) * F32 + attention + pooled_all + (n * n * BOOL if causal else 0)
+        return n * (12 * width + 3 * f) * F32 + attention + pooled_all + (n * n * BOOL if causal else 0)
 
     if cfg.kind == "encoder-decoder":
         memory = n_src * d * F32  # the encoder's output, held through the decoder

@@ -1,6 +1,6 @@
 """Multi-head attention, written out step by step: the math the Q, K, V page shows.
 
-    scores  = Q Kᵀ / √d_head                       (before the mask)
+    scores  = Q Kᵀ / √d_head                       (before the mask; Q and K turned first under RoPE)
     weights = softmax(scores, masked where the query may not look)
     output  = weights · V                          (per head), then heads merged and projected by W_O
 
@@ -23,20 +23,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from transformer.model.config import ModelConfig
+from transformer.model.norms import make_norm
+from transformer.model.rope import rotate
 from transformer.model.trace import AttentionTrace, pool_blocks  # pool_blocks: the geometry of AttentionMaps
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     """Scaled dot-product attention, the manual path. Returns (output, weights, scores).
 
-    q: (B, H, Tq, d_head); k, v: (B, H, Tk, d_head); mask: (B, 1, Tq, Tk) bool, True = may attend.
+    q: (B, H, Tq, d_head); k, v: (B, H_kv, Tk, d_head), where each key/value head serves H / H_kv
+    query heads in a row (grouped-query attention; H_kv = H is plain multi-head, 1 is multi-query);
+    mask: (B, 1, Tq, Tk) bool, True = may attend.
     """
-    d_head = q.shape[-1]
-    scores = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+    B, H, Tq, d_head = q.shape
+    H_kv, Tk = k.shape[1], k.shape[2]
+    assert H % H_kv == 0, f"{H} query heads cannot share {H_kv} key/value heads evenly"
+    # A group's query rows stacked, so each key/value head is read once, never copied per query head
+    grouped = q.reshape(B, H_kv, (H // H_kv) * Tq, d_head)
+    scores = (grouped @ k.transpose(-2, -1)).view(B, H, Tq, Tk)
     scores /= math.sqrt(d_head)  # in place: a second (Tq, Tk) buffer per head costs more than this division
     masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
     weights = masked.softmax(dim=-1)  # (B, H, Tq, Tk)
-    return weights @ v, weights, scores  # output: (B, H, Tq, d_head)
+    return weighted_sum(weights, v), weights, scores  # output: (B, H, Tq, d_head)
+
+
+def weighted_sum(weights: Tensor, v: Tensor) -> Tensor:
+    """weights (B, H, Tq, Tk) @ v (B, H_kv, Tk, d_head) -> (B, H, Tq, d_head), each head reading its group's values."""
+    B, H, Tq, Tk = weights.shape
+    H_kv = v.shape[1]
+    return (weights.reshape(B, H_kv, (H // H_kv) * Tq, Tk) @ v).view(B, H, Tq, v.shape[-1])
 
 
 @dataclass(frozen=True)
@@ -119,22 +135,28 @@ def pooled_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, max_c
 
 
 class MultiHeadAttention(nn.Module):
-    """Projections into n_heads query/key/value spaces, attention per head, and the output projection."""
+    """Projections into query/key/value spaces, attention per head, and the output projection W_O.
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+    n_heads query heads of width d_head; n_kv_heads key/value heads (fewer under grouped-query
+    attention), optionally RMS-normalised per head (q/k norm) and turned by rotary positions.
+    """
+
+    def __init__(self, cfg: ModelConfig, cross: bool = False):
         super().__init__()
-        assert d_model % n_heads == 0, f"d_model ({d_model}) must be divisible by n_heads ({n_heads})"
-        self.n_heads = n_heads
-        self.d_head = d_model // n_heads
-        self.q_proj = nn.Linear(d_model, d_model)  # W_Q for all heads, stacked
-        self.k_proj = nn.Linear(d_model, d_model)
-        self.v_proj = nn.Linear(d_model, d_model)
-        self.out_proj = nn.Linear(d_model, d_model)  # W_O
-        self.dropout = dropout
+        self.n_heads, self.n_kv_heads, self.d_head = cfg.n_heads, cfg.kv_heads, cfg.d_head
+        inner, kv_inner = self.n_heads * self.d_head, self.n_kv_heads * self.d_head
+        self.q_proj = nn.Linear(cfg.d_model, inner, bias=cfg.attn_bias)  # W_Q for all heads, stacked
+        self.k_proj = nn.Linear(cfg.d_model, kv_inner, bias=cfg.attn_bias)
+        self.v_proj = nn.Linear(cfg.d_model, kv_inner, bias=cfg.attn_bias)
+        self.out_proj = nn.Linear(inner, cfg.d_model, bias=cfg.attn_out_bias)  # W_O
+        self.q_norm = make_norm(cfg, self.d_head) if cfg.qk_norm else None
+        self.k_norm = make_norm(cfg, self.d_head) if cfg.qk_norm else None
+        self.rotary = cfg.positional == "rope" and not cross  # positions turn q and k of self-attention
+        self.dropout = cfg.dropout
 
-    def _split(self, x: Tensor) -> Tensor:
+    def _split(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape
-        return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
+        return x.view(B, T, n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_head)
 
     def forward(
         self,
@@ -144,6 +166,7 @@ class MultiHeadAttention(nn.Module):
         trace: bool = False,
         pool: int | None = None,
         ablate: tuple[Tensor, Tensor | None] | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, AttentionTrace | Tensor | None]:
         """x: (B, Tq, d_model) queries; memory: (B, Tk, d_model) keys/values (None: self-attention).
 
@@ -152,11 +175,19 @@ class MultiHeadAttention(nn.Module):
         `pool` (and not `trace`), the weights block-max pooled to at most pool × pool per head.
         ablate: (keep (B or 1, H), mean (H, d_head) or None) from `HeadAblation.at`: heads' outputs
         are replaced (`knock_out`) before the merge; the trace then shows the replaced output.
+        rope: (cos, sin) of every position, each (T, rotary_dim), for a rotary model's self-attention.
         """
         kv = x if memory is None else memory
-        q = self._split(self.q_proj(x))  # (B, H, Tq, d_head)
-        k = self._split(self.k_proj(kv))  # (B, H, Tk, d_head)
-        v = self._split(self.v_proj(kv))
+        q = self._split(self.q_proj(x), self.n_heads)  # (B, H, Tq, d_head)
+        k = self._split(self.k_proj(kv), self.n_kv_heads)  # (B, H_kv, Tk, d_head)
+        v = self._split(self.v_proj(kv), self.n_kv_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q_pre = k_pre = None
+        if self.rotary:
+            assert rope is not None, "a rotary model's self-attention needs the positions' (cos, sin)"
+            q_pre, k_pre = q, k
+            q, k = rotate(q, *rope), rotate(k, *rope)
         dropout_p = self.dropout if self.training else 0.0
         pooled = None
         if pool is not None and not trace:
@@ -166,13 +197,13 @@ class MultiHeadAttention(nn.Module):
         elif trace or dropout_p > 0.0:
             out, weights, scores = attention(q, k, v, mask)
             if dropout_p > 0.0:
-                out = F.dropout(weights, dropout_p, training=True) @ v
+                out = weighted_sum(F.dropout(weights, dropout_p, training=True), v)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
         if ablate is not None:
             out = knock_out(out, *ablate)
         B, H, Tq, d_head = out.shape
-        merged = out.transpose(1, 2).reshape(B, Tq, H * d_head)  # (B, Tq, d_model)
+        merged = out.transpose(1, 2).reshape(B, Tq, H * d_head)  # (B, Tq, H · d_head)
         y = self.out_proj(merged)
         if not trace:
             return y, pooled
@@ -189,4 +220,6 @@ class MultiHeadAttention(nn.Module):
             mask=full_mask.detach(),
             weights=weights.detach(),
             output=out.detach(),
+            q_pre=None if q_pre is None else q_pre.detach(),
+            k_pre=None if k_pre is None else k_pre.detach(),
         )

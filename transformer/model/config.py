@@ -8,8 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("encoder-decoder", "encoder", "decoder")
-POSITIONALS = ("sinusoidal", "learned")
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
+POSITIONALS = ("sinusoidal", "learned", "rope")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
+NORMS = ("layer", "rms", "rms_plus_one")  # LayerNorm; RMSNorm x·w (Llama); RMSNorm x·(1 + w) (Gemma)
+MLPS = ("plain", "gated")  # down(act(up x)); down(act(gate x) ⊙ up x): SwiGLU with silu, GeGLU with gelu
+ROPE_SCALINGS = ("default", "linear", "dynamic", "llama3")
 
 
 class ConfigError(ValueError):
@@ -40,6 +43,26 @@ class ModelConfig:
     final_norm: bool | None = None  # LayerNorm after the last layer; None means "iff pre-LN"
     pad_id: int = 0
     class_names: tuple[str, ...] = ()  # encoder kind: a display name per class
+    # --- what modern decoders (Llama, Mistral, Qwen, Gemma, Pythia, Phi) add; the defaults are the paper's model
+    n_kv_heads: int = 0  # key/value heads shared by groups of query heads (GQA; 1: MQA); 0 means n_heads
+    head_dim: int = 0  # width of each head; 0 means d_model // n_heads
+    norm: str = "layer"  # "layer" | "rms" | "rms_plus_one" (Gemma's x·(1 + w))
+    norm_bias: bool = True  # LayerNorm has a bias (nanoGPT's bias=False leaves it out)
+    qk_norm: bool = False  # RMSNorm each head's q and k before the rotation (Qwen3)
+    mlp: str = "plain"  # "plain" | "gated" (SwiGLU / GeGLU)
+    attn_bias: bool = True  # the q, k, v projections have a bias
+    attn_out_bias: bool = True  # the output projection W_O has a bias
+    mlp_bias: bool = True
+    parallel_residual: bool = False  # x + attn(norm₁ x) + mlp(norm₂ x) in one step (GPT-NeoX, Pythia)
+    sliding_window: int = 0  # a query sees only the last `sliding_window` keys (itself included); 0: no window
+    full_attention_layers: tuple[int, ...] = ()  # layers that ignore the window (Qwen2's lower layers)
+    rope_theta: float = 10000.0  # rotary positions: the base of the wavelengths
+    rotary_fraction: float = 1.0  # the leading fraction of each head's dims that is rotated (Pythia: 0.25)
+    rope_scaling: str = "default"  # "default" | "linear" | "dynamic" (NTK) | "llama3"
+    rope_factor: float = 1.0  # the scaling's factor (linear, dynamic, llama3)
+    rope_low_freq_factor: float = 1.0  # llama3
+    rope_high_freq_factor: float = 4.0  # llama3
+    rope_original_max_len: int = 0  # llama3: the context the frequencies were trained for; dynamic: where scaling starts
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -55,9 +78,46 @@ class ModelConfig:
                 isinstance(value, int) and not isinstance(value, bool) and value > 0,
                 f"{name} must be a positive integer, got {value!r}",
             )
+        check(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}")
+        check(self.mlp in MLPS, f"mlp must be one of {MLPS}, got {self.mlp!r}")
         check(
-            self.d_model % self.n_heads == 0,
-            f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})",
+            self.rope_scaling in ROPE_SCALINGS,
+            f"rope_scaling must be one of {ROPE_SCALINGS}, got {self.rope_scaling!r}",
+        )
+        for name in ("n_kv_heads", "head_dim", "sliding_window", "rope_original_max_len"):
+            value = getattr(self, name)
+            check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                f"{name} must be a non-negative integer, got {value!r}",
+            )
+        check(
+            self.head_dim > 0 or self.d_model % self.n_heads == 0,
+            f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}), or head_dim given",
+        )
+        check(
+            self.n_heads % self.kv_heads == 0,
+            f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})",
+        )
+        if self.positional == "rope":
+            check(self.rope_theta > 0, f"rope_theta must be positive, got {self.rope_theta}")
+            check(0.0 < self.rotary_fraction <= 1.0, f"rotary_fraction must be in (0, 1], got {self.rotary_fraction}")
+            check(
+                self.rotary_dim >= 2 and self.rotary_dim % 2 == 0,
+                f"rotary_fraction {self.rotary_fraction} of head_dim {self.d_head} rotates {self.rotary_dim} dims: "
+                "need an even number ≥ 2",
+            )
+            check(self.rope_factor >= 1.0, f"rope_factor must be ≥ 1, got {self.rope_factor}")
+            check(
+                self.rope_scaling not in ("dynamic", "llama3") or self.rope_original_max_len > 0,
+                f"rope_scaling {self.rope_scaling!r} needs rope_original_max_len",
+            )
+            check(
+                self.rope_scaling != "llama3" or self.rope_high_freq_factor > self.rope_low_freq_factor > 0,
+                "llama3 rope scaling needs rope_high_freq_factor > rope_low_freq_factor > 0",
+            )
+        check(
+            all(isinstance(i, int) and 0 <= i < self.n_layers for i in self.full_attention_layers),
+            f"full_attention_layers must be layer numbers below {self.n_layers}, got {list(self.full_attention_layers)}",
         )
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
         check(self.layer_norm_eps > 0, f"layer_norm_eps must be positive, got {self.layer_norm_eps}")
@@ -73,10 +133,30 @@ class ModelConfig:
         )
         # Normalise JSON lists back into a hashable tuple.
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "full_attention_layers", tuple(self.full_attention_layers))
 
     @property
     def d_head(self) -> int:
-        return self.d_model // self.n_heads
+        return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: n_heads unless grouped-query (fewer) or multi-query (one)."""
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def group_size(self) -> int:
+        """Query heads that share one key/value head."""
+        return self.n_heads // self.kv_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many of each head's dims rotary positions turn (0 without RoPE)."""
+        return int(self.d_head * self.rotary_fraction) if self.positional == "rope" else 0
+
+    def window_of(self, layer: int) -> int:
+        """The sliding window of `layer`'s self-attention, 0 for full attention."""
+        return 0 if layer in self.full_attention_layers else self.sliding_window
 
     @property
     def has_final_norm(self) -> bool:

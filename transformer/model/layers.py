@@ -1,4 +1,8 @@
-"""Encoder and decoder layers: attention and feed-forward sublayers around a residual stream."""
+"""Encoder and decoder layers: attention and feed-forward sublayers around a residual stream.
+
+A layer is `x + attn(norm x)`, then `+ ff(norm x)` (pre-LN), or the paper's post-LN; GPT-NeoX's parallel
+residual adds both sublayers to the same x: `x + attn(norm₁ x) + ff(norm₂ x)`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,10 @@ from torch import Tensor, nn
 
 from transformer.model.attention import MultiHeadAttention
 from transformer.model.config import ModelConfig
+from transformer.model.norms import make_norm
 from transformer.model.trace import LayerTrace
+
+Rope = tuple[Tensor, Tensor]  # (cos, sin), each (T, rotary_dim): `rope.cos_sin`
 
 Knockout = tuple[Tensor, Tensor | None]  # (keep (B or 1, H), mean (H, d_head) or None): one sublayer's `HeadAblation.at`
 
@@ -15,21 +22,24 @@ ACTIVATIONS = {
     "relu": F.relu,
     "gelu": F.gelu,
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
 }
 
 
 class FeedForward(nn.Module):
-    """The position-wise MLP: d_model -> d_ff -> d_model."""
+    """The position-wise MLP: d_model -> d_ff -> d_model, plain `down(act(up x))` or gated `down(act(gate x) ⊙ up x)`."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.up = nn.Linear(cfg.d_model, cfg.d_ff)
-        self.down = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias)
+        self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=cfg.mlp_bias) if cfg.mlp == "gated" else None
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=cfg.mlp_bias)
         self.act = ACTIVATIONS[cfg.activation]
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down(self.dropout(self.act(self.up(x))))
+        hidden = self.act(self.up(x)) if self.gate is None else self.act(self.gate(x)) * self.up(x)  # (B, T, d_ff)
+        return self.down(self.dropout(hidden))
 
 
 class Sublayer(nn.Module):
@@ -40,7 +50,7 @@ class Sublayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.norm = make_norm(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.norm_first = cfg.norm_first
 
@@ -58,21 +68,28 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.self_attn = MultiHeadAttention(cfg)
         self.feed_forward = FeedForward(cfg)
         self.attn_block = Sublayer(cfg)
         self.ff_block = Sublayer(cfg)
+        self.parallel = cfg.parallel_residual
 
     def forward(
-        self, x: Tensor, mask: Tensor | None, trace: bool = False, pool: int | None = None, ablate: Knockout | None = None
+        self,
+        x: Tensor,
+        mask: Tensor | None,
+        trace: bool = False,
+        pool: int | None = None,
+        ablate: Knockout | None = None,
+        rope: Rope | None = None,
     ) -> tuple[Tensor, LayerTrace | dict | None]:
         """Returns the layer output and a LayerTrace (`trace`), or {"self_attn": pooled weights} (`pool`), or None.
 
         ablate: the self-attention's heads to knock out (`HeadAblation.at`), None to run them all.
         """
-        x, att = self.attn_block(x, lambda h: self.self_attn(h, mask=mask, trace=trace, pool=pool, ablate=ablate))
-        resid_attn = x
-        x, _ = self.ff_block(x, lambda h: (self.feed_forward(h), None))
+        x, att, resid_attn = attend_then_feed_forward(
+            self, x, lambda h: self.self_attn(h, mask=mask, trace=trace, pool=pool, ablate=ablate, rope=rope)
+        )
         if not trace:
             return x, None if pool is None else {"self_attn": att}
         return x, LayerTrace(self_attn=att, resid_attn=resid_attn.detach(), resid_ff=x.detach())
@@ -83,15 +100,17 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig, cross: bool):
         super().__init__()
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.self_attn = MultiHeadAttention(cfg)
         self.attn_block = Sublayer(cfg)
         if cross:
-            self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.dropout)
+            self.cross_attn = MultiHeadAttention(cfg, cross=True)
             self.cross_block = Sublayer(cfg)
         else:
             self.cross_attn = None
         self.feed_forward = FeedForward(cfg)
         self.ff_block = Sublayer(cfg)
+        self.parallel = cfg.parallel_residual
+        assert not (cross and self.parallel), "the parallel residual is a decoder-only layout (GPT-NeoX)"
 
     def forward(
         self,
@@ -103,21 +122,26 @@ class DecoderLayer(nn.Module):
         pool: int | None = None,
         ablate: Knockout | None = None,
         cross_ablate: Knockout | None = None,
+        rope: Rope | None = None,
     ) -> tuple[Tensor, LayerTrace | dict | None]:
         """Like EncoderLayer.forward; with `pool`, the dict also holds "cross_attn" when there is cross-attention.
 
         ablate, cross_ablate: the self- and cross-attention's heads to knock out (`HeadAblation.at`).
         """
-        x, self_att = self.attn_block(x, lambda h: self.self_attn(h, mask=self_mask, trace=trace, pool=pool, ablate=ablate))
+        self_attention = lambda h: self.self_attn(h, mask=self_mask, trace=trace, pool=pool, ablate=ablate, rope=rope)  # noqa: E731
+        if self.cross_attn is None:
+            x, self_att, resid_attn = attend_then_feed_forward(self, x, self_attention)
+            if not trace:
+                return x, None if pool is None else {"self_attn": self_att, "cross_attn": None}
+            return x, LayerTrace(self_attn=self_att, resid_attn=resid_attn.detach(), resid_ff=x.detach())
+        x, self_att = self.attn_block(x, self_attention)
         resid_attn = x
-        cross_att = resid_cross = None
-        if self.cross_attn is not None:
-            assert memory is not None, "an encoder-decoder's decoder layer needs the encoder output"
-            x, cross_att = self.cross_block(
-                x,
-                lambda h: self.cross_attn(h, memory=memory, mask=cross_mask, trace=trace, pool=pool, ablate=cross_ablate),
-            )
-            resid_cross = x
+        assert memory is not None, "an encoder-decoder's decoder layer needs the encoder output"
+        x, cross_att = self.cross_block(
+            x,
+            lambda h: self.cross_attn(h, memory=memory, mask=cross_mask, trace=trace, pool=pool, ablate=cross_ablate),
+        )
+        resid_cross = x
         x, _ = self.ff_block(x, lambda h: (self.feed_forward(h), None))
         if not trace:
             return x, None if pool is None else {"self_attn": self_att, "cross_attn": cross_att}
@@ -126,5 +150,23 @@ class DecoderLayer(nn.Module):
             resid_attn=resid_attn.detach(),
             resid_ff=x.detach(),
             cross_attn=cross_att,
-            resid_cross=None if resid_cross is None else resid_cross.detach(),
+            resid_cross=resid_cross.detach(),
         )
+
+
+def attend_then_feed_forward(layer: EncoderLayer | DecoderLayer, x: Tensor, attend) -> tuple[Tensor, object, Tensor]:
+    """A layer without cross-attention: (output, the attention's extra, the stream after attention alone).
+
+    Sequential: x ← x + attn(norm x), then x + ff(norm x). Parallel (GPT-NeoX): both sublayers read the
+    same x, x + attn(norm₁ x) + ff(norm₂ x); the stream "after attention" is then x + attn(norm₁ x).
+    """
+    if not layer.parallel:
+        x, att = layer.attn_block(x, attend)
+        resid_attn = x
+        x, _ = layer.ff_block(x, lambda h: (layer.feed_forward(h), None))
+        return x, att, resid_attn
+    assert layer.attn_block.norm_first, "the parallel residual is pre-LN"
+    update, att = attend(layer.attn_block.norm(x))
+    resid_attn = x + layer.attn_block.dropout(update)
+    ff = layer.feed_forward(layer.ff_block.norm(x))
+    return resid_attn + layer.ff_block.dropout(ff), att, resid_attn

@@ -11,6 +11,8 @@ from torch import Tensor, nn
 from transformer.model.attention import HeadAblation
 from transformer.model.config import ModelConfig
 from transformer.model.layers import DecoderLayer, EncoderLayer
+from transformer.model.norms import make_norm
+from transformer.model.rope import cos_sin
 from transformer.model.trace import KIND_PATHS, StackTrace, Trace
 
 
@@ -35,10 +37,11 @@ class Embeddings(nn.Module):
         self.cfg = cfg
         if cfg.positional == "learned":
             self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
-        else:
+        elif cfg.positional == "sinusoidal":
             self.register_buffer("pe", sinusoidal_table(cfg.max_len, cfg.d_model), persistent=False)
+        # rope: nothing added here; the layers' attention turns q and k by position
         self.token_types = nn.Embedding(cfg.n_token_types, cfg.d_model) if cfg.n_token_types else None
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.embed_norm else None
+        self.norm = make_norm(cfg) if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
@@ -50,7 +53,7 @@ class Embeddings(nn.Module):
             x = x * math.sqrt(self.cfg.d_model)
         if self.cfg.positional == "learned":
             x = x + self.positions(torch.arange(T, device=x.device))
-        else:
+        elif self.cfg.positional == "sinusoidal":
             x = x + self.pe[:T]
         if self.token_types is not None:
             types = x.new_zeros(x.shape[:2], dtype=torch.long) if token_type_ids is None else token_type_ids
@@ -67,7 +70,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.embed = Embeddings(cfg)
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.has_final_norm else None
+        self.final_norm = make_norm(cfg) if cfg.has_final_norm else None
 
     def forward(
         self,
@@ -79,10 +82,11 @@ class Encoder(nn.Module):
         ablate: HeadAblation | None = None,
     ):
         x = embed = self.embed(x, token_type_ids)
+        rope = cos_sin(self.embed.cfg, x.shape[1], x.device) if self.embed.cfg.positional == "rope" else None
         layer_traces = []
         for i, layer in enumerate(self.layers):
             knockout = None if ablate is None else ablate.at("encoder self", i)
-            x, lt = layer(x, mask, trace=trace, pool=pool, ablate=knockout)
+            x, lt = layer(x, mask, trace=trace, pool=pool, ablate=knockout, rope=rope)
             layer_traces.append(lt)
         if self.final_norm is not None:
             x = self.final_norm(x)
@@ -96,7 +100,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.embed = Embeddings(cfg)
         self.layers = nn.ModuleList(DecoderLayer(cfg, cross) for _ in range(cfg.n_layers))
-        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.has_final_norm else None
+        self.final_norm = make_norm(cfg) if cfg.has_final_norm else None
 
     def forward(
         self,
@@ -109,11 +113,15 @@ class Decoder(nn.Module):
         ablate: HeadAblation | None = None,
     ):
         x = embed = self.embed(x)
+        cfg = self.embed.cfg
+        rope = cos_sin(cfg, x.shape[1], x.device) if cfg.positional == "rope" else None
+        windowed = None if not cfg.sliding_window else self_mask & window_mask(x.shape[1], cfg.sliding_window, x.device)
         layer_traces = []
         for i, layer in enumerate(self.layers):
             knockouts = (None, None) if ablate is None else (ablate.at("decoder self", i), ablate.at("cross", i))
+            mask = windowed if cfg.window_of(i) else self_mask
             x, lt = layer(
-                x, self_mask, memory, cross_mask, trace=trace, pool=pool, ablate=knockouts[0], cross_ablate=knockouts[1]
+                x, mask, memory, cross_mask, trace=trace, pool=pool, ablate=knockouts[0], cross_ablate=knockouts[1], rope=rope
             )
             layer_traces.append(lt)
         if self.final_norm is not None:
@@ -133,6 +141,12 @@ def padding_mask(keep: Tensor | None, n_queries: int) -> Tensor | None:
     if keep is None or bool(keep.all()):
         return None
     return keep[:, None, None, :].expand(-1, 1, n_queries, -1)
+
+
+def window_mask(T: int, window: int, device) -> Tensor:
+    """(1, 1, T, T): query i may look at keys j with i − j < window (Mistral's sliding window; with the causal mask)."""
+    i = torch.arange(T, device=device)
+    return (i[:, None] - i[None, :] < window)[None, None]
 
 
 def causal_mask(T: int, keep: Tensor | None, device) -> Tensor:

@@ -25,13 +25,24 @@ KIND_PATHS = {
 class AttentionTrace:
     """Every intermediate of one multi-head attention sublayer, for all heads."""
 
-    q: Tensor  # (B, H, Tq, d_head)  queries, after the projection and head split
-    k: Tensor  # (B, H, Tk, d_head)
-    v: Tensor  # (B, H, Tk, d_head)
+    q: Tensor  # (B, H, Tq, d_head)  queries as the scores use them: projected, split, (normed, rotated)
+    k: Tensor  # (B, H_kv, Tk, d_head)  one per key/value head: H_kv < H under grouped-query attention
+    v: Tensor  # (B, H_kv, Tk, d_head)
     scores: Tensor  # (B, H, Tq, Tk)  Q Kᵀ / √d_head, before the mask
     mask: Tensor  # (B, 1, Tq, Tk)  bool, True where the query may attend to the key
     weights: Tensor  # (B, H, Tq, Tk)  softmax of the masked scores; rows sum to 1
     output: Tensor  # (B, H, Tq, d_head)  weights @ v, before heads are merged and projected
+    q_pre: Tensor | None = None  # (B, H, Tq, d_head)  rotary models: q before the rotation (None otherwise)
+    k_pre: Tensor | None = None  # (B, H_kv, Tk, d_head)  k before the rotation
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (1 unless grouped-query attention)."""
+        return self.q.shape[1] // self.k.shape[1]
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head query head `head` reads."""
+        return head // self.group_size
 
 
 @dataclass(frozen=True)
@@ -104,20 +115,27 @@ class Trace:
         return 0 if stack is None else len(stack.layers)
 
     def head(self, kind: str, layer: int, head: int, item: int = 0) -> dict[str, Tensor]:
-        """One head's q, k, v, scores, mask, weights and output for batch item `item`, batch dim dropped."""
+        """One head's q, k, v, scores, mask, weights and output for batch item `item`, batch dim dropped.
+
+        k and v are the key/value head this query head reads; a rotary model adds q_pre and k_pre (before rotation).
+        """
         att = self.attention(kind, layer)
         n_heads = att.weights.shape[1]
         if not 0 <= head < n_heads:
             raise IndexError(f"head {head} out of range: there are {n_heads} heads")
-        return {
+        g = att.kv_head(head)  # under grouped-query attention, the shared key/value head
+        out = {
             "q": att.q[item, head],  # (Tq, d_head)
-            "k": att.k[item, head],  # (Tk, d_head)
-            "v": att.v[item, head],  # (Tk, d_head)
+            "k": att.k[item, g],  # (Tk, d_head)
+            "v": att.v[item, g],  # (Tk, d_head)
             "scores": att.scores[item, head],  # (Tq, Tk)
             "mask": att.mask[item, 0],  # (Tq, Tk)
             "weights": att.weights[item, head],  # (Tq, Tk)
             "output": att.output[item, head],  # (Tq, d_head)
         }
+        if att.q_pre is not None:  # rotary: q and k before they were turned
+            out["q_pre"], out["k_pre"] = att.q_pre[item, head], att.k_pre[item, g]
+        return out
 
     def query_tokens(self, kind: str) -> tuple[str, ...]:
         """Tokens along the query axis of attention `kind`."""
@@ -141,7 +159,8 @@ class Trace:
                     att = getattr(layer, sub)
                     if att is not None:
                         for f in dataclasses.fields(att):
-                            out[f"{prefix}.{sub}.{f.name}"] = getattr(att, f.name)
+                            if getattr(att, f.name) is not None:
+                                out[f"{prefix}.{sub}.{f.name}"] = getattr(att, f.name)
                 for resid in ("resid_attn", "resid_cross", "resid_ff"):
                     value = getattr(layer, resid)
                     if value is not None:
