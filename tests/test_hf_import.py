@@ -360,12 +360,12 @@ def test_missing_files_are_named(bert, tmp_path, remove, message):
         ("bert", {"position_embedding_type": "relative_key"}, r"position_embedding_type='relative_key'"),
         ("bert", {"is_decoder": True}, r"is_decoder=True"),
         ("bert", {"add_cross_attention": True}, r"add_cross_attention=True"),
-        ("bert", {"hidden_act": "swish"}, r"hidden_act='swish'"),
+        ("bert", {"hidden_act": "quick_gelu"}, r"hidden_act='quick_gelu'"),
         ("bert", {"num_attention_heads": 5}, r"divisible by n_heads"),
         ("bert", {"hidden_size": None}, r"'hidden_size' is missing"),
         ("gpt2", {"scale_attn_by_inverse_layer_idx": True}, r"scale_attn_by_inverse_layer_idx=True"),
         ("gpt2", {"reorder_and_upcast_attn": True}, r"reorder_and_upcast_attn=True"),
-        ("gpt2", {"activation_function": "silu"}, r"activation_function='silu'"),
+        ("gpt2", {"activation_function": "gelu_fast"}, r"activation_function='gelu_fast'"),
     ],
 )
 def test_unsupported_configs_are_refused(bert, gpt2, tmp_path, which, changes, message):

@@ -19,7 +19,14 @@ from transformer.model.config import ModelConfig
 CONFIG, SAFETENSORS, PICKLE, TOKENIZER = "config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json"
 
 # Hugging Face's activation names -> ours. "gelu" is the exact (erf) GELU; GPT-2's "gelu_new" is the tanh one.
-HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu"}
+HF_ACTIVATIONS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",  # transformers' "swish" is the same nn.SiLU
+}
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,9 @@ def require(hf: dict[str, Any], key: str, allowed: tuple, default: Any) -> None:
         raise CheckpointError(f"{CONFIG}: unsupported {key}={value!r} (supported: {', '.join(map(repr, allowed))})")
 
 
-def activation(hf: dict[str, Any], key: str, default: str) -> str:
-    name = hf.get(key, default)
+def activation(hf: dict[str, Any], key: str, default: Any = ...) -> str:
+    """Our name for the activation in `hf[key]`; one we do not compute is refused by name."""
+    name = get(hf, key, default)
     if name not in HF_ACTIVATIONS:
         raise CheckpointError(f"{CONFIG}: unsupported {key}={name!r} (supported: {', '.join(HF_ACTIVATIONS)})")
     return HF_ACTIVATIONS[name]
@@ -90,3 +98,110 @@ def put(out: dict[str, Take], prefix: str, parts: dict[str, Take]) -> None:
     """Add a module's weights (`parts`) to the plan under our module name `prefix`."""
     for key, take in parts.items():
         out[f"{prefix}.{key}"] = take
+
+
+# --- what the rotary families share -----------------------------------------------------------------------------
+
+ROPE_TYPES = ("default", "linear", "dynamic", "llama3")
+ROPE_KEYS = {
+    "rope_type", "type", "rope_theta", "factor", "partial_rotary_factor",
+    "low_freq_factor", "high_freq_factor", "original_max_position_embeddings",
+}  # fmt: skip
+# The longest text the app reads from a rotary model (whose context may be 128 000 tokens): the model view's
+# 2048-token figure; `load_hf_dir` lowers it further when the server's trace budget cannot hold that many.
+ROPE_MAX_LEN = 2048
+
+
+def rope(hf: dict[str, Any], default_theta: float = 10000.0) -> dict[str, Any]:
+    """ModelConfig's rotary fields from a config of either layout.
+
+    transformers ≥ 5 writes `rope_parameters` {rope_type, rope_theta, partial_rotary_factor, factor, …};
+    older configs (most checkpoints in people's caches) write `rope_theta` and `rope_scaling` {type or
+    rope_type, factor, …}, GPT-NeoX `rotary_emb_base` and `rotary_pct`, Phi-3 `partial_rotary_factor`.
+    A scaling type or a parameter we do not compute is refused by name.
+    """
+    params = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling") or {}
+    if not isinstance(params, dict) or not isinstance(scaling, dict):
+        raise CheckpointError(f"{CONFIG}: rope_parameters / rope_scaling must be JSON objects")
+    if any(isinstance(v, dict) for v in params.values()):
+        raise CheckpointError(f"{CONFIG}: per-layer rope_parameters ({', '.join(params)}) are not supported")
+    merged = {**scaling, **params}
+    unknown = sorted(set(merged) - ROPE_KEYS)
+    if unknown:
+        raise CheckpointError(f"{CONFIG}: unsupported rope parameter(s) {', '.join(map(repr, unknown))}")
+    kind = merged.get("rope_type", merged.get("type", "default"))
+    if kind not in ROPE_TYPES:
+        raise CheckpointError(f"{CONFIG}: unsupported rope scaling type {kind!r} (supported: {', '.join(ROPE_TYPES)})")
+    theta = merged.get("rope_theta", hf.get("rope_theta", hf.get("rotary_emb_base", default_theta)))
+    fraction = merged.get("partial_rotary_factor", hf.get("partial_rotary_factor", hf.get("rotary_pct", 1.0)))
+    fields: dict[str, Any] = dict(positional="rope", rope_theta=float(theta), rotary_fraction=float(fraction), rope_scaling=kind)
+    if kind != "default":
+        fields["rope_factor"] = float(get(merged, "factor"))
+    if kind == "dynamic":  # transformers grows the base past max_position_embeddings
+        fields["rope_original_max_len"] = int(get(hf, "max_position_embeddings"))
+    if kind == "llama3":
+        fields["rope_original_max_len"] = int(get(merged, "original_max_position_embeddings"))
+        fields["rope_low_freq_factor"] = float(get(merged, "low_freq_factor"))
+        fields["rope_high_freq_factor"] = float(get(merged, "high_freq_factor"))
+    return fields
+
+
+def context(hf: dict[str, Any], rotary: dict[str, Any] | None = None) -> int:
+    """max_len for a rotary model: its context, at most ROPE_MAX_LEN tokens (the facts record the full one).
+
+    With dynamic scaling (`rotary`: `rope(hf)`'s fields) up to factor × that context: max_position_embeddings
+    is where the base starts to grow, and reading past it is what dynamic scaling is for.
+    """
+    n = int(get(hf, "max_position_embeddings"))
+    if rotary is not None and rotary["rope_scaling"] == "dynamic":
+        n = int(rotary["rope_factor"] * n)
+    return min(n, ROPE_MAX_LEN)
+
+
+def without(hf: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """`hf` without `keys`: fields another family's layout gives a meaning that this family's transformers code ignores."""
+    return {k: v for k, v in hf.items() if k not in keys}
+
+
+def rotary_facts(hf: dict[str, Any], fields: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """What the Checkpoint page shows beside a rotary model: its full context, how its positions and window work."""
+    out: dict[str, Any] = {
+        "context": int(get({**defaults, **hf}, "max_position_embeddings")),
+        "rope_theta": fields["rope_theta"],
+    }
+    if fields["rotary_fraction"] != 1.0:
+        out["rotary_fraction"] = fields["rotary_fraction"]
+    if fields["rope_scaling"] != "default":
+        out["rope_scaling"] = {"type": fields["rope_scaling"], "factor": fields["rope_factor"]}
+        if fields["rope_scaling"] in ("dynamic", "llama3"):
+            out["rope_scaling"]["original_context"] = fields["rope_original_max_len"]
+    if fields.get("sliding_window"):
+        out["sliding_window"] = fields["sliding_window"]
+        if fields.get("full_attention_layers"):
+            out["full_attention_layers"] = ", ".join(map(str, fields["full_attention_layers"]))
+    if fields.get("parallel_residual"):
+        out["parallel_residual"] = True
+    return out
+
+
+def sliding(hf: dict[str, Any], n_layers: int) -> dict[str, Any]:
+    """sliding_window and full_attention_layers from `layer_types` (transformers ≥ 5), or Qwen2's
+    `use_sliding_window` + `max_window_layers` (lower layers full), or a plain `sliding_window` (Mistral, Phi-3)."""
+    window = hf.get("sliding_window")
+    if "use_sliding_window" in hf and not hf["use_sliding_window"]:
+        window = None
+    if not window:
+        return {}
+    if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+        raise CheckpointError(f"{CONFIG}: sliding_window must be a positive integer, got {window!r}")
+    types = hf.get("layer_types")
+    if types is not None:
+        if not isinstance(types, list) or len(types) != n_layers or set(types) - {"full_attention", "sliding_attention"}:
+            raise CheckpointError(f"{CONFIG}: layer_types must list 'full_attention' or 'sliding_attention' per layer")
+        full = tuple(i for i, t in enumerate(types) if t == "full_attention")
+    elif "max_window_layers" in hf:
+        full = tuple(range(min(int(hf["max_window_layers"]), n_layers)))
+    else:
+        full = ()
+    return dict(sliding_window=window, full_attention_layers=full)
