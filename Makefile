@@ -6,6 +6,9 @@ PORT ?= 8501
 # The address students type, printed by Streamlit at start. Naming it also stops Streamlit asking a web
 # service for this machine's external IP (it does when it has to guess): no request leaves the machine.
 HOST ?= $(or $(shell hostname -I 2>/dev/null | awk '{print $$1}'),localhost)
+# Folders of your own models to offer in the picker (several: separated by ":"): `make run MODELS=~/models`.
+MODELS ?=
+MODELS_ENV := $(if $(MODELS),ATTNVIZ_MODELS='$(MODELS)' )
 
 .PHONY: run dev test lint bench bench-why classroom checkpoints browser clean
 
@@ -25,12 +28,12 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	touch $@
 
 run: $(VENV)/.runtime
-	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.serverAddress $(HOST)
+	$(MODELS_ENV)$(BIN)/streamlit run app.py --server.port $(PORT) --browser.serverAddress $(HOST)
 
 # While editing the code: rerun the app when a source file changes. Polling watches just the app's own
 # modules and pages (Streamlit skips dot-folders such as .venv), not the whole tree as inotify would.
 dev: $(VENV)/.runtime
-	$(BIN)/streamlit run app.py --server.port $(PORT) --browser.serverAddress $(HOST) --server.fileWatcherType poll --server.runOnSave true
+	$(MODELS_ENV)$(BIN)/streamlit run app.py --server.port $(PORT) --browser.serverAddress $(HOST) --server.fileWatcherType poll --server.runOnSave true
 
 # Debian's Chromium drives the browser tests (Playwright cannot download its own browser here); the
 # colour emoji font lets its screenshots show emoji typed into the app instead of empty boxes.

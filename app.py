@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import session, shared, training_jobs
+from server import model_sources, session, shared, training_jobs
 from transformer.checkpoints import catalog
 
 st.set_page_config(page_title="Attention explorer", page_icon=str(catalog.ASSETS / "icon.svg"), layout="wide")
@@ -40,7 +40,8 @@ def _home() -> None:
 
 HOME = st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden")
 
-entries = {**catalog.available(), **training_jobs.checkpoint_entries()}  # + models trained on this server
+# The shipped models, then the server owner's (models folders, the Hugging Face cache), then those trained here.
+entries = {**catalog.available(), **model_sources.entries(), **training_jobs.checkpoint_entries()}
 session.init_session(entries, tuple(PAGES))
 training_jobs.read_link()  # the Training page's ?task=…: kept before sync_url rewrites the link
 LOOK = [p for name, p in PAGES.items() if name not in WHY]

@@ -25,6 +25,8 @@ from transformer.checkpoints.format import Checkpoint, CheckpointError
 from transformer.model.trace import AttentionMaps, Stream, Trace, query_tokens
 
 UPLOAD = "upload"  # the checkpoint picker's "Upload…" choice
+# What the uploader lets a browser pick: checkpoints, a Hugging Face folder's files (and the ones it also holds), zips.
+UPLOAD_TYPES = ["safetensors", "json", "bin", "pt", "pth", "pkl", "zip", "txt", "md"]
 DEFAULT_CHECKPOINT = "translator"
 AUTOPLAY_SECONDS = 1.5
 PASTE_CHARS = 1_000_000  # a paste is cut here before the tokenizer sees it (then to what the model reads)
@@ -200,7 +202,7 @@ def _on_auto_target() -> None:
 
 
 def _load_error(message: str) -> None:
-    """Show a loading problem in the sidebar, and keep it for the page (which then shows it instead of a figure)."""
+    """Show a loading problem in the sidebar, once, and note it for the page (which then points there instead of a figure)."""
     st.sidebar.error(message)
     st.session_state["_load_error"] = message
 
@@ -210,31 +212,37 @@ def short_label(label: str) -> tuple[str, str]:
 
     "Translator (Toy English → target language, encoder-decoder)" → ("Translator", "Toy English → ...").
     """
-    name, sep, detail = label.partition(" (")
-    return (name, detail.removesuffix(")")) if sep else (label, "")
+    name, sep, detail = label.rpartition(" (")  # the last one: a model's own name may hold " (" too
+    return (name, detail.removesuffix(")")) if sep and label.endswith(")") else (label, "")
 
 
 def upload_limit_mb() -> int:
-    return int(st.get_option("server.maxUploadSize"))
+    return shared.upload_limit_mb()
 
 
-def _uploaded(upload) -> tuple[str, Checkpoint | None]:
-    """The identity and loaded model of this session's uploaded file (None, with a message, when it cannot be loaded).
+def _uploaded(files: list) -> tuple[str, Checkpoint | None]:
+    """The identity and loaded model of this session's uploaded files (None, with a message, when they cannot be loaded).
 
-    The sha256 of the bytes is the identity, computed once per uploaded file (a 100 MB file takes
-    a noticeable fraction of a second to hash, and every rerun would otherwise pay it again).
+    The identity is one sha256 of the files' own (name, sha256), each computed once per uploaded
+    file (a 100 MB file takes a noticeable fraction of a second to hash, and every rerun would
+    otherwise pay it again).
     """
+    files = sorted(files, key=lambda f: f.name)
     digests = st.session_state.setdefault("_upload_digests", {})
-    if upload.file_id not in digests:
-        digests.clear()  # one upload at a time per session: forget the previous file's digest
-        digests[upload.file_id] = shared.upload_digest(upload.getvalue())
-    digest = digests[upload.file_id]
+    for gone in set(digests) - {f.file_id for f in files}:  # forget files no longer in the uploader
+        del digests[gone]
+    for f in files:
+        if f.file_id not in digests:
+            digests[f.file_id] = shared.upload_digest(f.getvalue())
+    names = tuple(f.name for f in files)
+    digest = shared.uploads_digest([(f.name, digests[f.file_id]) for f in files])
+    what = "file" if len(files) == 1 else "files"
     try:
-        return f"upload:{digest}", shared.load_upload(digest, upload.name, upload.getvalue())
+        return f"upload:{digest}", shared.load_upload(digest, names, tuple(f.getvalue() for f in files))
     except CheckpointError as e:
-        _load_error(f"Could not load the uploaded file: {md(e, 400)}")
+        _load_error(f"Could not load the uploaded {what}: {md(e, 400)}")
     except Exception as e:  # anything else the loader hits: a message, never a traceback
-        _load_error(f"Could not load the uploaded file {md(upload.name)}: {md(f'{type(e).__name__}: {e}', 400)}")
+        _load_error(f"Could not load the uploaded {what} {md(', '.join(names))}: {md(f'{type(e).__name__}: {e}', 400)}")
     return f"upload:{digest}", None
 
 
@@ -264,17 +272,26 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
     ckpt, label, identity = None, "", ""
     if name == UPLOAD:
         limit = upload_limit_mb()
-        upload = sb.file_uploader(
-            f"Upload a checkpoint (.safetensors, at most {limit} MB)",
-            type=["safetensors"],
+        files = sb.file_uploader(
+            f"Upload a model (at most {limit} MB)",
+            type=UPLOAD_TYPES,
+            accept_multiple_files=True,
             key="upload",
-            help=f"One .safetensors file saved by this project's save_checkpoint. Size limit: {limit} MB.",
+            help=(
+                "One of this project's .safetensors checkpoints; or a Hugging Face folder's files together (config.json, "
+                "tokenizer.json and model.safetensors, or its shards with model.safetensors.index.json, or "
+                "pytorch_model.bin), or one .zip of that folder; or a nanoGPT ckpt.pt with its meta.pkl. "
+                f"At most {limit} MB in all."
+            ),
         )
-        if upload is None:
-            sb.info(f"Choose a .safetensors checkpoint file (at most {limit} MB).")
+        if not files:
+            sb.info(
+                f"Choose a .safetensors checkpoint, a Hugging Face folder's files (or one .zip of the folder), or a nanoGPT "
+                f"ckpt.pt with its meta.pkl: at most {limit} MB."
+            )
         else:
-            identity, ckpt = _uploaded(upload)
-            label = f"Uploaded: {upload.name}"  # shown only with st.text (literal)
+            identity, ckpt = _uploaded(files)
+            label = f"Uploaded: {', '.join(f.name for f in files)}"  # shown only with st.text (literal)
     else:
         identity, ckpt = _catalogue_model(entries[name])
         label = entries[name].label
@@ -477,9 +494,8 @@ def require_trace(ctx: Context | None) -> Trace:
 def require_text(ctx: Context | None) -> Context:
     """The context when there is a checkpoint and some text; otherwise a hint, and the page stops here."""
     if ctx is None:
-        error = st.session_state.get("_load_error")
-        if error:
-            st.error(error)
+        if st.session_state.get("_load_error"):  # the sidebar shows the message, once, beside the picker
+            st.info("Nothing to show: the checkpoint could not be loaded (the message is in the sidebar).")
         else:
             st.info("Pick a checkpoint in the sidebar (or upload one) to begin.")
         st.stop()
@@ -496,13 +512,12 @@ def entries() -> dict[str, catalog.CatalogEntry]:
 
 def load_entry(entry: catalog.CatalogEntry) -> tuple[str, Checkpoint | None, str | None]:
     """A catalogue checkpoint, loaded once and shared (the sidebar's, or the Compare page's B): (identity, model or None, error message)."""
-    identity = shared.identity_of(entry.path) if not entry.hf_dir else f"hf:{entry.path}"
+    identity = f"missing:{entry.path}"
     try:
-        return identity, shared.load(identity, str(entry.path), entry.hf_dir), None
-    except ImportError:
-        return identity, None, f"{entry.label} needs transformer.checkpoints.importers, which is not available in this install."
-    except Exception as e:  # a message, never a traceback
-        return identity, None, f"Could not load {entry.label}: {md(e, 400)}"
+        identity = shared.identity_of(entry.path)  # a model found on disk may have gone since
+        return identity, shared.load(identity, str(entry.path)), None
+    except Exception as e:  # a message, never a traceback; the label may hold a file's name: shown literally
+        return identity, None, f"Could not load {md(short_label(entry.label)[0])}: {md(e, 400)}"
 
 
 def greedy_text(ctx: Context) -> str:

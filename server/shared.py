@@ -22,7 +22,6 @@ import gc
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -34,8 +33,8 @@ import torch
 
 from server.lru import ByteLRU
 from transformer import api
-from transformer.checkpoints import budget, catalog
-from transformer.checkpoints.format import Checkpoint, load_checkpoint
+from transformer.checkpoints import budget, catalog, importers, sources, uploads
+from transformer.checkpoints.format import Checkpoint
 from transformer.model.device import torch_threads
 from transformer.model.trace import AttentionMaps, Stream, Trace
 from transformer.train.jobs import pid_alive
@@ -97,19 +96,15 @@ LIGHT_PASS_BYTES = 256 * 1024**2  # a full trace whose attention maps would be l
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint…")
-def load(identity: str, path: str, hf_dir: bool) -> Checkpoint:
-    """Load a shipped checkpoint (or a Hugging Face folder) once per identity (path + mtime + size)."""
+def load(identity: str, path: str) -> Checkpoint:
+    """Load a catalogue checkpoint once per identity (`identity_of`): our file, a Hugging Face folder or a nanoGPT one."""
     with model_slot():
-        if hf_dir:
-            from transformer.checkpoints import importers  # lazily: only MiniLM needs it
-
-            return importers.load_any(path)
-        return load_checkpoint(path)
+        return importers.load_any(path)
 
 
 def identity_of(path: Path) -> str:
-    stat = path.stat()
-    return f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
+    """Path + mtime + size of a file (a folder: of each of its files): a rewritten model is loaded again."""
+    return sources.identity(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,33 +131,38 @@ def upload_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint…")
-def load_upload(digest: str, filename: str, _data: bytes) -> Checkpoint:
-    """Load uploaded bytes (sha256 `digest`) as a checkpoint, once per digest and name.
+def uploads_digest(files: list[tuple[str, str]]) -> str:
+    """One digest for several uploaded files, from each one's (name, sha256): the names say what each file is."""
+    return hashlib.sha256(json.dumps(sorted(files)).encode()).hexdigest()
 
-    The bytes are written atomically into this server's private folder, under a name no user chose,
-    loaded (safetensors only: never unpickled) and removed again: the file exists only while it is
-    read, and the session keeps the bytes should the model be evicted and loaded again. `filename`
-    (the user's) only names the checkpoint in messages.
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the checkpoint…")
+def load_upload(digest: str, names: tuple[str, ...], _data: tuple[bytes, ...]) -> Checkpoint:
+    """Load uploaded files (`uploads_digest` of them) as a checkpoint, once per digest and names.
+
+    Everything is judged before a tensor is read (`uploads.prepare`: what the files are, a zip's
+    members, a shard index's entries; then the loader: config, budget, headers). The accepted files
+    are written atomically into a folder of this server's private upload folder named by the digest,
+    under names no user chose, loaded, and the folder is removed: it exists only while it is read,
+    and the session keeps the bytes should the model be evicted and loaded again. The user's file
+    name only names the checkpoint in messages (shown literally).
     """
-    folder = upload_dir() / digest[:32]  # under a name no user chose, but the loader's messages name their file
-    folder.mkdir(exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
-    stem = filename.removesuffix(".safetensors")
-    path = folder / f"{re.sub(r'[^A-Za-z0-9._-]', '_', stem)[:80] or 'upload'}.safetensors"  # no "/": never a path
+    upload = uploads.prepare(list(zip(names, _data, strict=True)), upload_limit_mb() * 2**20)
+    folder = upload_dir() / digest[:32]
+    shutil.rmtree(folder, ignore_errors=True)  # a folder left by an interrupted load of the same files
+    folder.mkdir(mode=0o700)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_data)
-        os.replace(tmp, path)
+        path = uploads.write(upload, folder)
         with model_slot():
-            ckpt = load_checkpoint(path)
+            ckpt = importers.load_any(path)
     finally:
-        for leftover in (tmp, path):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
-        with contextlib.suppress(OSError):
-            folder.rmdir()
-    return Checkpoint(model=ckpt.model, tokenizer=ckpt.tokenizer, training=ckpt.training, name=stem)
+        shutil.rmtree(folder, ignore_errors=True)
+    return Checkpoint(model=ckpt.model, tokenizer=ckpt.tokenizer, training=ckpt.training, name=upload.name)
+
+
+def upload_limit_mb() -> int:
+    """The most one upload may hold, in MB (Streamlit's server.maxUploadSize; all files of an upload together)."""
+    return int(st.get_option("server.maxUploadSize"))
 
 
 # ---------------------------------------------------------------------------------------------

