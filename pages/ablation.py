@@ -27,6 +27,12 @@ st.caption(
     "is replaced by zeros, or by its mean over reference texts, and the model runs again on the same tokens; the "
     "charts show what changed in its output."
 )
+if cfg.group_size > 1:
+    st.caption(
+        f"This model's {cfg.n_heads} query heads share {cfg.kv_heads} key/value heads ({cfg.group_size} each): a head here "
+        "is a query head, and knocking it out removes its own output only; the key/value head it shares stays, "
+        "for the other query heads of its group."
+    )
 
 # -- which heads, how ---------------------------------------------------------------------------------------
 heads_all = ablation.all_heads(cfg)

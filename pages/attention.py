@@ -9,13 +9,14 @@ from __future__ import annotations
 import streamlit as st
 
 from server import head_jobs, session, shared_figures, widgets
+from transformer.model.describe import kv_sharing
 from viz import grid
 
 ctx = session.context()
 trace = session.require_trace(ctx)
 kind = ctx.kind
 
-top = st.columns([3, 2, 2], vertical_alignment="center")
+top = st.columns([3, 3, 4, 1.5], vertical_alignment="center")
 with top[0]:
     widgets.kind_picker(ctx, "attn_kind")
 with top[1]:
@@ -25,6 +26,9 @@ with top[1]:
         help="Off: colours span weights 0–1, comparable across heads. On: they span this head's own smallest to largest weight.",
     )
 with top[2]:
+    skip_first = widgets.first_token_switch("attn_skip_first")
+first_token = trace.key_tokens(kind)[0]
+with top[3]:
     autoplay = st.toggle(
         "Autoplay",
         key="autoplay",
@@ -39,7 +43,9 @@ def main_view() -> None:
         session.advance_autoplay(n_layers, n_heads)
     widgets.layer_head_controls(ctx, n_layers, n_heads, "attn")
     layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
-    fig = shared_figures.attention_figure(ctx.trace_key, trace, kind, layer, head, ctx.presentation, stretch)
+    fig = shared_figures.attention_figure(ctx.trace_key, trace, kind, layer, head, ctx.presentation, stretch, skip_first)
+    if skip_first:
+        widgets.first_token_note(fig, first_token)
     widgets.heatmap(
         fig,
         trace.head(kind, layer, head)["weights"],
@@ -48,6 +54,9 @@ def main_view() -> None:
         key="attn_heatmap",
         filename=f"weights_{kind.replace(' ', '_')}_L{layer}_H{head}",
     )
+    sharing = kv_sharing(ctx.n_heads, ctx.ckpt.config.kv_heads, head)
+    if sharing:
+        st.caption(f"{sharing} Its weights are its own: each query head scores the shared keys with its own queries.")
     label = head_jobs.label(ctx, kind, layer, head)
     if label:
         st.caption(f"Head job (from the analysis): {label}")
@@ -61,8 +70,11 @@ def layer_view() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Mean over heads", anchor=False)
+        mean = shared_figures.mean_heads_figure(ctx.trace_key, trace, kind, layer, ctx.presentation, stretch, skip_first)
+        if skip_first:
+            widgets.first_token_note(mean, first_token)
         widgets.heatmap(
-            shared_figures.mean_heads_figure(ctx.trace_key, trace, kind, layer, ctx.presentation, stretch),
+            mean,
             trace.attention(kind, layer).weights[0].mean(0),  # the CSV, built only when clicked
             trace.query_tokens(kind),
             trace.key_tokens(kind),
@@ -79,8 +91,14 @@ def layer_view() -> None:
             if picked is not None:
                 session.set_selection(head=picked[1])
 
+        thumbs = shared_figures.layer_grid(
+            ctx.trace_key, trace, kind, layer, st.session_state["sel_head"], ctx.presentation, skip_first
+        )
+        if skip_first:
+            block = grid.pool_blocks(len(trace.query_tokens(kind)), len(trace.key_tokens(kind)), grid.MAX_CELLS)
+            widgets.grid_first_note(thumbs, first_token, block[1])
         widgets.chart(
-            shared_figures.layer_grid(ctx.trace_key, trace, kind, layer, st.session_state["sel_head"], ctx.presentation),
+            thumbs,
             key="attn_layer_grid",
             on_select=_pick_head,
             selection_mode="points",

@@ -110,7 +110,11 @@ def snapshot_panel():
 
 trace_a, label_a, trace_b, label_b = {"texts": text_panel, "checkpoints": checkpoint_panel, "snapshots": snapshot_panel}[mode]()
 
-widgets.kind_picker(ctx, "cmp_kind")
+top = st.columns([3, 2], vertical_alignment="center")
+with top[0]:
+    widgets.kind_picker(ctx, "cmp_kind")
+with top[1]:
+    skip_first = widgets.first_token_switch("cmp_skip_first")
 kind = ctx.kind
 widgets.layer_head_controls(ctx, trace_a.n_layers(kind), ctx.n_heads, "cmp")
 layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
@@ -119,10 +123,13 @@ if missing:
     stop(f"B {missing}: pick a kind, layer and head that both have.")
 
 columns = st.columns(2)
+# With the first token left out, both panels share one colour range (the larger of their other columns' maxima).
+colour_top = figures.top_without_first_column(*(t.head(kind, layer, head)["weights"] for t in (trace_a, trace_b)))
 for col, trace, label, key in ((columns[0], trace_a, label_a, "a"), (columns[1], trace_b, label_b, "b")):
     with col:
+        fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=label)
         widgets.heatmap(
-            figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=label),
+            widgets.leave_out_first(fig, trace.key_tokens(kind)[0], skip_first, colour_top),
             trace.head(kind, layer, head)["weights"],
             trace.query_tokens(kind),
             trace.key_tokens(kind),
@@ -141,7 +148,9 @@ else:
     if differ:
         st.caption(f"The tokens differ at position(s) {', '.join(map(str, differ[:20]))}: the axes show them as A→B.")
     widgets.heatmap(
-        compare.difference_figure(diff, rows, cols, kind, layer, head, ctx.presentation),
+        widgets.leave_out_first(
+            compare.difference_figure(diff, rows, cols, kind, layer, head, ctx.presentation), cols[0], skip_first
+        ),
         diff,
         rows,
         cols,

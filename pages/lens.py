@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from server import session, shared_analyses, widgets
+from transformer.model.describe import norm_name
 from transformer.why import lens
 from viz import why
 
@@ -34,7 +35,11 @@ if fit < n_pos:
         f"This model's vocabulary is large: the lens reads {fit} positions at a time (of {n_pos}), to answer in about a second."
     )
 result = shared_analyses.logit_lens(ctx.trace_key, ctx.ckpt, trace, positions)
-st.caption(f"{lens.EXPLANATION} Applied here: {result.norm}.")
+# What is applied, named after this model's own final norm (the lens runs the model's final_norm module: an RMSNorm
+# in Llama-style models, which `result.norm` would call a LayerNorm).
+final_norm = ctx.ckpt.model.decoder.final_norm
+applied = f"the final {norm_name(cfg)}, then the unembedding" if final_norm is not None else result.norm
+st.caption(f"{lens.EXPLANATION} Applied here: {applied}.")
 sublayers = st.toggle(
     "Every sublayer", value=True, key="lens_sublayers", help="Off: one row per layer (after its feed-forward sublayer)."
 )

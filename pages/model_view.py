@@ -13,9 +13,19 @@ from viz import grid
 
 ctx = session.require_text(session.context())
 kind = ctx.kind
-top = st.columns([3, 2], vertical_alignment="center")
+cfg = ctx.ckpt.config
+top = st.columns([5, 5, 6], vertical_alignment="center")
 with top[0]:
     widgets.kind_picker(ctx, "mv_kind")
+with top[2]:
+    skip_first = widgets.first_token_switch("mv_skip_first")
+    grouped = cfg.group_size > 1 and st.toggle(
+        "Group heads by key/value head",
+        key="mv_group",
+        help=f"Grouped-query attention: this model's {cfg.n_heads} query heads share {cfg.kv_heads} key/value heads, "
+        f"{cfg.group_size} query heads each. On: each thumbnail is labelled with the key/value head it reads "
+        "(H5 · kv1) and a dark line separates the groups.",
+    )
 with top[1]:
     scale = st.radio(
         "Colours",
@@ -42,13 +52,31 @@ def _on_click() -> None:
         _open(*picked)
 
 
-fig = grid.head_grid(maps, kind, selected=(ctx.layer, ctx.head), presentation=ctx.presentation, scale=scale)
+fig = grid.head_grid(
+    maps,
+    kind,
+    selected=(ctx.layer, ctx.head),
+    presentation=ctx.presentation,
+    scale=scale,
+    group_size=cfg.group_size if grouped else 1,
+    skip_first=skip_first,
+)
 n_queries, n_keys = len(maps.query_tokens(kind)), len(maps.key_tokens(kind))
 block = maps.block(kind)
 st.caption(
     f"{n_layers} layers × {n_heads} heads; {n_queries} query × {n_keys} key tokens. {grid.pooled_note(n_queries, n_keys, block)} "
     "Hover a cell for its weight; click a thumbnail's centre to open that head on the Attention page."
 )
+if grouped:
+    groups = "; ".join(
+        f"key/value head {g}: query heads {g * cfg.group_size}–{(g + 1) * cfg.group_size - 1}" for g in range(cfg.kv_heads)
+    )
+    st.caption(
+        f"Grouped by key/value head ({groups}). The heads of a group read the same keys and values; each scores "
+        "them with its own queries, so their maps can still differ."
+    )
+if skip_first and n_keys > 1:
+    widgets.grid_first_note(fig, maps.key_tokens(kind)[0], block[1])
 widgets.chart(fig, key="mv_grid", on_select=_on_click, selection_mode="points")
 widgets.csv_download(
     lambda: widgets.pooled_frame(maps.maps[kind], range(n_layers), n_queries, n_keys, block).to_csv(index=False),

@@ -46,6 +46,31 @@ def _shared(key: tuple, make: Callable[[], object]) -> object:
     return cache().get_or_create(key, run)
 
 
+@st.cache_resource
+def parity_cache() -> ByteLRU[dict]:
+    """The "Check against transformers" results, one small dict per checkpoint identity (kept: a few hundred bytes each)."""
+    return ByteLRU(1024**2, lambda _: 1_000)
+
+
+def parity(identity: str, folder: str, ckpt: Checkpoint) -> dict:
+    """`verify.compare` of a Hugging Face folder against the model loaded from it, once per checkpoint identity.
+
+    Loads the folder with transformers itself and runs both models on a few texts: it takes a model slot, as every run does.
+    """
+    from transformer.checkpoints import verify  # lazily: transformers is optional and only this button needs it
+
+    def run() -> dict:
+        with shared.model_slot():
+            return verify.compare(folder, ckpt)
+
+    return parity_cache().get_or_create(identity, run)
+
+
+def parity_done(identity: str) -> dict | None:
+    """The check's result when it has already run for this checkpoint (on this server, by anyone), else None."""
+    return parity_cache().get(identity)
+
+
 def reference_means(identity: str, ckpt: Checkpoint) -> ablation.ReferenceMeans:
     """Each head's mean output over the checkpoint's reference texts (mean ablation), once per checkpoint."""
     return _shared((identity, "reference means"), lambda: ablation.reference_means(ckpt))

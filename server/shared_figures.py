@@ -35,30 +35,44 @@ def _cached(key: tuple, build: Callable[[], go.Figure]) -> go.Figure:
     return figure_cache().get_or_create(key, build)
 
 
-def attention_figure(key: tuple, trace: Trace, kind: str, layer: int, head: int, presentation: bool, stretch: bool) -> go.Figure:
-    """`figures.attention_figure`, once per (trace, kind, layer, head, presentation, stretch)."""
+def _first_left_out(fig: go.Figure, skip_first: bool) -> go.Figure:
+    return figures.scale_without_first_column(fig) if skip_first else fig
+
+
+def attention_figure(
+    key: tuple, trace: Trace, kind: str, layer: int, head: int, presentation: bool, stretch: bool, skip_first: bool = False
+) -> go.Figure:
+    """`figures.attention_figure` (first token out of the colour scale when `skip_first`), once per its settings."""
     return _cached(
-        (key, "attention", kind, layer, head, presentation, stretch),
-        lambda: figures.attention_figure(trace, kind, layer, head, presentation, stretch),
+        (key, "attention", kind, layer, head, presentation, stretch, skip_first),
+        lambda: _first_left_out(figures.attention_figure(trace, kind, layer, head, presentation, stretch), skip_first),
     )
 
 
-def mean_heads_figure(key: tuple, trace: Trace, kind: str, layer: int, presentation: bool, stretch: bool) -> go.Figure:
-    """`figures.mean_heads_figure`, once per (trace, kind, layer, presentation, stretch)."""
+def mean_heads_figure(
+    key: tuple, trace: Trace, kind: str, layer: int, presentation: bool, stretch: bool, skip_first: bool = False
+) -> go.Figure:
+    """`figures.mean_heads_figure` (first token out of the colour scale when `skip_first`), once per its settings."""
     return _cached(
-        (key, "mean", kind, layer, presentation, stretch),
-        lambda: figures.mean_heads_figure(trace, kind, layer, presentation, stretch),
+        (key, "mean", kind, layer, presentation, stretch, skip_first),
+        lambda: _first_left_out(figures.mean_heads_figure(trace, kind, layer, presentation, stretch), skip_first),
     )
 
 
-def layer_grid(key: tuple, trace: Trace, kind: str, layer: int, head: int, presentation: bool) -> go.Figure:
-    """All heads of one layer as thumbnails with `head` framed, once per (trace, kind, layer, head, presentation)."""
+def layer_grid(
+    key: tuple, trace: Trace, kind: str, layer: int, head: int, presentation: bool, skip_first: bool = False
+) -> go.Figure:
+    """All heads of one layer as thumbnails with `head` framed (grouped by key/value head under grouped-query
+    attention), once per (trace, kind, layer, head, presentation, skip_first)."""
     return _cached(
-        (key, "grid", kind, layer, head, presentation),
-        lambda: _layer_grid(trace, kind, layer, head, presentation),
+        (key, "grid", kind, layer, head, presentation, skip_first),
+        lambda: _layer_grid(trace, kind, layer, head, presentation, skip_first),
     )
 
 
-def _layer_grid(trace: Trace, kind: str, layer: int, head: int, presentation: bool) -> go.Figure:
+def _layer_grid(trace: Trace, kind: str, layer: int, head: int, presentation: bool, skip_first: bool) -> go.Figure:
     pooled, block = grid.layer_maps(trace, kind, layer)
-    return grid.pooled_grid(pooled, [layer], kind, block, selected=(layer, head), presentation=presentation, title=" ")
+    group = trace.attention(kind, layer).group_size
+    return grid.pooled_grid(
+        pooled, [layer], kind, block, (layer, head), presentation, " ", group_size=group, skip_first=skip_first
+    )

@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from server import session
-from viz.figures import PNG_CONFIG, as_array
+from server.literal import md
+from viz.figures import PNG_CONFIG, as_array, scale_without_first_column
 from viz.labels import unique_labels
 
 
@@ -93,3 +94,51 @@ def kind_picker(ctx: session.Context, key: str) -> None:
         st.radio("Attention kind", kinds, horizontal=True, **session.bind("sel_kind", key))
     else:
         st.markdown(f"**Attention kind:** {kinds[0]} (the only one in this model)")
+
+
+SKIP_FIRST = "sel_skip_first"  # one setting for every attention heatmap of this session (pages share it)
+
+
+def first_token_switch(key: str) -> bool:
+    """The "Leave the first token out of the colour scale" switch (the same setting on every page that draws attention)."""
+    st.session_state.setdefault(SKIP_FIRST, False)
+    st.toggle(
+        "Leave the first token out of the colour scale",
+        help="Many models park most attention on the first token (an attention sink), which squeezes every other "
+        "weight into the darkest colours. On: the colours span the other key columns only; the first column's cells "
+        "keep their real numbers (hover), and take the top colour where they are above the range.",
+        **session.bind(SKIP_FIRST, key),
+    )
+    return bool(st.session_state[SKIP_FIRST])
+
+
+def leave_out_first(fig: go.Figure, first_token: str, skip: bool, top: float | None = None) -> go.Figure:
+    """When `skip`: `fig`'s colours scaled to its other columns (in place; up to `top` if given), and the caption
+    saying so; else `fig` as is."""
+    if skip:
+        first_token_note(scale_without_first_column(fig, top), first_token)
+    return fig
+
+
+def first_token_note(fig: go.Figure, first_token: str) -> None:
+    """The caption under a heatmap whose first column is out of the colour scale: what was left out, and the range."""
+    hm = fig.data[0]
+    z = np.asarray(hm.z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] < 2 or hm.zmax is None:  # one key column: nothing was left out
+        return
+    st.caption(
+        f"Colours: the first token's column ({md(first_token, 40)}, values up to {float(np.nanmax(z[:, 0])):.3g}) is left "
+        f"out of the colour scale, which spans {hm.zmin:.3g} to {hm.zmax:.3g} over the other columns; its cells above "
+        "that take the top colour. Hover shows every cell's real number."
+    )
+
+
+def grid_first_note(fig: go.Figure, first_token: str, keys_per_cell: int = 1) -> None:
+    """The caption under thumbnails whose first columns are out of the colour scale (`grid.pooled_grid(skip_first=True)`)."""
+    hm = fig.data[0]
+    pooled = f", pooled with the next {keys_per_cell - 1} keys" if keys_per_cell > 1 else ""
+    st.caption(
+        f"Colours: the first column of every thumbnail (the first token {md(first_token, 40)}{pooled}) is left out of the "
+        f"colour scale, which spans 0 to {hm.zmax:.3g} over the other cells; cells above that take the top colour. "
+        "Hover shows every cell's real number."
+    )

@@ -193,6 +193,41 @@ def training_strip(
     return fig
 
 
+LEFT_OUT = "first token left out of the scale"
+
+
+def scale_without_first_column(fig: go.Figure, top: float | None = None) -> go.Figure:
+    """Colours of a token heatmap spanning its other columns: the first key column (the first token) is left out of the scale.
+
+    The values never change, so hovering a first-column cell still shows its real number; where it lies above the
+    range it takes the top colour. The range starts where it did (0 for weights), else at the other columns' least
+    value; a scale centred on 0 (a difference) stays centred. `top`: the top of the range instead of this figure's
+    own (two panels drawn on one scale). One key column only: the figure is left as it is.
+    """
+    hm = fig.data[0]
+    z = np.asarray(hm.z, dtype=np.float64)
+    if z.ndim != 2 or z.shape[1] < 2:
+        return fig
+    rest = z[:, 1:][np.isfinite(z[:, 1:])]
+    if rest.size == 0:
+        return fig
+    if hm.zmin is not None and hm.zmax is not None and hm.zmin == -hm.zmax:  # diverging, centred on 0
+        bound = (float(np.abs(rest).max()) if top is None else top) or 1e-6
+        lo, hi = -bound, bound
+    else:
+        lo = float(hm.zmin) if hm.zmin is not None and hm.zmin == 0 else float(rest.min())
+        hi = float(rest.max()) if top is None else top
+        hi = hi if hi > lo else lo + 1e-6
+    title = hm.colorbar.title.text or ""
+    hm.update(zmin=lo, zmax=hi, colorbar=dict(title=dict(text=f"{title}<br>({LEFT_OUT})" if title else LEFT_OUT)))
+    return fig
+
+
+def top_without_first_column(*zs) -> float:
+    """The largest value outside the first column over several matrices: one colour scale for panels side by side."""
+    return max(float(np.nanmax(as_array(z)[:, 1:], initial=0.0)) for z in zs)
+
+
 def add_cell_picker(fig: go.Figure) -> go.Figure:
     """Overlay invisible, clickable points on every cell of a token heatmap (Plotly heatmaps have no point selection).
 
@@ -225,21 +260,35 @@ def highlight_row(fig: go.Figure, row: int, color: str = "#e4002b") -> go.Figure
 
 
 def head_figures(trace: Trace, kind: str, layer: int, head: int, presentation: bool = False) -> dict[str, go.Figure]:
-    """The Q, K, V page's matrices in computation order: q, k, v, scores, mask, weights, output."""
+    """The Q, K, V page's matrices in computation order: q, k, v, scores, mask, weights, output.
+
+    K and V are those of the key/value head this query head reads (its own, unless grouped-query attention
+    shares one among several query heads: the titles then say which). A rotary model adds "q_pre" and "k_pre",
+    q and k before rotation; "q" and "k" are then after it, what the scores use.
+    """
     h = trace.head(kind, layer, head)
+    att = trace.attention(kind, layer)
     qt, kt = trace.query_tokens(kind), trace.key_tokens(kind)
     d = h["q"].shape[-1]
     where = f"{kind} · layer {layer} · head {head}"
+    kv = f" of key/value head {att.kv_head(head)}" if att.group_size > 1 else ""
+    rotary = "q_pre" in h
+    turned = " after rotation" if rotary else ""
     common = dict(presentation=presentation)
     signed = dict(colorscale=SIGNED_SCALE, fmt=".5g", **common)
-    return {
-        "q": token_heatmap(h["q"], qt, None, title=f"Q  ({len(qt)} × {d}) — {where}", value_name="q", col_name="dim", **signed),
-        "k": token_heatmap(
-            h["k"], kt, None, title=f"K  ({len(kt)} × {d})", value_name="k", row_name="key", col_name="dim", **signed
+    kdims = dict(row_name="key", col_name="dim", **signed)
+    figs = {
+        "q": token_heatmap(
+            h["q"],
+            qt,
+            None,
+            title=f"Q{turned}  ({len(qt)} × {d})<br>{where}",
+            value_name="q",
+            col_name="dim",
+            **signed,
         ),
-        "v": token_heatmap(
-            h["v"], kt, None, title=f"V  ({len(kt)} × {d})", value_name="v", row_name="key", col_name="dim", **signed
-        ),
+        "k": token_heatmap(h["k"], kt, None, title=f"K{kv}{turned}  ({len(kt)} × {d})", value_name="k", **kdims),
+        "v": token_heatmap(h["v"], kt, None, title=f"V{kv}  ({len(kt)} × {d})", value_name="v", **kdims),
         "scores": token_heatmap(
             h["scores"],
             qt,
@@ -273,6 +322,20 @@ def head_figures(trace: Trace, kind: str, layer: int, head: int, presentation: b
             h["output"], qt, None, title=f"output = weights · V  ({len(qt)} × {d})", value_name="output", col_name="dim", **signed
         ),
     }
+    if rotary:
+        figs["q_pre"] = token_heatmap(
+            h["q_pre"],
+            qt,
+            None,
+            title=f"Q before rotation  ({len(qt)} × {d})<br>{where}",
+            value_name="q",
+            col_name="dim",
+            **signed,
+        )
+        figs["k_pre"] = token_heatmap(
+            h["k_pre"], kt, None, title=f"K{kv} before rotation  ({len(kt)} × {d})", value_name="k", **kdims
+        )
+    return figs
 
 
 MAX_CLASS_CHARS = 60  # a class name longer than this (from an uploaded checkpoint) is cut on the axis

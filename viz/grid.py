@@ -18,7 +18,8 @@ import torch
 
 from transformer.model.attention import block_max, pool_blocks
 from transformer.model.trace import AttentionMaps, Trace
-from viz.figures import WEIGHTS_SCALE, font_size
+from viz.figures import LEFT_OUT, WEIGHTS_SCALE, font_size
+from viz.labels import head_labels
 
 MAX_CELLS = 64
 EXACT = ".9~g"  # hover format: 9 significant digits tell every float32 apart (trailing zeros dropped)
@@ -73,10 +74,34 @@ def head_grid(
     presentation: bool = False,
     title: str | None = None,
     scale: str = "linear",
+    group_size: int = 1,
+    skip_first: bool = False,
 ) -> go.Figure:
     """Every head of the given layers (default: all) as thumbnails; click a thumbnail's centre to pick that head."""
     layers = list(range(maps.n_layers(kind))) if layers is None else list(layers)
-    return pooled_grid(maps.maps[kind][layers], layers, kind, maps.block(kind), selected, presentation, title, scale)
+    return pooled_grid(
+        maps.maps[kind][layers], layers, kind, maps.block(kind), selected, presentation, title, scale, group_size, skip_first
+    )
+
+
+def without_first_columns(image: np.ndarray, cols: int) -> np.ndarray:
+    """The cells of a grid image that are not in a thumbnail's first column (the one holding the first key token)."""
+    keep = np.arange(image.shape[1]) % cols != 0
+    return image[:, keep]
+
+
+def colour_range(image: np.ndarray, cols: int, scale: str, skip_first: bool) -> float:
+    """The top of the colour scale (the bottom is 0): 1, or the top of the cells counted (all, or all but the first columns).
+
+    "stretch" takes the 99th percentile of the cells counted, the other scales their largest value once the first
+    columns are left out (1 otherwise, the same for every view).
+    """
+    counted = without_first_columns(image, cols) if skip_first and cols > 1 else image
+    if scale == "stretch":
+        return float(np.quantile(counted, STRETCH_QUANTILE)) if counted.size else 1.0
+    if skip_first and cols > 1 and counted.size:
+        return float(counted.max())
+    return 1.0
 
 
 def pooled_grid(
@@ -88,6 +113,8 @@ def pooled_grid(
     presentation: bool = False,
     title: str | None = None,
     scale: str = "linear",
+    group_size: int = 1,
+    skip_first: bool = False,
 ) -> go.Figure:
     """The thumbnails of `pooled` (len(layers), H, r, c), whose rows are the model's layers `layers`.
 
@@ -95,6 +122,10 @@ def pooled_grid(
 
     Coordinates: x = head index, y = layer index, each thumbnail spanning ±0.5 around its centre.
     `selected` = (layer, head) gets a red frame. `scale`: one of SCALES (the colours change, the values never).
+    `group_size` > 1 groups the heads by the key/value head they read (grouped-query attention): heads
+    g·k … g·k + k − 1 read key/value head g, so each group is already side by side; the axis names each
+    head "H5 · kv1" and a dark line separates the groups. `skip_first`: the first column of every thumbnail
+    (the first key token's, with the keys pooled with it) is left out of the colour scale.
     """
     layers = list(layers)
     image = grid_image(pooled)
@@ -106,11 +137,10 @@ def pooled_grid(
     size = font_size(presentation)
     pooled_cells = block != (1, 1)
     what = f"largest of {block[0]} × {block[1]} weights" if pooled_cells else "one query, one key"
-    zmax = 1.0
-    ticks = COLORBAR_TICKS.get(scale)
-    if scale == "stretch":
-        zmax = float(np.quantile(image, STRETCH_QUANTILE)) or float(image.max()) or 1.0
-        ticks = tuple(zmax * t for t in (0.0, 0.25, 0.5, 0.75, 1.0))
+    zmax = colour_range(image, c, scale, skip_first) or float(image.max()) or 1.0
+    ticks = tuple(zmax * t for t in COLORBAR_TICKS.get(scale, (0.0, 0.25, 0.5, 0.75, 1.0)))
+    capped = scale == "stretch" or (skip_first and c > 1)  # cells above the top colour exist
+    bar_title = SCALE_TITLES[scale] + (f"<br>({LEFT_OUT})" if skip_first and c > 1 else "")
     heatmap = go.Heatmap(
         z=image,
         x=x,
@@ -119,10 +149,10 @@ def pooled_grid(
         zmax=zmax,
         colorscale=sqrt_colorscale() if scale == "sqrt" else WEIGHTS_SCALE,
         colorbar=dict(
-            title=dict(text=SCALE_TITLES[scale], font=dict(size=size)),
+            title=dict(text=bar_title, font=dict(size=size)),
             tickmode="array",
             tickvals=list(ticks),
-            ticktext=[f"{t:.3g}" for t in ticks[:-1]] + [("≥ " if scale == "stretch" else "") + f"{ticks[-1]:.3g}"],
+            ticktext=[f"{t:.3g}" for t in ticks[:-1]] + [("≥ " if capped else "") + f"{ticks[-1]:.3g}"],
             tickfont=dict(size=size),
         ),
         # %{x:.0f} rounds a cell's x to its thumbnail's head (cells sit within ±0.5 of it); same for y.
@@ -130,18 +160,25 @@ def pooled_grid(
     )
     # One clickable point per head at its thumbnail's centre (heatmaps have no point selection).
     hh, ll = np.meshgrid(np.arange(n_heads), np.asarray(layers))
+    grouped = group_size > 1
     centres = go.Scatter(
         x=hh.reshape(-1).astype(np.float32),
         y=ll.reshape(-1).astype(np.float32),
         mode="markers",
         marker=dict(size=28, symbol="square", opacity=0),
-        hovertemplate="layer %{y} · head %{x}<br>click to open<extra></extra>",
+        customdata=(hh.reshape(-1) // group_size) if grouped else None,
+        hovertemplate="layer %{y} · head %{x}"
+        + (" · key/value head %{customdata}" if grouped else "")
+        + "<br>click to open<extra></extra>",
         showlegend=False,
     )
-    shapes = [
-        dict(type="line", x0=h + 0.5, x1=h + 0.5, y0=layers[0] - 0.5, y1=layers[-1] + 0.5, line=dict(color="white", width=3))
-        for h in range(n_heads - 1)
-    ] + [
+
+    def separator(h: int) -> dict:  # between heads h and h + 1: dark and wide between key/value groups
+        between_groups = grouped and (h + 1) % group_size == 0
+        line = dict(color="#222", width=5) if between_groups else dict(color="white", width=3 if not grouped else 1)
+        return dict(type="line", x0=h + 0.5, x1=h + 0.5, y0=layers[0] - 0.5, y1=layers[-1] + 0.5, line=line)
+
+    shapes = [separator(h) for h in range(n_heads - 1)] + [
         dict(type="line", x0=-0.5, x1=n_heads - 0.5, y0=layer + 0.5, y1=layer + 0.5, line=dict(color="white", width=3))
         for layer in layers[:-1]
     ]
@@ -156,9 +193,11 @@ def pooled_grid(
             title=dict(text=title or f"{kind}: all layers × heads" + (f" (each cell: {what})" if pooled_cells else "")),
             shapes=shapes,
             xaxis=dict(
-                title="head",
+                title="query head · the key/value head it reads" if grouped else "head",
                 tickmode="array",
                 tickvals=list(range(n_heads)),
+                ticktext=head_labels(n_heads, group_size) if grouped else [str(h) for h in range(n_heads)],
+                tickangle=-45 if grouped and n_heads > 8 else 0,
                 showgrid=False,
                 zeroline=False,
                 range=[-0.5, n_heads - 0.5],
@@ -176,7 +215,8 @@ def pooled_grid(
                 automargin=False,
             ),
             height=int(max(220, thumb_px * len(layers) + 120)),
-            margin=dict(l=int(4 * size + 12), r=10, t=50, b=int(3.6 * size + 12)),  # tick numbers + axis title
+            # tick labels + axis title; "H11 · kv3" labels slanted need more room
+            margin=dict(l=int(4 * size + 12), r=10, t=50, b=int((6.5 if grouped and n_heads > 8 else 3.6) * size + 12)),
             font=dict(size=size),
             clickmode="event+select",
             dragmode=False,

@@ -13,6 +13,13 @@ def unique_labels(tokens: tuple[str, ...] | list[str]) -> list[str]:
     return [f"{i}{SEP}{tok}" for i, tok in enumerate(tokens)]
 
 
+def head_labels(n_heads: int, group_size: int = 1) -> list[str]:
+    """Head names for an axis: "H5", or under grouped-query attention "H5 · kv1" (the key/value head it reads)."""
+    if group_size <= 1:
+        return [f"H{h}" for h in range(n_heads)]
+    return [f"H{h} {SEP} kv{h // group_size}" for h in range(n_heads)]
+
+
 def plotly_text(text: object) -> str:
     """Text shown literally by Plotly, wherever it goes: labels, titles, hover values.
 

@@ -35,15 +35,56 @@ def stack_totals(model: TransformerModel) -> pd.DataFrame:
 
 
 def head_projections(model: TransformerModel, kind: str, layer: int, head: int) -> dict[str, np.ndarray]:
-    """W_Q, W_K, W_V as (d_model, d_head) and W_O as (d_head, d_model) for one head (x @ W conventions)."""
+    """W_Q, W_K, W_V as (d_model, d_head) and W_O as (d_head, d_model) for one query head (x @ W conventions).
+
+    W_K and W_V are those of the key/value head the query head reads (shared with its group under grouped-query attention).
+    """
     stack_name, sub = KIND_PATHS[kind]
     attn = getattr(getattr(model, stack_name).layers[layer], sub)
-    d_head = model.cfg.d_head
+    cfg = model.cfg
+    d_head = cfg.d_head
+    kv = head // cfg.group_size
     rows = slice(head * d_head, (head + 1) * d_head)
+    kv_rows = slice(kv * d_head, (kv + 1) * d_head)
     # nn.Linear stores (out, in): the head's slice of the output features, transposed to (in, out).
-    out = {name: getattr(attn, proj).weight[rows].T for name, proj in (("W_Q", "q_proj"), ("W_K", "k_proj"), ("W_V", "v_proj"))}
+    out = {"W_Q": attn.q_proj.weight[rows].T, "W_K": attn.k_proj.weight[kv_rows].T, "W_V": attn.v_proj.weight[kv_rows].T}
     out["W_O"] = attn.out_proj.weight[:, rows].T  # (d_head, d_model): the head's slice of the input features
     return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
+
+
+PARITY_FIELDS = ("max_attention_diff", "max_output_diff", "output", "texts", "tokens", "transformers", "torch", "date")
+
+
+def _num(value, fmt: str) -> str:
+    """A number from a file, formatted; anything else shown as it is (the file says what it says)."""
+    try:
+        return format(float(value), fmt)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def parity_sentence(parity: dict) -> str:
+    """ "Checked against transformers 5.23.0 on 2026-12-03: attention weights differ by at most 3e-07, next-token
+    probabilities by 1e-08, on 3 texts / 40 tokens." (values from the file or from `verify.compare`, as they are)"""
+    p = {k: parity.get(k, "?") for k in PARITY_FIELDS}
+    return (
+        f"Checked against transformers {p['transformers']} (torch {p['torch']}) on {p['date']}: attention weights differ by "
+        f"at most {_num(p['max_attention_diff'], '.1g')}, {p['output']} by {_num(p['max_output_diff'], '.1g')}, "
+        f"on {p['texts']} texts / {p['tokens']} tokens."
+    )
+
+
+def parity_frame(parity: dict) -> pd.DataFrame:
+    """The parity check as a two-column table: what was compared, and the largest difference or the setting."""
+    rows = [
+        ("attention weights, largest |difference|", _num(parity.get("max_attention_diff", "?"), ".3g")),
+        (f"{parity.get('output', 'output')}, largest |difference|", _num(parity.get("max_output_diff", "?"), ".3g")),
+        ("texts / tokens", f"{parity.get('texts', '?')} / {parity.get('tokens', '?')}"),
+        ("transformers / torch", f"{parity.get('transformers', '?')} / {parity.get('torch', '?')}"),
+        ("date", str(parity.get("date", "?"))),
+    ]
+    rows += [(str(k), str(v)) for k, v in parity.items() if k not in PARITY_FIELDS]  # anything else the file holds
+    return pd.DataFrame(rows, columns=["checked", "value"])
 
 
 def attention_entropy(trace: Trace, kind: str) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 What the model computed (scores, weights, output) comes from the trace; what is recomputed here
 (q·k, the softmax, Σ weight·v) is compared with it, within the rounding float32 arithmetic allows.
+For a rotary model the row also gives the score q and k would have had unturned (the trace's q_pre and
+k_pre): the turned one is what the model used, the unturned one what the same vectors score without positions.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ class WorkedRow:
     softmax_check: np.ndarray  # (Tk,) softmax of the masked trace scores, recomputed here
     output: np.ndarray  # (d_head,) Σ_j weights_j · v_j, recomputed here
     trace_output: np.ndarray  # (d_head,) the trace's head-output row
+    q_pre: np.ndarray | None = None  # (d_head,) rotary models: the query vector before rotation
+    unturned: np.ndarray | None = None  # (Tk,) q_pre · k_pre_j / √d_head: the scores without rotation, recomputed here
 
     @property
     def scale(self) -> float:
@@ -75,17 +79,25 @@ class WorkedRow:
         """Largest difference between the softmax recomputed here from the trace's scores and the trace's weights."""
         return float(np.abs(self.softmax_check - self.weights).max(initial=0.0))
 
+    @property
+    def rotary(self) -> bool:
+        return self.unturned is not None
+
     def steps_table(self) -> pd.DataFrame:
-        """One row per key: q·k (recomputed here), then the model's own score, mask and softmax weight."""
-        return pd.DataFrame(
-            {
-                "key": self.key_labels,
-                "q·k (recomputed)": self.dots,
-                f"score = q·k ÷ √{self.d_head} (model)": self.trace_scores,
-                "may attend": self.allowed,
-                "softmax weight": self.weights,
-            }
-        ).set_index("key")
+        """One row per key: q·k (recomputed here), then the model's own score, mask and softmax weight.
+
+        Rotary models: beside the model's score, the score recomputed from the turned q and k (what the model
+        used) and from the unturned ones, and the distance query − key that the turn encodes.
+        """
+        columns = {"key": self.key_labels, "q·k (recomputed)": self.dots}
+        columns[f"score = q·k ÷ √{self.d_head} (model)"] = self.trace_scores
+        if self.rotary:
+            columns[f"turned q·k ÷ √{self.d_head}"] = self.scaled  # recomputed here, like q·k
+            columns[f"unturned q·k ÷ √{self.d_head}"] = self.unturned
+            columns["distance i − j"] = self.query - np.arange(len(self.key_labels))
+        columns["may attend"] = self.allowed
+        columns["softmax weight"] = self.weights
+        return pd.DataFrame(columns).set_index("key")
 
     def sum_table(self) -> pd.DataFrame:
         """The weighted value vectors weight_j · v_j (rows) whose column sums give the output row."""
@@ -111,6 +123,10 @@ def worked_row(trace: Trace, kind: str, layer: int, head: int, query: int) -> Wo
     masked = np.where(allowed, h["scores"][query].astype(np.float64), -np.inf)
     e = np.exp(masked - masked.max())
     weights = h["weights"][query]
+    q_pre = h["q_pre"][query] if "q_pre" in h else None
+    unturned = (
+        None if q_pre is None else ((h["k_pre"] @ q_pre).astype(np.float32) / np.float32(math.sqrt(d_head))).astype(np.float32)
+    )
     return WorkedRow(
         query=query,
         query_label=unique_labels(trace.query_tokens(kind))[query],
@@ -127,4 +143,6 @@ def worked_row(trace: Trace, kind: str, layer: int, head: int, query: int) -> Wo
         softmax_check=(e / e.sum()).astype(np.float32),
         output=(weights[None, :] @ v)[0].astype(np.float32),
         trace_output=h["output"][query],
+        q_pre=q_pre,
+        unturned=unturned,
     )

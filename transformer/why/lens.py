@@ -1,7 +1,7 @@
 """The logit lens: what the decoder would predict if it stopped after each layer and sublayer.
 
 The explanation the page shows (`EXPLANATION`): each row reads the residual stream at that point
-through the model's own output end (its final LayerNorm, if it has one, then the unembedding),
+through the model's own output end (its final norm, if it has one, then the unembedding),
 so the last row is exactly the model's prediction and earlier rows show how that prediction
 forms layer by layer.
 
@@ -27,11 +27,12 @@ import torch
 from torch import Tensor
 
 from transformer.checkpoints.format import Checkpoint
+from transformer.model.describe import norm_name
 from transformer.model.trace import StackTrace, Trace
 
 EXPLANATION = (
     "Each row reads the residual stream at that point through the model's own output end "
-    "(its final LayerNorm, if it has one, then the unembedding), so the last row is exactly "
+    "(its final norm, if it has one, then the unembedding), so the last row is exactly "
     "the model's prediction and earlier rows show how that prediction forms layer by layer."
 )
 # Cells (row, position) unembedded at once: enough that the unembedding matrix is read from memory
@@ -130,12 +131,13 @@ def logit_lens(ckpt: Checkpoint, trace: Trace, k: int = 5, positions: Sequence[i
     top_tokens = tuple(tuple(tuple(names[i] for i in cell) for cell in row) for row in top_ids_t.tolist())
     next_probs_t = torch.cat(next_probs).reshape(rows, T).masked_fill(~known, float("nan")).cpu()
     next_ranks_t = torch.cat(next_ranks).reshape(rows, T).long().masked_fill(~known, -1).cpu()
+    name = norm_name(model.cfg)
     if final_norm is not None:
-        norm = "the final LayerNorm, then the unembedding"
+        norm = f"the final {name}, then the unembedding"
     elif model.cfg.norm_first:
-        norm = "the unembedding only (this pre-LN model has no final LayerNorm)"
+        norm = f"the unembedding only (this pre-LN model has no final {name})"
     else:
-        norm = "the unembedding only: after each post-LN sublayer the residual stream is already LayerNorm-ed"
+        norm = f"the unembedding only: after each post-LN sublayer the residual stream is already {name}-ed"
     return LogitLens(
         labels=labels,
         positions=cols,
