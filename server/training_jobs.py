@@ -73,7 +73,10 @@ def read_link() -> None:
     if "_tj_link" in st.session_state:
         return
     params = st.query_params.to_dict()
-    st.session_state["_tj_link"] = {key: str(params[name])[:100] for name, key in LINK_KEYS.items() if name in params}
+    link = {key: str(params[name])[:100] for name, key in LINK_KEYS.items() if name in params}
+    if not link.get("n_heads", "0").strip().isdigit():  # ?heads=d1.3 is the Ablation page's (kind, layer, head)
+        del link["n_heads"]
+    st.session_state["_tj_link"] = link
     token = str(params.get("owner", ""))
     if OWNER_TOKEN.fullmatch(token):  # a reload (or this link in another tab) keeps the right to cancel its job
         st.session_state["_tj_owner"] = token

@@ -180,3 +180,9 @@ def test_progress_figures_hold_the_jobs_numbers():
     assert list(fig.data[0].y) == [0.2, 0.7]
     assert fig.data[1].name == "final exact match" and list(fig.data[1].x) == [10] and list(fig.data[1].y) == [0.995]
     assert len(training_jobs.metric_figure(evals, steps=10).data) == 1
+
+
+def test_the_ablation_pages_heads_in_a_link_is_not_a_training_field(env):
+    """?heads=d1.3 (the Ablation page's knocked-out heads) is not the Training page's n_heads: no message about it."""
+    at = start({"heads": "d1.3"})
+    assert errors(at) == []
