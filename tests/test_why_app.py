@@ -26,7 +26,7 @@ pytestmark = pytest.mark.numerics
 def without_heads(ckpt, heads):
     """A copy of the checkpoint whose model has each head's d_head columns of W_O zeroed: the head adds nothing."""
     model = copy.deepcopy(ckpt.model)
-    d = model.cfg.d_model // model.cfg.n_heads
+    d = model.cfg.d_head
     for kind, layer, head in heads:
         stack = model.encoder if kind == "encoder self" else model.decoder
         attn = {"encoder self": "self_attn", "decoder self": "self_attn", "cross": "cross_attn"}[kind]
