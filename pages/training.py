@@ -217,7 +217,7 @@ elif latest is not None and latest.state in ("failed", "cancelled"):
 st.divider()
 st.subheader("Snapshots of the checkpoint in the sidebar", anchor=False)
 ctx = session.require_text(ctx)
-entry = {**catalog.available(), **training_jobs.checkpoint_entries()}.get(ctx.name)
+entry = session.entries().get(ctx.name)  # shipped, found on disk or trained here: snapshots sit beside any
 path = catalog.snapshots_path(entry) if entry is not None else None
 if path is None:
     st.info(

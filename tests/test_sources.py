@@ -302,3 +302,27 @@ def test_make_run_passes_the_models_folders_to_the_app():
     assert recipe("run", "MODELS=/srv/a:/srv/b").startswith("ATTNVIZ_MODELS='/srv/a:/srv/b' .venv/bin/streamlit run app.py")
     assert recipe("dev", "MODELS=/srv/a").startswith("ATTNVIZ_MODELS='/srv/a' ")
     assert recipe("run").startswith(".venv/bin/streamlit run app.py")  # no MODELS: the environment's own, if any
+
+
+@pytest.mark.skipif(
+    not (catalog.ASSETS / "translator.snapshots.safetensors").is_file(), reason="needs the shipped translator's snapshots"
+)
+def test_a_found_checkpoint_replays_the_snapshots_beside_it(monkeypatch, tmp_path):
+    """The Training page finds `NAME.snapshots.safetensors` beside a checkpoint from a models folder, as beside a shipped one."""
+    folder, assets = tmp_path / "models", tmp_path / "assets"
+    folder.mkdir()
+    assets.mkdir()
+    for suffix in (".safetensors", ".snapshots.safetensors"):
+        shutil.copy(catalog.ASSETS / f"translator{suffix}", folder / f"mine{suffix}")
+    for name, value in (("ATTNVIZ_DEVICE", "cpu"), (catalog.ASSETS_ENV, str(assets)), (catalog.NO_MINILM_ENV, "1"),
+                        (sources.MODELS_ENV, str(folder)), (sources.NO_HF_CACHE_ENV, "1")):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    model_sources._scan.clear()
+    try:
+        at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        at.query_params.update(checkpoint="mine", page="training")
+        at.run()
+        no_errors(at)
+        assert len(charts(at)["tr_strip"]["data"]) == 9  # the nine snapshots, drawn
+    finally:
+        model_sources._scan.clear()
