@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from transformer.checkpoints.format import CheckpointError
+from transformer.checkpoints.importers.llama import weights  # the Llama plan: the switches that differ are in the config
 from transformer.checkpoints.importers.parts import (
     CONFIG,
     HF_ACTIVATIONS,
     Family,
-    Take,
     activation,
     context,
     get,
@@ -28,7 +28,6 @@ from transformer.checkpoints.importers.parts import (
     rotary_facts,
     without,
 )
-from transformer.model.config import ModelConfig
 
 # transformers' GemmaConfig defaults for the fields a config.json may leave out (Gemma 7B's shape)
 GEMMA_DEFAULTS = {
@@ -93,35 +92,6 @@ def config(hf: dict[str, Any]) -> dict[str, Any]:
         tie_embeddings=bool(get(hf, "tie_word_embeddings")),
         **rotary,
     )
-
-
-def linear(name: str, n_out: int, n_in: int, bias: bool) -> dict[str, Take]:
-    out = {"weight": Take(f"{name}.weight", (n_out, n_in))}
-    if bias:
-        out["bias"] = Take(f"{name}.bias", (n_out,))
-    return out
-
-
-def weights(cfg: ModelConfig) -> dict[str, Take]:
-    d, f, v = cfg.d_model, cfg.d_ff, cfg.vocab_size
-    q, kv = cfg.n_heads * cfg.d_head, cfg.kv_heads * cfg.d_head
-    out = {"tok_embed.weight": Take("embed_tokens.weight", (v, d))}
-    for i in range(cfg.n_layers):
-        ours, theirs = f"decoder.layers.{i}", f"layers.{i}"
-        for proj, n_out in (("q", q), ("k", kv), ("v", kv)):
-            for key, take in linear(f"{theirs}.self_attn.{proj}_proj", n_out, d, cfg.attn_bias).items():
-                out[f"{ours}.self_attn.{proj}_proj.{key}"] = take
-        for key, take in linear(f"{theirs}.self_attn.o_proj", d, q, cfg.attn_out_bias).items():
-            out[f"{ours}.self_attn.out_proj.{key}"] = take
-        out[f"{ours}.feed_forward.gate.weight"] = Take(f"{theirs}.mlp.gate_proj.weight", (f, d))
-        out[f"{ours}.feed_forward.up.weight"] = Take(f"{theirs}.mlp.up_proj.weight", (f, d))
-        out[f"{ours}.feed_forward.down.weight"] = Take(f"{theirs}.mlp.down_proj.weight", (d, f))
-        out[f"{ours}.attn_block.norm.weight"] = Take(f"{theirs}.input_layernorm.weight", (d,))
-        out[f"{ours}.ff_block.norm.weight"] = Take(f"{theirs}.post_attention_layernorm.weight", (d,))
-    out["decoder.final_norm.weight"] = Take("norm.weight", (d,))
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = Take("lm_head.weight", (v, d))
-    return out
 
 
 FAMILY = Family(

@@ -108,8 +108,7 @@ def weights(cfg: ModelConfig) -> dict[str, Take]:
             out[f"{ours}.self_attn.{proj}_proj.weight"] = Take(f"{fused}.weight", (3 * d, d), convert)
             if cfg.attn_bias:
                 out[f"{ours}.self_attn.{proj}_proj.bias"] = Take(f"{fused}.bias", (3 * d,), convert)
-        dense = linear(f"{theirs}.attention.dense", d, d)
-        put(out, f"{ours}.self_attn.out_proj", dense if cfg.attn_out_bias else {"weight": dense["weight"]})
+        put(out, f"{ours}.self_attn.out_proj", linear(f"{theirs}.attention.dense", d, d, cfg.attn_out_bias))
         put(out, f"{ours}.attn_block.norm", norm(f"{theirs}.input_layernorm", d))
         put(out, f"{ours}.feed_forward.up", linear(f"{theirs}.mlp.dense_h_to_4h", f, d))
         put(out, f"{ours}.feed_forward.down", linear(f"{theirs}.mlp.dense_4h_to_h", d, f))

@@ -103,29 +103,24 @@ def config(hf: dict[str, Any]) -> dict[str, Any]:
     return decoder_config(hf, attn_bias=bias, attn_out_bias=bias, mlp_bias=bool(get(hf, "mlp_bias", False)))
 
 
-def _linear(name: str, n_out: int, n_in: int, bias: bool) -> dict[str, Take]:
-    parts = linear(name, n_out, n_in)
-    return parts if bias else {"weight": parts["weight"]}
-
-
 def weights(cfg: ModelConfig) -> dict[str, Take]:
-    """The plan for every Llama-shaped family: the switches (biases, q/k norms, tied head) are in `cfg`."""
+    """The plan for every Llama-shaped family (Gemma's too): the switches (biases, q/k norms, tied head) are in `cfg`."""
     d, f, h = cfg.d_model, cfg.d_ff, cfg.d_head
     q_width, kv_width = cfg.n_heads * h, cfg.kv_heads * h
     out = {"tok_embed.weight": Take("embed_tokens.weight", (cfg.vocab_size, d))}
     for i in range(cfg.n_layers):
         ours, attn, mlp = f"decoder.layers.{i}", f"layers.{i}.self_attn", f"layers.{i}.mlp"
         for proj, width in (("q", q_width), ("k", kv_width), ("v", kv_width)):
-            put(out, f"{ours}.self_attn.{proj}_proj", _linear(f"{attn}.{proj}_proj", width, d, cfg.attn_bias))
-        put(out, f"{ours}.self_attn.out_proj", _linear(f"{attn}.o_proj", d, q_width, cfg.attn_out_bias))
+            put(out, f"{ours}.self_attn.{proj}_proj", linear(f"{attn}.{proj}_proj", width, d, cfg.attn_bias))
+        put(out, f"{ours}.self_attn.out_proj", linear(f"{attn}.o_proj", d, q_width, cfg.attn_out_bias))
         if cfg.qk_norm:  # one RMSNorm over head_dim, shared by all heads
             out[f"{ours}.self_attn.q_norm.weight"] = Take(f"{attn}.q_norm.weight", (h,))
             out[f"{ours}.self_attn.k_norm.weight"] = Take(f"{attn}.k_norm.weight", (h,))
         out[f"{ours}.attn_block.norm.weight"] = Take(f"layers.{i}.input_layernorm.weight", (d,))
         out[f"{ours}.ff_block.norm.weight"] = Take(f"layers.{i}.post_attention_layernorm.weight", (d,))
-        put(out, f"{ours}.feed_forward.gate", _linear(f"{mlp}.gate_proj", f, d, cfg.mlp_bias))
-        put(out, f"{ours}.feed_forward.up", _linear(f"{mlp}.up_proj", f, d, cfg.mlp_bias))
-        put(out, f"{ours}.feed_forward.down", _linear(f"{mlp}.down_proj", d, f, cfg.mlp_bias))
+        put(out, f"{ours}.feed_forward.gate", linear(f"{mlp}.gate_proj", f, d, cfg.mlp_bias))
+        put(out, f"{ours}.feed_forward.up", linear(f"{mlp}.up_proj", f, d, cfg.mlp_bias))
+        put(out, f"{ours}.feed_forward.down", linear(f"{mlp}.down_proj", d, f, cfg.mlp_bias))
     out["decoder.final_norm.weight"] = Take("norm.weight", (d,))
     if not cfg.tie_embeddings:
         out["lm_head.weight"] = Take("lm_head.weight", (cfg.vocab_size, d))

@@ -75,9 +75,10 @@ def activation(hf: dict[str, Any], key: str, default: Any = ...) -> str:
     return HF_ACTIVATIONS[name]
 
 
-def linear(name: str, n_out: int, n_in: int) -> dict[str, Take]:
-    """An nn.Linear stored as nn.Linear: weight (out, in) and bias (out,)."""
-    return {"weight": Take(f"{name}.weight", (n_out, n_in)), "bias": Take(f"{name}.bias", (n_out,))}
+def linear(name: str, n_out: int, n_in: int, bias: bool = True) -> dict[str, Take]:
+    """An nn.Linear stored as nn.Linear: weight (out, in) and, when it has one, bias (out,)."""
+    weight = {"weight": Take(f"{name}.weight", (n_out, n_in))}
+    return {**weight, "bias": Take(f"{name}.bias", (n_out,))} if bias else weight
 
 
 def norm(name: str, d: int) -> dict[str, Take]:
