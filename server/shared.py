@@ -65,15 +65,25 @@ def use_one_torch_thread() -> bool:
 
 
 @contextlib.contextmanager
-def model_slot() -> Iterator[None]:
+def model_slot(wide: bool = False) -> Iterator[None]:
     """Hold one of the MODEL_SLOTS while running the model (waits when every slot is busy), on THREADS_PER_RUN.
 
     The thread count is set for the run itself, not only once at start: it is one setting for the
     whole process, and whatever else in it changed the count (a notebook, a test's reference
     computation) must not change how the app's runs round their sums.
+
+    wide: a long run (the model view's light pass: seconds at 1024 tokens of a 30-layer model) also takes a
+    second slot if one is free at this moment, never waiting for it, and runs on twice the threads; short
+    runs that arrive meanwhile wait for one of the two, as they would behind two runs.
     """
-    with _slots, torch_threads(THREADS_PER_RUN):
-        yield
+    with _slots:
+        extra = wide and MODEL_SLOTS > 1 and _slots.acquire(blocking=False)
+        try:
+            with torch_threads(THREADS_PER_RUN * (2 if extra else 1)):
+                yield
+        finally:
+            if extra:
+                _slots.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +253,7 @@ def maps_for(identity: str, text: str, target: str | None, ckpt: Checkpoint) -> 
             trace = trace_for(identity, text, target, ckpt)
         if trace is not None:
             return api.pool_trace(trace, grid.MAX_CELLS)
-        with st.spinner("Running the model…"), model_slot():
+        with st.spinner("Running the model…"), model_slot(wide=True):
             return api.attention_maps(ckpt, text, target, grid.MAX_CELLS, tokens=tokens)
 
     return maps_cache().get_or_create(key, run)

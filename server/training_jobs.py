@@ -120,8 +120,7 @@ def snapshot_trace(job_id: str, step: int, path: str, text: str, target: str | N
     config, tokenizer, _, states = read_snapshot_states(path)
     state = dict(states)[step]
     check_state_dict(config, state, f"{Path(path).name} step {step}")
-    model = TransformerModel(config)
-    model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    model = TransformerModel.from_weights(config, state)
     ckpt = Checkpoint(model=model.eval().requires_grad_(False), tokenizer=tokenizer, name=f"{job_id}@{step}")
     with shared.model_slot():
         return api.trace_text(ckpt, text, target)

@@ -123,11 +123,18 @@ def test_zero_ablation_with_padding_and_pooling(make_checkpoint):
     keep = src != 0
     tgt = torch.tensor([[2, 12, 13, 14], [2, 15, 16, 17]])
     for head in (("encoder self", 1, 2), ("decoder self", 0, 1), ("cross", 1, 3)):
-        ref, _ = edited_copy(c.model, *head)(src, tgt, attention_mask=keep)
-        for kw in ({}, {"trace": True}, {"pool": 4}):
+        edited = edited_copy(c.model, *head)
+        ref, _ = edited(src, tgt, attention_mask=keep)
+        for kw in ({}, {"trace": True}):
             ours, _ = c.model(src, tgt, attention_mask=keep, ablate=single(c, head), **kw)
             why = f"{head} knocked out ({kw}) vs a copy with its W_O columns zeroed (another computation)"
             assert_close(ours, ref, **rounding(c.config, src, tgt), why=why)
+        # The light pass returns no logits: its pooled maps, which every later layer's knocked-out stream shapes
+        _, ours = c.model(src, tgt, attention_mask=keep, ablate=single(c, head), pool=4)
+        _, ref_maps = edited(src, tgt, attention_mask=keep, pool=4)
+        for kind, maps in ours.items():
+            why = f"{head} knocked out, the light pass's {kind} maps vs the copy with its W_O columns zeroed"
+            assert_close(maps, ref_maps[kind], **rounding(c.config, src, tgt), why=why)
 
 
 def test_nothing_ablated_is_the_plain_forward_exactly(ckpt):

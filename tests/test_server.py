@@ -127,6 +127,20 @@ def test_model_runs_share_the_cores_one_torch_thread_each(env, monkeypatch):
     assert torch.get_num_threads() == 2  # the count set before is back after the run
 
 
+def test_a_wide_run_takes_a_second_slot_only_when_one_is_free(monkeypatch):
+    """The model view's long light pass runs on two threads when the other slot is idle, and never waits for it."""
+    monkeypatch.setattr(shared, "MODEL_SLOTS", 2)
+    monkeypatch.setattr(shared, "_slots", threading.BoundedSemaphore(2))
+    seen = []
+    with shared.model_slot(wide=True):
+        seen.append((shared._slots._value, torch.get_num_threads()))
+    with shared.model_slot():  # another session's run holds one slot...
+        with shared.model_slot(wide=True):  # ...so the wide one gets the other, alone, at once
+            seen.append((shared._slots._value, torch.get_num_threads()))
+    assert seen == [(0, 2 * shared.THREADS_PER_RUN), (0, shared.THREADS_PER_RUN)]
+    assert shared._slots._value == 2  # both slots given back
+
+
 def test_trace_cache_is_fitted_to_the_machine():
     memory = budget.physical_memory()
     expected = min(3 * 1024**3, max(512 * 1024**2, (memory or 8 * 1024**3) // 4))

@@ -299,9 +299,11 @@ def test_make_run_passes_the_models_folders_to_the_app():
         out = subprocess.run(["make", "-n", *args], cwd=root, capture_output=True, text=True, check=True).stdout
         return next(line for line in out.splitlines() if "streamlit run app.py" in line)
 
-    assert recipe("run", "MODELS=/srv/a:/srv/b").startswith("ATTNVIZ_MODELS='/srv/a:/srv/b' .venv/bin/streamlit run app.py")
+    assert recipe("run", "MODELS=/srv/a:/srv/b").startswith(
+        "MALLOC_ARENA_MAX=2 ATTNVIZ_MODELS='/srv/a:/srv/b' .venv/bin/streamlit run app.py"
+    )
     assert recipe("dev", "MODELS=/srv/a").startswith("ATTNVIZ_MODELS='/srv/a' ")
-    assert recipe("run").startswith(".venv/bin/streamlit run app.py")  # no MODELS: the environment's own, if any
+    assert recipe("run").startswith("MALLOC_ARENA_MAX=2 .venv/bin/streamlit run app.py")  # no MODELS: the environment's
 
 
 @pytest.mark.skipif(

@@ -271,7 +271,8 @@ def light_pass_bytes(cfg: ModelConfig, n_src: int, n_tgt: int | None = None, cel
 
     Per layer: the residual stream and its copies (≤ 12 × d_model per token), the feed-forward hidden
     layer (≤ 3 × d_ff per token: a gated one holds gate, up and their product) and the pooled attention's
-    blocks; across layers the pooled maps; then the causal mask (Tt × Tt bool) and the logits (T × vocab), which are the big ones at long lengths.
+    blocks; across layers the pooled maps; then the causal mask (Tt × Tt bool), the big one at long lengths.
+    An LM's logits are never made: the light pass skips the head.
     """
     n_tgt = n_src if n_tgt is None else n_tgt
     d, f = cfg.d_model, cfg.d_ff
@@ -288,10 +289,10 @@ def light_pass_bytes(cfg: ModelConfig, n_src: int, n_tgt: int | None = None, cel
 
     if cfg.kind == "encoder-decoder":
         memory = n_src * d * F32  # the encoder's output, held through the decoder
-        return max(stack(n_src, None, False), memory + stack(n_tgt, n_src, True) + n_tgt * cfg.vocab_size * F32)
+        return max(stack(n_src, None, False), memory + stack(n_tgt, n_src, True))
     if cfg.kind == "encoder":
         return stack(n_src, None, False) + (cfg.n_classes if cfg.n_classes else n_src * d) * F32
-    return stack(n_src, None, True) + n_src * cfg.vocab_size * F32
+    return stack(n_src, None, True)
 
 
 # --- the judgement --------------------------------------------------------------------------------------------

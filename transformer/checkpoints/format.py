@@ -287,8 +287,7 @@ def load_checkpoint(
     """
     config, tokenizer, training, tensors = read_checkpoint_parts(path, budget)
     check_finite(tensors, Path(path).name)
-    model = TransformerModel(config)
-    model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
+    model = TransformerModel.from_weights(config, tensors)
     model.eval().requires_grad_(False)
     model.to(pick_device(device))
     return Checkpoint(model=model, tokenizer=tokenizer, training=training, name=Path(path).stem)

@@ -96,8 +96,7 @@ def load_snapshots(path: str | os.PathLike, device: str | torch.device | None = 
     out = []
     for step, state in states:
         check_state_dict(config, state, f"{Path(path).name} step {step}")
-        model = TransformerModel(config)
-        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        model = TransformerModel.from_weights(config, state)
         model.eval().requires_grad_(False)
         model.to(pick_device(device))
         info = {**training, "snapshot_step": step}

@@ -125,13 +125,26 @@ def pooled_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, max_c
     n_q, n_k = q.shape[-2], k.shape[-2]
     bq, bk = pool_blocks(n_q, n_k, max_cells)
     rows = query_block_rows(n_q, n_k, max_cells)
+    n_cols = -(-n_k // bk)
     outputs, pooled = [], []
     for start in range(0, n_q, rows):
         block_mask = None if mask is None else mask[:, :, start : start + rows]
-        out, weights, _ = attention(q[:, :, start : start + rows], k, v, block_mask)
+        keys = n_k if block_mask is None else _keys_seen(block_mask, bk)
+        if keys < n_k:  # a causal block: the keys after its last query get weight 0, not worth scoring
+            block_mask = block_mask[..., :keys]
+        out, weights, _ = attention(q[:, :, start : start + rows], k[:, :, :keys], v[:, :, :keys], block_mask)
         outputs.append(out)
-        pooled.append(block_max(weights, bq, bk))
+        # the unscored keys' pooled cells: exactly 0, the block max of weights that are all 0
+        pooled.append(F.pad(block_max(weights, bq, bk), (0, n_cols - (-(-keys // bk)))))
     return torch.cat(outputs, dim=2), torch.cat(pooled, dim=2)
+
+
+def _keys_seen(block_mask: Tensor, bk: int) -> int:
+    """How many leading keys a block of queries must score: up to the last one any of them may see, in whole
+    pooling blocks of bk keys (every key when none is visible, so a fully masked row stays what it was)."""
+    seen = block_mask.any(dim=(0, 1, 2)).nonzero()
+    n_k = block_mask.shape[-1]
+    return n_k if seen.numel() == 0 else min(n_k, -(-(int(seen.max()) + 1) // bk) * bk)
 
 
 class MultiHeadAttention(nn.Module):

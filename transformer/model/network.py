@@ -176,6 +176,18 @@ class TransformerModel(nn.Module):
             self.classifier = nn.Linear(cfg.d_model, cfg.n_classes)
         self.apply(self._init)
 
+    @classmethod
+    def from_weights(cls, cfg: ModelConfig, state: dict[str, Tensor]) -> TransformerModel:
+        """A model holding `state`'s tensors (as float32), built on the meta device first: a loaded model never
+        allocates a second, random set of weights beside the file's (half the peak memory of a large model)."""
+        with torch.device("meta"):
+            model = cls(cfg)
+        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+        for stack in (model.encoder, model.decoder):  # the one buffer no file stores: the sinusoidal table
+            if stack is not None and cfg.positional == "sinusoidal":
+                stack.embed.pe = sinusoidal_table(cfg.max_len, cfg.d_model)
+        return model
+
     @staticmethod
     def _init(m: nn.Module) -> None:
         if isinstance(m, nn.Linear):
@@ -237,7 +249,8 @@ class TransformerModel(nn.Module):
     ) -> tuple[Tensor, Trace | dict[str, Tensor] | None]:
         """Run the model. Masks are (B, T) with 1/True at real tokens; None means no padding.
 
-        trace=True: also return a `Trace` of every intermediate. pool=N (without trace): also return
+        trace=True: also return a `Trace` of every intermediate. pool=N (without trace): logits None (an LM's
+        head is skipped: at 2048 tokens of a 150 000-word vocabulary it is the pass's largest tensor), and return
         every head's attention weights block-max pooled to at most N × N, never holding a full
         (Tq, Tk) map: {kind: (n_layers, B, H, rows, cols)}, e.g. {"encoder self": ...} (the model view's light pass).
         ablate: a `HeadAblation`, heads whose output is replaced by zeros or a mean, each batch row
@@ -250,19 +263,20 @@ class TransformerModel(nn.Module):
         keep = None if attention_mask is None else attention_mask.bool()
         enc_trace = dec_trace = None
         kind = self.cfg.kind
+        light = pool is not None and not trace  # the model view's pass: only pooled maps come back, no logits
         if kind == "encoder-decoder":
             if decoder_input_ids is None:
                 raise ValueError("an encoder-decoder needs decoder_input_ids (the target, starting with BOS)")
             memory, enc_trace = self.encode(input_ids, keep, trace=trace, pool=pool, ablate=ablate)
             dec_keep = None if decoder_attention_mask is None else decoder_attention_mask.bool()
             hidden, dec_trace = self.decode(decoder_input_ids, memory, dec_keep, keep, trace=trace, pool=pool, ablate=ablate)
-            logits = self.lm_logits(hidden)  # (B, Tt, vocab)
+            logits = None if light else self.lm_logits(hidden)  # (B, Tt, vocab)
         elif kind == "encoder":
             hidden, enc_trace = self.encode(input_ids, keep, token_type_ids, trace=trace, pool=pool, ablate=ablate)
             logits = self.classifier(hidden[:, 0]) if self.cfg.n_classes else hidden  # (B, C) from the first token
         else:
             hidden, dec_trace = self.decode(input_ids, keep=keep, trace=trace, pool=pool, ablate=ablate)
-            logits = self.lm_logits(hidden)  # (B, T, vocab)
+            logits = None if light else self.lm_logits(hidden)  # (B, T, vocab)
         if not trace and pool is not None:
             stacks = {"encoder": enc_trace, "decoder": dec_trace}
             return logits, {

@@ -271,8 +271,7 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = Non
     state, ignored = _map_weights(cfg, family, named, source)
     _check_tied_head(cfg, family, named, source)
     check_state_dict(cfg, state, source)  # also refuses NaN/inf weights
-    model = TransformerModel(cfg)
-    model.load_state_dict(state, strict=True)
+    model = TransformerModel.from_weights(cfg, state)
     model.eval().requires_grad_(False)
     model.to(pick_device(device))
     training = {

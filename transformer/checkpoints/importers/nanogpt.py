@@ -75,8 +75,7 @@ def load_nanogpt(path: str | os.PathLike, device: str | torch.device | None = No
     check_budget(cfg, f"{CKPT} (model_args)", budget)  # the model is built only if this server can hold it
     ours = map_weights(cfg, state, bool(args.get("bias", True)))
     check_state_dict(cfg, ours, CKPT)  # names and shapes again, and NaN/inf weights
-    model = TransformerModel(cfg)
-    model.load_state_dict(ours, strict=True)
+    model = TransformerModel.from_weights(cfg, ours)
     model.eval().requires_grad_(False)
     model.to(pick_device(device))
     training = {"source": "nanogpt", "iter_num": _number(obj.get("iter_num")), "best_val_loss": _number(obj.get("best_val_loss"))}
