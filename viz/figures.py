@@ -20,6 +20,68 @@ def font_size(presentation: bool) -> int:
     return 20 if presentation else 13
 
 
+def layers_by_heads(
+    heatmap: go.Heatmap,
+    z: np.ndarray,
+    hovertemplate: str,
+    title: str,
+    selected: tuple[int, int] | None,
+    presentation: bool,
+    box_color: str,
+    row_height: tuple[int, int],
+    extra_height: int,
+    xaxis: dict | None = None,
+    hover_text: list[str] | None = None,
+) -> go.Figure:
+    """A layers × heads grid of one number per head (ablation effects, sink scores): `heatmap` over z (n_layers, n_heads),
+    an invisible clickable point per head (heatmaps have no point selection; `grid.pick_from_selection` reads a
+    click: x = head, y = layer), a box around the `selected` (layer, head), layer 0 at the top.
+
+    row_height: pixels a layer, (normal, presentation); xaxis: the head axis's own settings over the plain one.
+    """
+    n_layers, n_heads = z.shape
+    size = font_size(presentation)
+    hh, ll = np.meshgrid(np.arange(n_heads), np.arange(n_layers))
+    shapes = []
+    if selected is not None and 0 <= selected[0] < n_layers and 0 <= selected[1] < n_heads:
+        sl, sh = selected
+        shapes.append(dict(type="rect", x0=sh - 0.5, x1=sh + 0.5, y0=sl - 0.5, y1=sl + 0.5, line=dict(color=box_color, width=3)))
+    points = go.Scatter(
+        x=hh.reshape(-1),
+        y=ll.reshape(-1),
+        mode="markers",
+        marker=dict(size=30, symbol="square", opacity=0),
+        customdata=z.reshape(-1),
+        hovertemplate=hovertemplate,
+        showlegend=False,
+    )
+    if hover_text is not None:
+        points.text = hover_text
+    head_axis = dict(title="head", tickmode="array", tickvals=list(range(n_heads)), showgrid=False, zeroline=False)
+    return go.Figure(
+        data=[heatmap, points],
+        layout=dict(
+            title=dict(text=title, font=dict(size=size + 2)),
+            xaxis={**head_axis, **(xaxis or {})},
+            yaxis=dict(
+                title="layer",
+                tickmode="array",
+                tickvals=list(range(n_layers)),
+                autorange="reversed",
+                showgrid=False,
+                zeroline=False,
+            ),
+            shapes=shapes,
+            height=int(max(240, row_height[int(presentation)] * n_layers + extra_height)),
+            margin=dict(l=int(4 * size + 12), r=10, t=50, b=int(3.6 * size + 12)),
+            font=dict(size=size),
+            hoverlabel=dict(font=dict(size=size)),
+            clickmode="event+select",
+            dragmode=False,
+        ),
+    )
+
+
 def as_array(x) -> np.ndarray:
     """A float32 numpy copy of a tensor or array (Plotly 7 sends float32 arrays as compact base64)."""
     if hasattr(x, "detach"):

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.figures import as_array, font_size
+from viz.figures import as_array, font_size, layers_by_heads
 from viz.labels import SEP, plotly_text, text_px, unique_labels
 
 EFFECT_SCALE = "Reds"  # 0 (no effect) is white, bigger effects darker
@@ -32,55 +32,29 @@ def head_effect_figure(
     size = font_size(presentation)
     signed = bool((z < 0).any())
     bound = float(np.abs(z).max()) or 1.0
-    hh, ll = np.meshgrid(np.arange(n_heads), np.arange(n_layers))
-    shapes = []
-    if selected is not None and 0 <= selected[0] < n_layers and 0 <= selected[1] < n_heads:
-        sl, sh = selected
-        shapes.append(dict(type="rect", x0=sh - 0.5, x1=sh + 0.5, y0=sl - 0.5, y1=sl + 0.5, line=dict(color="#111", width=3)))
-    return go.Figure(
-        data=[
-            go.Heatmap(
-                z=z,
-                x=np.arange(n_heads),
-                y=np.arange(n_layers),
-                colorscale="RdBu_r" if signed else EFFECT_SCALE,
-                zmin=-bound if signed else 0.0,
-                zmax=bound,
-                colorbar=dict(title=dict(text=plotly_text(what), font=dict(size=size)), tickfont=dict(size=size)),
-                text=[[f"{v:.3g}" for v in row] for row in z],
-                texttemplate="%{text}" if z.size <= 144 else None,
-                textfont=dict(size=size - 1),
-                hoverinfo="skip",
-            ),
-            go.Scatter(  # one clickable point per head (heatmaps have no point selection)
-                x=hh.reshape(-1),
-                y=ll.reshape(-1),
-                mode="markers",
-                marker=dict(size=30, symbol="square", opacity=0),
-                customdata=z.reshape(-1),
-                hovertemplate=f"layer %{{y}} · head %{{x}}<br>{plotly_text(what)}: %{{customdata:.6g}}<br>click to open this head<extra></extra>",
-                showlegend=False,
-            ),
-        ],
-        layout=dict(
-            title=dict(text=f"{kind}: knock out one head at a time", font=dict(size=size + 2)),
-            xaxis=dict(title="head", tickmode="array", tickvals=list(range(n_heads)), showgrid=False, zeroline=False),
-            yaxis=dict(
-                title="layer",
-                tickmode="array",
-                tickvals=list(range(n_layers)),
-                autorange="reversed",
-                showgrid=False,
-                zeroline=False,
-            ),
-            shapes=shapes,
-            height=int(max(240, (60 if presentation else 48) * n_layers + 130)),
-            margin=dict(l=int(4 * size + 12), r=10, t=50, b=int(3.6 * size + 12)),
-            font=dict(size=size),
-            hoverlabel=dict(font=dict(size=size)),
-            clickmode="event+select",
-            dragmode=False,
-        ),
+    heatmap = go.Heatmap(
+        z=z,
+        x=np.arange(n_heads),
+        y=np.arange(n_layers),
+        colorscale="RdBu_r" if signed else EFFECT_SCALE,
+        zmin=-bound if signed else 0.0,
+        zmax=bound,
+        colorbar=dict(title=dict(text=plotly_text(what), font=dict(size=size)), tickfont=dict(size=size)),
+        text=[[f"{v:.3g}" for v in row] for row in z],
+        texttemplate="%{text}" if z.size <= 144 else None,
+        textfont=dict(size=size - 1),
+        hoverinfo="skip",
+    )
+    return layers_by_heads(
+        heatmap,
+        z,
+        f"layer %{{y}} · head %{{x}}<br>{plotly_text(what)}: %{{customdata:.6g}}<br>click to open this head<extra></extra>",
+        f"{kind}: knock out one head at a time",
+        selected,
+        presentation,
+        box_color="#111",
+        row_height=(48, 60),
+        extra_height=130,
     )
 
 
