@@ -25,9 +25,8 @@ from numerics import app_threads, assert_same_bits
 from safetensors.torch import load_file
 from streamlit.testing.v1 import AppTest
 from test_app import APP, SAME_TRACE, TIMEOUT, charts, no_errors, write_tiny
+from test_hf_import import byte_level_tokenizer  # a GPT-2-style byte-level BPE trained in the test
 from test_nanogpt import CHARS, make_gpt, model_args, write_ckpt, write_meta
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
 from server import shared
 from transformer import trace_text
@@ -40,25 +39,9 @@ from transformer.checkpoints.uploads import UploadError, prepare
 from transformer.train.state import FORMAT as STATE_FORMAT
 
 LIMIT = 100 * 2**20  # the app's: .streamlit/config.toml maxUploadSize = 100 (MB)
-TEXTS = ["the cat sat on the mat .", "a dog runs", "the big red dog ran", "small blue cats sat"]
 
 
 # --- a real Hugging Face GPT-2 folder, as save_pretrained writes it --------------------------------------------
-
-
-def byte_level_tokenizer() -> HFTokenizer:
-    tok = HFTokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TEXTS * 20, trainer=trainer)
-    return tok
 
 
 def make_gpt2(path: Path, max_shard_size: str | None = None, seed: int = 0) -> Path:
