@@ -397,6 +397,6 @@ def test_translator_alignment_heads_carry_reordering():
     tok = ckpt.tokenizer
     one = ablation.head_ablation(ckpt.config, [(most,)])
     assert (
-        tok.decode(greedy_decode(ckpt.model, list(tokens[0].ids), tok.bos_id, tok.eos_id, ablate=one)) == result.translation_after
+        tok.decode(greedy_decode(ckpt.model, list(tokens[0].ids), ckpt.decoding, ablate=one)) == result.translation_after
     )
     assert result.changed and float(result.p_target_after.prod()) < float(result.p_target_before.prod())

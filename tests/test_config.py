@@ -16,7 +16,7 @@ from transformer.model.device import ENV_VAR, pick_device
     ("fields", "message"),
     [
         ({"kind": "seq2seq"}, "kind must be one of ('encoder-decoder', 'encoder', 'decoder'), got 'seq2seq'"),
-        ({"positional": "rotary"}, "positional must be one of ('sinusoidal', 'learned', 'rope'), got 'rotary'"),
+        ({"positional": "rotary"}, "positional must be one of ('sinusoidal', 'learned', 'rope', 'relative'), got 'rotary'"),
         ({"activation": "swish"}, "activation must be one of ('relu', 'gelu', 'gelu_tanh', 'silu'), got 'swish'"),
         ({"n_heads": 0}, "n_heads must be a positive integer, got 0"),
         ({"n_layers": True}, "n_layers must be a positive integer, got True"),

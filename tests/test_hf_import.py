@@ -355,7 +355,7 @@ def test_missing_files_are_named(bert, tmp_path, remove, message):
 @pytest.mark.parametrize(
     ("which", "changes", "message"),
     [
-        ("bert", {"model_type": "t5"}, r"model_type 't5'"),
+        ("bert", {"model_type": "pegasus"}, r"model_type 'pegasus'"),
         ("bert", {"architectures": ["BertForSequenceClassification"]}, r"BertForSequenceClassification"),
         ("bert", {"position_embedding_type": "relative_key"}, r"position_embedding_type='relative_key'"),
         ("bert", {"is_decoder": True}, r"is_decoder=True"),

@@ -56,8 +56,8 @@ def models(tmp_path_factory, gpt2) -> Path:
     (root / "runs" / "a").mkdir(parents=True)
     write_tiny(root / "runs" / "a" / "mine.safetensors", "lm")  # a second "mine"
     shutil.copytree(gpt2, root / "tiny-gpt2")
-    (root / "t5").mkdir()
-    (root / "t5" / "config.json").write_text('{"model_type": "t5"}')
+    (root / "pegasus").mkdir()
+    (root / "pegasus" / "config.json").write_text('{"model_type": "pegasus"}')
     for name, vocab in (("shakespeare", True), ("novocab", False)):
         (root / name).mkdir()
         write_ckpt(root / name, make_gpt(model_args()), model_args())
@@ -98,12 +98,12 @@ def hub(tmp_path_factory, gpt2) -> Path:
     folder = {n: (gpt2 / n).read_bytes() for n in ("config.json", "model.safetensors", "tokenizer.json")}
     repo = cache_repo(hub, "org/tiny-gpt2", folder)
     time.sleep(0.01)
-    broken = dict(folder, **{"config.json": b'{"model_type": "t5"}'})
+    broken = dict(folder, **{"config.json": b'{"model_type": "pegasus"}'})
     cache_repo(hub, "org/tiny-gpt2", broken, rev=OLD_REV, ref=False)  # newer on disk, but refs/main names REV
     assert (repo / "snapshots" / OLD_REV).stat().st_mtime_ns > (repo / "snapshots" / REV).stat().st_mtime_ns
     cache_repo(hub, "org/norefs", folder, ref=False)  # no refs/main: the newest snapshot
     cache_repo(hub, "org/no-weights", {n: folder[n] for n in ("config.json", "tokenizer.json")})
-    cache_repo(hub, "t5-small", {"config.json": b'{"model_type": "t5"}'})
+    cache_repo(hub, "pegasus-small", {"config.json": b'{"model_type": "pegasus"}'})
     (hub / "models--org--empty" / "blobs").mkdir(parents=True)  # an interrupted download
     cache_repo(hub, "org/data", folder).rename(hub / "datasets--org--data")  # not a model repository
     return hub
@@ -125,14 +125,14 @@ def test_a_models_folder_offers_every_model_and_says_why_not_for_the_rest(models
         "shakespeare": ("nanogpt", "shakespeare"),
     }
     assert offered["tiny-gpt2"].detail == "gpt2" and offered["models/mine"].detail == "encoder, 2 layers × 2 heads"
-    assert {n: f.problem for n, f in refused.items() if n != "t5"} == {
+    assert {n: f.problem for n, f in refused.items() if n != "pegasus"} == {
         "old": "a training-state file (to resume training), not a model",
         "weights": "no attnviz metadata: a Hugging Face weights file? Put it in a folder with its config.json and tokenizer.json",
         "novocab": "no vocabulary: put the meta.pkl of its dataset, or a tokenizer.json, beside ckpt.pt",
         "evilnano": "ckpt.pt was refused: torch.load(weights_only=True) does not accept it (it may contain code)",
     }
     assert not (models.parent / "code-ran").exists()
-    assert refused["t5"].problem.startswith("config.json: unsupported model_type 't5' (supported: ")
+    assert refused["pegasus"].problem.startswith("config.json: unsupported model_type 'pegasus' (supported: ")
     assert scan.notes == ()
     everything = {f.path for f in (*scan.offered, *scan.refused)}
     assert not any(p.name.endswith((".state.safetensors", ".snapshots.safetensors")) for p in everything)
@@ -154,10 +154,10 @@ def test_the_hugging_face_cache_offers_each_repository_at_its_current_snapshot(h
     assert offered["org/tiny-gpt2"].path == hub / "models--org--tiny-gpt2" / "snapshots" / REV  # refs/main, not the newest
     assert offered["org/norefs"].path == hub / "models--org--norefs" / "snapshots" / REV
     assert set(offered) == {"org/tiny-gpt2", "org/norefs"} and offered["org/tiny-gpt2"].where == "Hugging Face cache"
-    assert set(refused) == {"org/no-weights", "t5-small", "org/empty"}
+    assert set(refused) == {"org/no-weights", "pegasus-small", "org/empty"}
     assert refused["org/no-weights"].problem.endswith("no weights: expected model.safetensors, or its shards with "
                                                       "model.safetensors.index.json, or pytorch_model.bin (or its shards)")  # fmt: skip
-    assert "unsupported model_type 't5'" in refused["t5-small"].problem
+    assert "unsupported model_type 'pegasus'" in refused["pegasus-small"].problem
     assert refused["org/empty"].problem == "no snapshot folder (an interrupted download?)"
     entry = sources.catalog_entries(scan)["org/tiny-gpt2"]
     assert entry.kind == "huggingface" and entry.hf_dir
@@ -285,7 +285,7 @@ def test_where_models_come_from_is_shown_literally(app_env, models, tmp_path, mo
     assert any("Offered in the picker: 8 model(s)" in t for t in shown)
     table = at.dataframe[0].value
     rows = dict(zip(table["model"], table["why"], strict=True))
-    assert rows["t5"].startswith("config.json: unsupported model_type 't5'")
+    assert rows["pegasus"].startswith("config.json: unsupported model_type 'pegasus'")
     assert rows[hostile.name].startswith("config.json: unsupported model_type '<img src=http://evil.example/y>'")
     assert rows["org/empty"] == "no snapshot folder (an interrupted download?)"
 

@@ -380,7 +380,7 @@ def test_a_causal_block_of_queries_scores_only_the_keys_it_may_see(monkeypatch):
     monkeypatch.setattr(att, "QUERY_BLOCK", 8)
     scored = []
     real = att.attention
-    monkeypatch.setattr(att, "attention", lambda q, k, v, mask: scored.append(k.shape[-2]) or real(q, k, v, mask))
+    monkeypatch.setattr(att, "attention", lambda q, k, v, *rest: scored.append(k.shape[-2]) or real(q, k, v, *rest))
     q = k = v = torch.randn(1, 2, 45, 4)
     att.pooled_attention(q, k, v, torch.ones(45, 45, dtype=torch.bool).tril()[None, None], max_cells=10)  # 5 × 5 blocks
     assert scored == [5, 10, 15, 20, 25, 30, 35, 40, 45]  # each block of 5 queries: the keys up to its last query

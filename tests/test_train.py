@@ -209,7 +209,7 @@ def test_batched_greedy_decoding_matches_one_at_a_time(tmp_path):
     tok = ckpt.tokenizer
     sources = [tok.encode(s).ids for s in ("a b c", "q w e r t", "z", "m n o p")]
     batched = greedy_decode_batch(ckpt.model, sources, tok.bos_id, tok.eos_id, tok.pad_id, 12)
-    assert batched == [api.greedy_decode(ckpt.model, list(s), tok.bos_id, tok.eos_id, 12) for s in sources]
+    assert batched == [api.greedy_decode(ckpt.model, list(s), ckpt.decoding, 12) for s in sources]
 
 
 def test_verb_logprobs_sums_the_verbs_subword_tokens(tmp_path):

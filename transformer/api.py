@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from transformer.checkpoints.format import Checkpoint
+from transformer.decoding import Decoding
 from transformer.model.attention import HeadAblation, block_max, pool_blocks
 from transformer.model.config import ModelConfig
 from transformer.model.network import TransformerModel
@@ -22,55 +23,57 @@ def build_model(config: ModelConfig, seed: int | None = None) -> TransformerMode
 def greedy_decode(
     model: TransformerModel,
     src_ids: list[int],
-    bos_id: int,
-    eos_id: int,
+    decoding: Decoding,
     max_new_tokens: int | None = None,
     ablate: HeadAblation | None = None,
 ) -> list[int]:
-    """Translate greedily: repeatedly append the most likely next token until EOS. Returns ids without BOS/EOS.
+    """Translate greedily as the model's own `generate(num_beams=1, do_sample=False)` would (`decoding.py`'s rules).
 
+    Returns the tokens after the start token (a forced BOS or language token included), without the EOS.
+    Each step runs only the new position, reading the earlier ones' keys and values (`decode_step`).
     ablate: heads to knock out on every step (a `HeadAblation` with keep rows of batch 1).
     """
-    cfg = model.cfg
-    limit = cfg.max_len - 1 if max_new_tokens is None else min(max_new_tokens, cfg.max_len - 1)
-    src = torch.tensor([src_ids], device=model.device)
-    memory, _ = model.encode(src, ablate=ablate)
-    out = [bos_id]
-    for _ in range(limit):
-        hidden, _ = model.decode(torch.tensor([out], device=model.device), memory, ablate=ablate)
-        next_id = int(model.lm_logits(hidden[:, -1]).argmax(-1))
-        if next_id == eos_id:
+    limit = decoding.limit(model.cfg.max_len, max_new_tokens)
+    memory, _ = model.encode(torch.tensor([src_ids], device=model.device), ablate=ablate)
+    ids = torch.tensor([[decoding.start]], device=model.device)
+    cache = None
+    while ids.shape[1] < limit:
+        hidden, cache = model.decode_step(ids[:, -1:], ids.shape[1] - 1, memory, cache=cache, ablate=ablate)
+        next_id = decoding.process(ids, model.lm_logits(hidden[:, -1]), limit).argmax(-1, keepdim=True)
+        if int(next_id) in decoding.eos:
             break
-        out.append(next_id)
-    return out[1:]
+        ids = torch.cat([ids, next_id], dim=1)
+    return ids[0, 1:].tolist()
 
 
 def streams(
     ckpt: Checkpoint, text: str, target: str | None = None, max_new_tokens: int | None = None
 ) -> tuple[Stream, Stream | None]:
-    """The source tokens of `text` and, for an encoder-decoder, the decoder's tokens (BOS first).
+    """The source tokens of `text` and, for an encoder-decoder, the decoder's tokens (its start token first).
 
-    The decoder's text is `target`, or when None the greedy translation. Text longer than the
-    model's max_len is truncated; `.truncated` says by how much.
+    The decoder's text is `target` (after the start token and any forced BOS or language token), or when None
+    the greedy translation. Text longer than the model's max_len is truncated; `.truncated` says by how much.
     """
     model, tok, cfg = ckpt.model, ckpt.tokenizer, ckpt.model.cfg
     source = tok.encode(text, max_len=cfg.max_len)
     if cfg.kind != "encoder-decoder":
         return source, None
+    decoding = ckpt.decoding
     if target is None:
-        ids = greedy_decode(model, list(source.ids), tok.bos_id, tok.eos_id, max_new_tokens)
+        ids = greedy_decode(model, list(source.ids), decoding, max_new_tokens)
         return source, Stream(
             text=tok.decode(ids),
-            ids=(tok.bos_id, *ids),
-            tokens=tuple(tok.id_to_token(i) for i in (tok.bos_id, *ids)),
+            ids=(decoding.start, *ids),
+            tokens=tuple(tok.id_to_token(i) for i in (decoding.start, *ids)),
             offsets=((0, 0),) * (len(ids) + 1),
         )
-    enc = tok.encode(target, add_special_tokens=False, max_len=cfg.max_len - 1)
+    prefix = decoding.prefix
+    enc = tok.encode(target, add_special_tokens=False, max_len=cfg.max_len - len(prefix))
     return source, Stream(
         text=target,
-        ids=(tok.bos_id, *enc.ids),
-        tokens=(tok.id_to_token(tok.bos_id), *enc.tokens),
-        offsets=((0, 0), *enc.offsets),
+        ids=(*prefix, *enc.ids),
+        tokens=(*(tok.id_to_token(i) for i in prefix), *enc.tokens),
+        offsets=(*((0, 0),) * len(prefix), *enc.offsets),
         truncated=enc.truncated,
     )
 

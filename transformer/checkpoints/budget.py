@@ -43,6 +43,9 @@ FIELD_CAPS = {
     "d_ff": 262_144,
     "n_classes": 100_000,
     "n_token_types": 1024,
+    "n_decoder_layers": 64,
+    "rel_buckets": 4096,  # T5 has 32
+    "position_offset": 4096,  # BART and M2M-100 have 2
 }
 MIN_TRACE_TOKENS = 64  # a model must be able to show a full trace of a sentence or two
 LIGHT_PASS_CELLS = 64  # the model view's thumbnails: viz.grid.MAX_CELLS (transformer/ cannot import viz/)
@@ -131,7 +134,9 @@ def model_parts(cfg: ModelConfig) -> dict[str, int]:
     Counted in closed form, without building anything; a test pins it to a meta-device model's
     parameters and buffers for every kind and option.
     """
-    d, f, L = cfg.d_model, cfg.d_ff, cfg.n_layers
+    d, f = cfg.d_model, cfg.d_ff
+    enc_layers = cfg.n_layers if cfg.has_encoder else 0
+    dec_layers = cfg.dec_layers if cfg.has_decoder else 0
     inner, kv_inner = cfg.n_heads * cfg.d_head, cfg.kv_heads * cfg.d_head  # query and key/value widths
 
     def norm_of(width: int) -> int:
@@ -151,15 +156,16 @@ def model_parts(cfg: ModelConfig) -> dict[str, int]:
     cross = cfg.kind == "encoder-decoder"
     per_layer_attention = attention + 2 * norm  # self-attention + the attention and ff sublayer norms
     decoder_extra = (attention + norm) if cross else 0  # cross-attention and its sublayer norm
-    n_decoder_layers = L if cfg.has_decoder else 0
-    tables = cfg.positional in ("sinusoidal", "learned")  # rotary positions have no table
+    rows = {"sinusoidal": cfg.max_len, "learned": cfg.max_len + cfg.position_offset}.get(cfg.positional, 0)
     counts = {
-        # the sinusoidal table is a buffer (max_len, d_model), learned positions a weight of the same shape
-        "position tables": stacks * cfg.max_len * d * int(tables),
-        "token embedding and LM head": cfg.vocab_size * d * (2 if cfg.has_decoder and not cfg.tie_embeddings else 1),
-        "feed-forward sublayers": stacks * L * ff,
-        "attention sublayers and norms": stacks * L * per_layer_attention
-        + n_decoder_layers * decoder_extra
+        # the sinusoidal table is a buffer (max_len, d_model), learned positions a weight (max_len + offset, d_model);
+        # rotary positions have no table, T5's relative ones a (buckets, heads) bias per stack
+        "position tables": stacks * (rows * d + cfg.rel_buckets * cfg.n_heads * int(cfg.positional == "relative")),
+        "token embedding and LM head": cfg.vocab_size * d * (2 if cfg.has_decoder and not cfg.tie_embeddings else 1)
+        + cfg.vocab_size * int(cfg.logits_bias),
+        "feed-forward sublayers": (enc_layers + dec_layers) * ff,
+        "attention sublayers and norms": (enc_layers + dec_layers) * per_layer_attention
+        + dec_layers * decoder_extra
         + stacks * norm * (int(cfg.embed_norm) + int(cfg.has_final_norm)),
         "segment embeddings": stacks * cfg.n_token_types * d,
         "classification head": cfg.n_classes * d + cfg.n_classes if cfg.kind == "encoder" else 0,
@@ -185,13 +191,14 @@ def model_bytes(cfg: ModelConfig) -> int:
 # --- a full trace: exactly what `forward(trace=True)` keeps --------------------------------------------------
 
 
-def _attention_trace(cfg: ModelConfig, n_q: int, n_k: int, rotary: bool = False) -> tuple[int, int]:
+def _attention_trace(cfg: ModelConfig, n_q: int, n_k: int, rotary: bool = False, bias: bool = False) -> tuple[int, int]:
     """(maps, vectors) bytes of one AttentionTrace: scores, weights (H, Tq, Tk) and the bool mask (1, Tq, Tk);
-    q, output (H, Tq, d_head) and k, v (H_kv, Tk, d_head); a rotary one also q and k before the rotation."""
+    q, output (H, Tq, d_head) and k, v (H_kv, Tk, d_head); a rotary one also q and k before the rotation,
+    one with a relative position bias that bias (H, Tq, Tk)."""
     q, kv = cfg.n_heads * cfg.d_head, cfg.kv_heads * cfg.d_head
     copies = 2 if rotary else 1
     vectors = (n_q * q * (1 + copies) + n_k * kv * (1 + copies)) * F32
-    return 2 * cfg.n_heads * n_q * n_k * F32 + n_q * n_k * BOOL, vectors
+    return (2 + int(bias)) * cfg.n_heads * n_q * n_k * F32 + n_q * n_k * BOOL, vectors
 
 
 def trace_parts(cfg: ModelConfig, n_src: int, n_tgt: int | None = None) -> dict[str, int]:
@@ -204,27 +211,27 @@ def trace_parts(cfg: ModelConfig, n_src: int, n_tgt: int | None = None) -> dict[
     n_tgt = n_src if n_tgt is None else n_tgt
     maps = vectors = 0
 
-    def stack(n: int, n_memory: int | None) -> None:
+    def stack(n: int, n_memory: int | None, n_layers: int) -> None:
         nonlocal maps, vectors
-        m, v = _attention_trace(cfg, n, n, rotary=cfg.positional == "rope")
+        m, v = _attention_trace(cfg, n, n, rotary=cfg.positional == "rope", bias=cfg.positional == "relative")
         resid = 2  # resid_attn, resid_ff
         if n_memory is not None:
             cm, cv = _attention_trace(cfg, n, n_memory)
             m, v, resid = m + cm, v + cv, 3  # + cross_attn, resid_cross
-        maps += cfg.n_layers * m
-        vectors += cfg.n_layers * (v + resid * n * d * F32) + 2 * n * d * F32  # + embed, final
+        maps += n_layers * m
+        vectors += n_layers * (v + resid * n * d * F32) + 2 * n * d * F32  # + embed, final
 
     if cfg.kind == "encoder-decoder":
-        stack(n_src, None)
-        stack(n_tgt, n_src)
+        stack(n_src, None, cfg.n_layers)
+        stack(n_tgt, n_src, cfg.dec_layers)
         outputs = 2 * n_tgt * cfg.vocab_size * F32  # logits, probs: (Tt, vocab)
     elif cfg.kind == "encoder":
-        stack(n_src, None)
+        stack(n_src, None, cfg.n_layers)
         # class logits and probs (n_classes,); without a head both are the hidden states (T, d), counted
         # twice as Trace.nbytes counts them (probs is logits then: one tensor)
         outputs = 2 * (cfg.n_classes if cfg.n_classes else n_src * d) * F32
     else:
-        stack(n_src, None)
+        stack(n_src, None, cfg.n_layers)
         outputs = 2 * n_src * cfg.vocab_size * F32
     return {"attention maps": maps, "vectors": vectors, "logits and probs": outputs}
 
@@ -278,21 +285,22 @@ def light_pass_bytes(cfg: ModelConfig, n_src: int, n_tgt: int | None = None, cel
     d, f = cfg.d_model, cfg.d_ff
     width = max(d, cfg.n_heads * cfg.d_head)  # the residual stream or the heads side by side, whichever is wider
 
-    def stack(n: int, n_memory: int | None, causal: bool) -> int:
+    def stack(n: int, n_memory: int | None, causal: bool, n_layers: int) -> int:
         attention = _pooled_attention(cfg, n, n, cells)
         pooled = min(n, cells) ** 2
         if n_memory is not None:
             attention += _pooled_attention(cfg, n, n_memory, cells)
             pooled += min(n, cells) * min(n_memory, cells)
-        pooled_all = 2 * cfg.n_layers * cfg.n_heads * pooled * F32  # every layer's maps, then stacked
-        return n * (12 * width + 3 * f) * F32 + attention + pooled_all + (n * n * BOOL if causal else 0)
+        pooled_all = 2 * n_layers * cfg.n_heads * pooled * F32  # every layer's maps, then stacked
+        bias = cfg.n_heads * n * n * F32 * int(cfg.positional == "relative")  # the stack's relative position bias
+        return n * (12 * width + 3 * f) * F32 + attention + pooled_all + bias + (n * n * BOOL if causal else 0)
 
     if cfg.kind == "encoder-decoder":
         memory = n_src * d * F32  # the encoder's output, held through the decoder
-        return max(stack(n_src, None, False), memory + stack(n_tgt, n_src, True))
+        return max(stack(n_src, None, False, cfg.n_layers), memory + stack(n_tgt, n_src, True, cfg.dec_layers))
     if cfg.kind == "encoder":
-        return stack(n_src, None, False) + (cfg.n_classes if cfg.n_classes else n_src * d) * F32
-    return stack(n_src, None, True)
+        return stack(n_src, None, False, cfg.n_layers) + (cfg.n_classes if cfg.n_classes else n_src * d) * F32
+    return stack(n_src, None, True, cfg.n_layers)
 
 
 # --- the judgement --------------------------------------------------------------------------------------------

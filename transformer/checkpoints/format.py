@@ -9,6 +9,7 @@ with a message that says what is wrong.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import struct
@@ -23,6 +24,7 @@ from safetensors.torch import save_file
 
 from transformer.checkpoints.budget import Budget, BudgetError, check_config, check_fields, default_budget
 from transformer.checkpoints.tokenizer import Tokenizer, TokenizerError
+from transformer.decoding import Decoding, DecodingError
 from transformer.model.config import ConfigError, ModelConfig
 from transformer.model.device import pick_device
 from transformer.model.network import TransformerModel
@@ -65,6 +67,14 @@ class Checkpoint:
     @property
     def config(self) -> ModelConfig:
         return self.model.cfg
+
+    @functools.cached_property
+    def decoding(self) -> Decoding:
+        """How the decoder starts and stops: an import's generation settings (training["decoding"]), else [BOS] … [EOS]."""
+        facts = self.training.get("decoding")
+        if facts is None:
+            return Decoding.plain(self.tokenizer.bos_id, self.tokenizer.eos_id)
+        return Decoding.from_facts(facts, self.model.cfg.vocab_size)
 
 
 def save_checkpoint(path: str | os.PathLike, model: TransformerModel, tokenizer: Tokenizer, training: dict | None = None) -> Path:
@@ -218,6 +228,11 @@ def read_checkpoint_parts(
         training = json.loads(metadata["training"])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path.name}: training metadata is not valid JSON: {e}") from e
+    if isinstance(training, dict) and "decoding" in training:
+        try:
+            Decoding.from_facts(training["decoding"], config.vocab_size)
+        except DecodingError as e:
+            raise CheckpointError(f"{path.name}: its decoding settings are unusable: {e}") from e
     check_budget(config, path.name, budget)
     check_layout(expected_shapes(config, path.name), _layout(tensors, path.name) if layout is None else layout, path.name)
     return config, tokenizer, training, read_tensors(path) if tensors is None else tensors

@@ -1,6 +1,7 @@
 """Multi-head attention, written out step by step: the math the Q, K, V page shows.
 
-    scores  = Q Kᵀ / √d_head                       (before the mask; Q and K turned first under RoPE)
+    scores  = Q Kᵀ / √d_head  (+ bias)             (before the mask; Q and K turned first under RoPE;
+                                                    T5: Q Kᵀ + its relative position bias, unscaled)
     weights = softmax(scores, masked where the query may not look)
     output  = weights · V                          (per head), then heads merged and projected by W_O
 
@@ -29,12 +30,15 @@ from transformer.model.rope import rotate
 from transformer.model.trace import AttentionTrace, pool_blocks  # pool_blocks: the geometry of AttentionMaps
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, scale: bool = True, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Scaled dot-product attention, the manual path. Returns (output, weights, scores).
 
     q: (B, H, Tq, d_head); k, v: (B, H_kv, Tk, d_head), where each key/value head serves H / H_kv
     query heads in a row (grouped-query attention; H_kv = H is plain multi-head, 1 is multi-query);
-    mask: (B, 1, Tq, Tk) bool, True = may attend.
+    mask: (B, 1, Tq, Tk) bool, True = may attend. scale: divide q·k by √d_head (T5 does not);
+    bias: (1, H, Tq, Tk) added to the scores before the mask (T5's relative positions).
     """
     B, H, Tq, d_head = q.shape
     H_kv, Tk = k.shape[1], k.shape[2]
@@ -42,10 +46,18 @@ def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> tuple[Ten
     # A group's query rows stacked, so each key/value head is read once, never copied per query head
     grouped = q.reshape(B, H_kv, (H // H_kv) * Tq, d_head)
     scores = (grouped @ k.transpose(-2, -1)).view(B, H, Tq, Tk)
-    scores /= math.sqrt(d_head)  # in place: a second (Tq, Tk) buffer per head costs more than this division
+    if scale:
+        scores /= math.sqrt(d_head)  # in place: a second (Tq, Tk) buffer per head costs more than this division
+    if bias is not None:
+        scores += bias
     masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
     weights = masked.softmax(dim=-1)  # (B, H, Tq, Tk)
     return weighted_sum(weights, v), weights, scores  # output: (B, H, Tq, d_head)
+
+
+def fused_bias(bias: Tensor, mask: Tensor | None) -> Tensor:
+    """The position bias with −inf where the mask forbids: one float attn_mask for the fused kernel."""
+    return bias if mask is None else bias.masked_fill(~mask, float("-inf"))
 
 
 def weighted_sum(weights: Tensor, v: Tensor) -> Tensor:
@@ -113,7 +125,9 @@ def block_max(weights: Tensor, block_q: int, block_k: int) -> Tensor:
     return x.reshape(*lead, *x.shape[-2:])
 
 
-def pooled_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, max_cells: int) -> tuple[Tensor, Tensor]:
+def pooled_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, max_cells: int, scale: bool = True, bias: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """`attention`, a block of queries at a time, keeping only the weights block-max pooled to ≤ max_cells².
 
     Returns (output (B, H, Tq, d_head), pooled weights (B, H, ⌈Tq/bq⌉, ⌈Tk/bk⌉)). Each query row is
@@ -132,7 +146,8 @@ def pooled_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, max_c
         keys = n_k if block_mask is None else _keys_seen(block_mask, bk)
         if keys < n_k:  # a causal block: the keys after its last query get weight 0, not worth scoring
             block_mask = block_mask[..., :keys]
-        out, weights, _ = attention(q[:, :, start : start + rows], k[:, :, :keys], v[:, :, :keys], block_mask)
+        block_bias = None if bias is None else bias[:, :, start : start + rows, :keys]
+        out, weights, _ = attention(q[:, :, start : start + rows], k[:, :, :keys], v[:, :, :keys], block_mask, scale, block_bias)
         outputs.append(out)
         # the unscored keys' pooled cells: exactly 0, the block max of weights that are all 0
         pooled.append(F.pad(block_max(weights, bq, bk), (0, n_cols - (-(-keys // bk)))))
@@ -165,7 +180,50 @@ class MultiHeadAttention(nn.Module):
         self.q_norm = make_norm(cfg, self.d_head) if cfg.qk_norm else None
         self.k_norm = make_norm(cfg, self.d_head) if cfg.qk_norm else None
         self.rotary = cfg.positional == "rope" and not cross  # positions turn q and k of self-attention
+        self.scale = cfg.scale_scores
         self.dropout = cfg.dropout
+
+    def step(
+        self,
+        x: Tensor,
+        past: tuple[Tensor, Tensor] | None,
+        memory: Tensor | None = None,
+        mask: Tensor | None = None,
+        bias: Tensor | None = None,
+        ablate: tuple[Tensor, Tensor | None] | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """One new decoder position: x (B, 1, d_model). Returns the sublayer output and the keys/values to keep.
+
+        Self-attention: past holds the earlier positions' (k, v), each (B, H_kv, t, d_head), and the new one's are
+        appended. Cross-attention (memory given): the memory's (k, v) are computed once, then passed back as past.
+        mask: (B, 1, 1, Tk) for padded memory; bias: (1, H, 1, Tk), the new query's position bias. Rotary models
+        (decoder-only) have no step: greedy decoding is for encoder-decoders.
+        """
+        assert not self.rotary, "incremental decoding is for encoder-decoders, which have no rotary positions"
+        q = self._split(self.q_proj(x), self.n_heads)
+        if memory is not None and past is not None:
+            k, v = past
+        else:
+            source = x if memory is None else memory
+            k, v = self._split(self.k_proj(source), self.n_kv_heads), self._split(self.v_proj(source), self.n_kv_heads)
+            if self.k_norm is not None:
+                k = self.k_norm(k)
+            if memory is None and past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask if bias is None else fused_bias(bias, mask),
+            scale=None if self.scale else 1.0,
+            enable_gqa=self.n_kv_heads != self.n_heads,
+        )
+        if ablate is not None:
+            out = knock_out(out, *ablate)
+        B, H, _, d_head = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(B, 1, H * d_head)), (k, v)
 
     def _split(self, x: Tensor, n_heads: int) -> Tensor:
         B, T, _ = x.shape
@@ -180,6 +238,7 @@ class MultiHeadAttention(nn.Module):
         pool: int | None = None,
         ablate: tuple[Tensor, Tensor | None] | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
+        bias: Tensor | None = None,
     ) -> tuple[Tensor, AttentionTrace | Tensor | None]:
         """x: (B, Tq, d_model) queries; memory: (B, Tk, d_model) keys/values (None: self-attention).
 
@@ -189,6 +248,7 @@ class MultiHeadAttention(nn.Module):
         ablate: (keep (B or 1, H), mean (H, d_head) or None) from `HeadAblation.at`: heads' outputs
         are replaced (`knock_out`) before the merge; the trace then shows the replaced output.
         rope: (cos, sin) of every position, each (T, rotary_dim), for a rotary model's self-attention.
+        bias: (1, H, Tq, Tk) position bias added to the scores (T5's relative positions), None without one.
         """
         kv = x if memory is None else memory
         q = self._split(self.q_proj(x), self.n_heads)  # (B, H, Tq, d_head)
@@ -206,13 +266,20 @@ class MultiHeadAttention(nn.Module):
         if pool is not None and not trace:
             if dropout_p > 0.0:
                 raise ValueError("pooled attention maps are for inference: call model.eval() first")
-            out, pooled = pooled_attention(q, k, v, mask, pool)
+            out, pooled = pooled_attention(q, k, v, mask, pool, self.scale, bias)
         elif trace or dropout_p > 0.0:
-            out, weights, scores = attention(q, k, v, mask)
+            out, weights, scores = attention(q, k, v, mask, self.scale, bias)
             if dropout_p > 0.0:
                 out = weighted_sum(F.dropout(weights, dropout_p, training=True), v)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask if bias is None else fused_bias(bias, mask),
+                scale=None if self.scale else 1.0,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )
         if ablate is not None:
             out = knock_out(out, *ablate)
         B, H, Tq, d_head = out.shape
@@ -235,4 +302,5 @@ class MultiHeadAttention(nn.Module):
             output=out.detach(),
             q_pre=None if q_pre is None else q_pre.detach(),
             k_pre=None if k_pre is None else k_pre.detach(),
+            bias=None if bias is None else bias.detach(),
         )

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("encoder-decoder", "encoder", "decoder")
-POSITIONALS = ("sinusoidal", "learned", "rope")
+POSITIONALS = ("sinusoidal", "learned", "rope", "relative")  # relative: T5's bucketed bias on the scores
+SINUSOIDAL_LAYOUTS = ("interleaved", "split", "fairseq")  # ours (the paper's); Marian's [sin | cos]; M2M-100's
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 NORMS = ("layer", "rms", "rms_plus_one")  # LayerNorm; RMSNorm x·w (Llama); RMSNorm x·(1 + w) (Gemma)
 MLPS = ("plain", "gated")  # down(act(up x)); down(act(gate x) ⊙ up x): SwiGLU with silu, GeGLU with gelu
@@ -63,6 +64,15 @@ class ModelConfig:
     rope_low_freq_factor: float = 1.0  # llama3
     rope_high_freq_factor: float = 4.0  # llama3
     rope_original_max_len: int = 0  # llama3: the context the frequencies were trained for; dynamic: where scaling starts
+    # --- what real encoder-decoders (T5, BART, mBART, Marian, M2M-100) add; the defaults are the paper's model
+    n_decoder_layers: int = 0  # encoder-decoder: the decoder's depth; 0 means n_layers (the encoder's)
+    scale_scores: bool = True  # divide q·k by √d_head; T5 does not (its init folds the scale into W_Q)
+    rel_buckets: int = 32  # positional="relative": T5's buckets of relative distance, one learned bias per bucket and head
+    rel_max_distance: int = 128  # distances past this share the last bucket
+    sinusoidal_layout: str = "interleaved"  # sin at even, cos at odd dims; "split": [sin | cos] (Marian); "fairseq" (M2M-100)
+    position_offset: int = 0  # the first token's position index: BART's learned table starts at row 2, M2M-100's at pad + 1
+    logits_bias: bool = False  # a bias on the LM logits (BART's final_logits_bias)
+    head_scale: float = 1.0  # the decoder's output × head_scale before the LM head (T5's tied head: d_model^-0.5)
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -115,6 +125,35 @@ class ModelConfig:
                 self.rope_scaling != "llama3" or self.rope_high_freq_factor > self.rope_low_freq_factor > 0,
                 "llama3 rope scaling needs rope_high_freq_factor > rope_low_freq_factor > 0",
             )
+        for name in ("n_decoder_layers", "position_offset"):
+            value = getattr(self, name)
+            check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                f"{name} must be a non-negative integer, got {value!r}",
+            )
+        check(
+            self.sinusoidal_layout in SINUSOIDAL_LAYOUTS,
+            f"sinusoidal_layout must be one of {SINUSOIDAL_LAYOUTS}, got {self.sinusoidal_layout!r}",
+        )
+        check(
+            self.sinusoidal_layout != "fairseq" or self.d_model >= 4,
+            f"the fairseq sinusoid needs d_model ≥ 4, got {self.d_model}",
+        )
+        if self.positional == "relative":
+            check(
+                isinstance(self.rel_buckets, int) and self.rel_buckets >= 4 and isinstance(self.rel_max_distance, int),
+                f"rel_buckets must be an integer ≥ 4, got {self.rel_buckets!r}",
+            )
+            # T5's buckets: half exact distances, half logarithmic from there up to rel_max_distance
+            check(
+                self.rel_max_distance > self.rel_buckets // 2,
+                f"rel_max_distance ({self.rel_max_distance}) must exceed half of rel_buckets ({self.rel_buckets})",
+            )
+        check(self.head_scale > 0, f"head_scale must be positive, got {self.head_scale}")
+        check(
+            self.n_decoder_layers == 0 or self.kind == "encoder-decoder",
+            f"n_decoder_layers is for encoder-decoders (kind={self.kind!r}: set n_layers)",
+        )
         check(
             all(isinstance(i, int) and 0 <= i < self.n_layers for i in self.full_attention_layers),
             f"full_attention_layers must be layer numbers below {self.n_layers}, got {list(self.full_attention_layers)}",
@@ -138,6 +177,15 @@ class ModelConfig:
     @property
     def d_head(self) -> int:
         return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def dec_layers(self) -> int:
+        """The decoder's depth: the encoder's unless an encoder-decoder says otherwise."""
+        return self.n_decoder_layers or self.n_layers
+
+    def layers_of(self, kind: str) -> int:
+        """How many layers compute attention `kind` ("encoder self", "decoder self", "cross")."""
+        return self.n_layers if kind == "encoder self" or self.kind == "decoder" else self.dec_layers
 
     @property
     def kv_heads(self) -> int:

@@ -57,9 +57,17 @@ def heads(cfg: ModelConfig) -> str:
 
 
 def positions(cfg: ModelConfig) -> str:
-    """How positions enter: added vectors (sinusoidal, learned) or rotary (RoPE, with its base, dims and scaling)."""
+    """How positions enter: added vectors (sinusoidal, learned: their layout and first row), T5's relative bias, or
+    rotary (RoPE, with its base, dims and scaling)."""
+    if cfg.positional == "relative":
+        return (
+            f"relative position bias ({cfg.rel_buckets} buckets up to distance {number(cfg.rel_max_distance)}, "
+            "shared by the layers of each stack)"
+        )
     if cfg.positional != "rope":
-        return f"{cfg.positional} positions"
+        layout = {"split": ", sin and cos halves (Marian)", "fairseq": ", fairseq layout"}.get(cfg.sinusoidal_layout, "")
+        first = f", the first token at position {cfg.position_offset}" if cfg.position_offset else ""
+        return f"{cfg.positional} positions{layout if cfg.positional == 'sinusoidal' else ''}{first}"
     dims = "all dims" if cfg.rotary_dim == cfg.d_head else f"{cfg.rotary_dim} of {cfg.d_head} dims"
     text = f"RoPE θ = {number(cfg.rope_theta)} on {dims}"
     if cfg.rope_scaling != "default":
@@ -112,13 +120,21 @@ def window(cfg: ModelConfig) -> str | None:
 def describe(cfg: ModelConfig) -> str:
     """The architecture of `cfg` in one line of words: only what is true for this config."""
     layers = (
-        f"{cfg.n_layers} encoder and {cfg.n_layers} decoder layers" if cfg.kind == "encoder-decoder" else f"{cfg.n_layers} layers"
+        f"{cfg.n_layers} encoder and {cfg.dec_layers} decoder layers"
+        if cfg.kind == "encoder-decoder"
+        else f"{cfg.n_layers} layers"
     )
     parts = [KIND_WORDS[cfg.kind], f"{layers} of width {cfg.d_model}", heads(cfg), positions(cfg), normalisation(cfg)]
+    if not cfg.scale_scores:
+        parts.append("scores not divided by √d_head")
     parts.append(feed_forward(cfg))
     parts.append(biases(cfg))
     if cfg.has_decoder:
         parts.append("tied embeddings" if cfg.tie_embeddings else "a separate output matrix (untied embeddings)")
+    if cfg.head_scale != 1.0:
+        parts.append(f"the decoder's output scaled by {cfg.head_scale:.4g} before the output matrix")
+    if cfg.logits_bias:
+        parts.append("a bias on the output logits")
     if cfg.scale_embeddings:
         parts.append("embeddings scaled by √d_model")
     if cfg.n_token_types:

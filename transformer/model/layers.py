@@ -82,13 +82,15 @@ class EncoderLayer(nn.Module):
         pool: int | None = None,
         ablate: Knockout | None = None,
         rope: Rope | None = None,
+        bias: Tensor | None = None,
     ) -> tuple[Tensor, LayerTrace | dict | None]:
         """Returns the layer output and a LayerTrace (`trace`), or {"self_attn": pooled weights} (`pool`), or None.
 
         ablate: the self-attention's heads to knock out (`HeadAblation.at`), None to run them all.
+        bias: (1, H, T, T) relative position bias added to the self-attention's scores (T5), None without one.
         """
         x, att, resid_attn = attend_then_feed_forward(
-            self, x, lambda h: self.self_attn(h, mask=mask, trace=trace, pool=pool, ablate=ablate, rope=rope)
+            self, x, lambda h: self.self_attn(h, mask=mask, trace=trace, pool=pool, ablate=ablate, rope=rope, bias=bias)
         )
         if not trace:
             return x, None if pool is None else {"self_attn": att}
@@ -123,12 +125,15 @@ class DecoderLayer(nn.Module):
         ablate: Knockout | None = None,
         cross_ablate: Knockout | None = None,
         rope: Rope | None = None,
+        bias: Tensor | None = None,
     ) -> tuple[Tensor, LayerTrace | dict | None]:
         """Like EncoderLayer.forward; with `pool`, the dict also holds "cross_attn" when there is cross-attention.
 
         ablate, cross_ablate: the self- and cross-attention's heads to knock out (`HeadAblation.at`).
         """
-        self_attention = lambda h: self.self_attn(h, mask=self_mask, trace=trace, pool=pool, ablate=ablate, rope=rope)  # noqa: E731
+        self_attention = lambda h: self.self_attn(  # noqa: E731
+            h, mask=self_mask, trace=trace, pool=pool, ablate=ablate, rope=rope, bias=bias
+        )
         if self.cross_attn is None:
             x, self_att, resid_attn = attend_then_feed_forward(self, x, self_attention)
             if not trace:
@@ -152,6 +157,33 @@ class DecoderLayer(nn.Module):
             cross_attn=cross_att,
             resid_cross=resid_cross.detach(),
         )
+
+
+Past = tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor] | None]  # a decoder layer's (self k/v, cross k/v) so far
+
+
+def decoder_layer_step(
+    layer: DecoderLayer,
+    x: Tensor,
+    past: Past | None,
+    memory: Tensor,
+    cross_mask: Tensor | None,
+    bias: Tensor | None,
+    ablate: Knockout | None = None,
+    cross_ablate: Knockout | None = None,
+) -> tuple[Tensor, Past]:
+    """`DecoderLayer.forward` for one new position x (B, 1, d_model), reading and extending `past` (None at first)."""
+    kept = {}
+
+    def attend(h: Tensor, which: str, **kwargs) -> tuple[Tensor, None]:
+        module = layer.self_attn if which == "self" else layer.cross_attn
+        y, kept[which] = module.step(h, None if past is None else past[which == "cross"], **kwargs)
+        return y, None
+
+    x, _ = layer.attn_block(x, lambda h: attend(h, "self", bias=bias, ablate=ablate))
+    x, _ = layer.cross_block(x, lambda h: attend(h, "cross", memory=memory, mask=cross_mask, ablate=cross_ablate))
+    x, _ = layer.ff_block(x, lambda h: (layer.feed_forward(h), None))
+    return x, (kept["self"], kept["cross"])
 
 
 def attend_then_feed_forward(layer: EncoderLayer | DecoderLayer, x: Tensor, attend) -> tuple[Tensor, object, Tensor]:

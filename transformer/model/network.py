@@ -10,20 +10,11 @@ from torch import Tensor, nn
 
 from transformer.model.attention import HeadAblation
 from transformer.model.config import ModelConfig
-from transformer.model.layers import DecoderLayer, EncoderLayer
+from transformer.model.layers import DecoderLayer, EncoderLayer, decoder_layer_step
 from transformer.model.norms import make_norm
+from transformer.model.positions import RelativeBias, sinusoidal_table
 from transformer.model.rope import cos_sin
 from transformer.model.trace import KIND_PATHS, StackTrace, Trace
-
-
-def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
-    """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...), as in Vaswani et al."""
-    pos = torch.arange(max_len, dtype=torch.float32)[:, None]  # (T, 1)
-    inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-    table = torch.zeros(max_len, d_model)
-    table[:, 0::2] = torch.sin(pos * inv_freq)
-    table[:, 1::2] = torch.cos(pos * inv_freq)[:, : d_model // 2]
-    return table  # (max_len, d_model)
 
 
 class Embeddings(nn.Module):
@@ -35,26 +26,26 @@ class Embeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        if cfg.positional == "learned":
-            self.positions = nn.Embedding(cfg.max_len, cfg.d_model)
+        if cfg.positional == "learned":  # rows before position_offset are in the table, never read
+            self.positions = nn.Embedding(cfg.max_len + cfg.position_offset, cfg.d_model)
         elif cfg.positional == "sinusoidal":
-            self.register_buffer("pe", sinusoidal_table(cfg.max_len, cfg.d_model), persistent=False)
-        # rope: nothing added here; the layers' attention turns q and k by position
+            self.register_buffer("pe", position_table(cfg), persistent=False)
+        # rope, relative: nothing added here; the layers' attention turns q and k, or biases the scores, by position
         self.token_types = nn.Embedding(cfg.n_token_types, cfg.d_model) if cfg.n_token_types else None
         self.norm = make_norm(cfg) if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        """x: (B, T, d_model) token vectors, straight from the embedding table."""
+    def forward(self, x: Tensor, token_type_ids: Tensor | None = None, start: int = 0) -> Tensor:
+        """x: (B, T, d_model) token vectors, straight from the embedding table, of positions start … start + T − 1."""
         T = x.shape[1]
-        if T > self.cfg.max_len:
-            raise ValueError(f"sequence of {T} tokens is longer than the model's max_len ({self.cfg.max_len})")
+        if start + T > self.cfg.max_len:
+            raise ValueError(f"sequence of {start + T} tokens is longer than the model's max_len ({self.cfg.max_len})")
         if self.cfg.scale_embeddings:
             x = x * math.sqrt(self.cfg.d_model)
         if self.cfg.positional == "learned":
-            x = x + self.positions(torch.arange(T, device=x.device))
+            x = x + self.positions(torch.arange(start, start + T, device=x.device) + self.cfg.position_offset)
         elif self.cfg.positional == "sinusoidal":
-            x = x + self.pe[:T]
+            x = x + self.pe[start : start + T]
         if self.token_types is not None:
             types = x.new_zeros(x.shape[:2], dtype=torch.long) if token_type_ids is None else token_type_ids
             x = x + self.token_types(types)
@@ -63,12 +54,18 @@ class Embeddings(nn.Module):
         return self.dropout(x)
 
 
+def position_table(cfg: ModelConfig) -> Tensor:
+    """The sinusoidal rows of positions position_offset … position_offset + max_len − 1, in the config's layout."""
+    return sinusoidal_table(cfg.max_len, cfg.d_model, cfg.sinusoidal_layout, cfg.position_offset)
+
+
 class Encoder(nn.Module):
     """A stack of encoder layers over the source."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.embed = Embeddings(cfg)
+        self.rel_bias = RelativeBias(cfg, bidirectional=True) if cfg.positional == "relative" else None
         self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_layers))
         self.final_norm = make_norm(cfg) if cfg.has_final_norm else None
 
@@ -83,10 +80,11 @@ class Encoder(nn.Module):
     ):
         x = embed = self.embed(x, token_type_ids)
         rope = cos_sin(self.embed.cfg, x.shape[1], x.device) if self.embed.cfg.positional == "rope" else None
+        bias = None if self.rel_bias is None else self.rel_bias(x.shape[1], x.shape[1])
         layer_traces = []
         for i, layer in enumerate(self.layers):
             knockout = None if ablate is None else ablate.at("encoder self", i)
-            x, lt = layer(x, mask, trace=trace, pool=pool, ablate=knockout, rope=rope)
+            x, lt = layer(x, mask, trace=trace, pool=pool, ablate=knockout, rope=rope, bias=bias)
             layer_traces.append(lt)
         if self.final_norm is not None:
             x = self.final_norm(x)
@@ -99,7 +97,8 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig, cross: bool):
         super().__init__()
         self.embed = Embeddings(cfg)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, cross) for _ in range(cfg.n_layers))
+        self.rel_bias = RelativeBias(cfg, bidirectional=False) if cfg.positional == "relative" else None
+        self.layers = nn.ModuleList(DecoderLayer(cfg, cross) for _ in range(cfg.dec_layers))
         self.final_norm = make_norm(cfg) if cfg.has_final_norm else None
 
     def forward(
@@ -116,17 +115,41 @@ class Decoder(nn.Module):
         cfg = self.embed.cfg
         rope = cos_sin(cfg, x.shape[1], x.device) if cfg.positional == "rope" else None
         windowed = None if not cfg.sliding_window else self_mask & window_mask(x.shape[1], cfg.sliding_window, x.device)
+        bias = None if self.rel_bias is None else self.rel_bias(x.shape[1], x.shape[1])
         layer_traces = []
         for i, layer in enumerate(self.layers):
             knockouts = (None, None) if ablate is None else (ablate.at("decoder self", i), ablate.at("cross", i))
             mask = windowed if cfg.window_of(i) else self_mask
             x, lt = layer(
-                x, mask, memory, cross_mask, trace=trace, pool=pool, ablate=knockouts[0], cross_ablate=knockouts[1], rope=rope
+                x,
+                mask,
+                memory,
+                cross_mask,
+                trace=trace,
+                pool=pool,
+                ablate=knockouts[0],
+                cross_ablate=knockouts[1],
+                rope=rope,
+                bias=bias,
             )
             layer_traces.append(lt)
         if self.final_norm is not None:
             x = self.final_norm(x)
         return x, _stack_result(embed, layer_traces, x, trace, pool)
+
+
+def decoder_step(decoder: Decoder, x: Tensor, position: int, memory: Tensor, cross_mask: Tensor | None, cache, ablate):
+    """`Decoder.forward` for the one new token x (B, 1, d_model) at `position`, reading and extending `cache`."""
+    x = decoder.embed(x, start=position)
+    bias = None if decoder.rel_bias is None else decoder.rel_bias(1, position + 1, first_query=position)
+    kept = []
+    for i, layer in enumerate(decoder.layers):
+        knockouts = (None, None) if ablate is None else (ablate.at("decoder self", i), ablate.at("cross", i))
+        x, past = decoder_layer_step(layer, x, None if cache is None else cache[i], memory, cross_mask, bias, *knockouts)
+        kept.append(past)
+    if decoder.final_norm is not None:
+        x = decoder.final_norm(x)
+    return x, tuple(kept)
 
 
 def _stack_result(embed: Tensor, layers: list, final: Tensor, trace: bool, pool: int | None):
@@ -174,6 +197,8 @@ class TransformerModel(nn.Module):
             self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         elif cfg.n_classes:
             self.classifier = nn.Linear(cfg.d_model, cfg.n_classes)
+        if cfg.logits_bias:
+            self.logits_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.apply(self._init)
 
     @classmethod
@@ -185,7 +210,7 @@ class TransformerModel(nn.Module):
         model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
         for stack in (model.encoder, model.decoder):  # the one buffer no file stores: the sinusoidal table
             if stack is not None and cfg.positional == "sinusoidal":
-                stack.embed.pe = sinusoidal_table(cfg.max_len, cfg.d_model)
+                stack.embed.pe = position_table(cfg)
         return model
 
     @staticmethod
@@ -230,11 +255,33 @@ class TransformerModel(nn.Module):
         self_mask = causal_mask(Tt, keep, ids.device)
         return self.decoder(self.tok_embed(ids), self_mask, memory, cross_mask, trace=trace, pool=pool, ablate=ablate)
 
+    def decode_step(
+        self,
+        ids: Tensor,
+        position: int,
+        memory: Tensor,
+        memory_keep: Tensor | None = None,
+        cache: tuple | None = None,
+        ablate: HeadAblation | None = None,
+    ) -> tuple[Tensor, tuple]:
+        """One greedy step of an encoder-decoder: the decoder's hidden state (B, 1, d) for the new token ids (B, 1)
+        at `position`, and the cache to pass to the next step (every layer's keys and values so far).
+
+        Equal to `decode` on the whole prefix, up to float rounding, at a cost that does not grow with the prefix's
+        square. The cache belongs to the caller: nothing is kept on the model.
+        """
+        cross_mask = padding_mask(memory_keep, 1)
+        return decoder_step(self.decoder, self.tok_embed(ids), position, memory, cross_mask, cache, ablate)
+
     def lm_logits(self, hidden: Tensor) -> Tensor:
-        """(B, T, d_model) -> (B, T, vocab); a tied head reuses the token embedding matrix."""
-        if self.cfg.tie_embeddings:
-            return F.linear(hidden, self.tok_embed.weight)
-        return self.lm_head(hidden)
+        """(B, T, d_model) -> (B, T, vocab); a tied head reuses the token embedding matrix.
+
+        T5 scales the decoder's output by d_model^-0.5 first (head_scale); BART adds a bias to the logits.
+        """
+        if self.cfg.head_scale != 1.0:
+            hidden = hidden * self.cfg.head_scale
+        weight = self.tok_embed.weight if self.cfg.tie_embeddings else self.lm_head.weight
+        return F.linear(hidden, weight, self.logits_bias if self.cfg.logits_bias else None)
 
     def forward(
         self,

@@ -28,12 +28,13 @@ class AttentionTrace:
     q: Tensor  # (B, H, Tq, d_head)  queries as the scores use them: projected, split, (normed, rotated)
     k: Tensor  # (B, H_kv, Tk, d_head)  one per key/value head: H_kv < H under grouped-query attention
     v: Tensor  # (B, H_kv, Tk, d_head)
-    scores: Tensor  # (B, H, Tq, Tk)  Q Kᵀ / √d_head, before the mask
+    scores: Tensor  # (B, H, Tq, Tk)  Q Kᵀ / √d_head (+ bias), before the mask; T5: Q Kᵀ + bias, unscaled
     mask: Tensor  # (B, 1, Tq, Tk)  bool, True where the query may attend to the key
     weights: Tensor  # (B, H, Tq, Tk)  softmax of the masked scores; rows sum to 1
     output: Tensor  # (B, H, Tq, d_head)  weights @ v, before heads are merged and projected
     q_pre: Tensor | None = None  # (B, H, Tq, d_head)  rotary models: q before the rotation (None otherwise)
     k_pre: Tensor | None = None  # (B, H_kv, Tk, d_head)  k before the rotation
+    bias: Tensor | None = None  # (1, H, Tq, Tk)  the position bias the scores include (T5's relative positions)
 
     @property
     def group_size(self) -> int:
@@ -117,7 +118,8 @@ class Trace:
     def head(self, kind: str, layer: int, head: int, item: int = 0) -> dict[str, Tensor]:
         """One head's q, k, v, scores, mask, weights and output for batch item `item`, batch dim dropped.
 
-        k and v are the key/value head this query head reads; a rotary model adds q_pre and k_pre (before rotation).
+        k and v are the key/value head this query head reads; a rotary model adds q_pre and k_pre (before rotation),
+        a model with a relative position bias adds "bias" (the term its scores include).
         """
         att = self.attention(kind, layer)
         n_heads = att.weights.shape[1]
@@ -135,6 +137,8 @@ class Trace:
         }
         if att.q_pre is not None:  # rotary: q and k before they were turned
             out["q_pre"], out["k_pre"] = att.q_pre[item, head], att.k_pre[item, g]
+        if att.bias is not None:  # T5: the relative position bias in the scores
+            out["bias"] = att.bias[0, head]  # (Tq, Tk), the same for every batch item
         return out
 
     def query_tokens(self, kind: str) -> tuple[str, ...]:

@@ -41,6 +41,7 @@ from transformer.checkpoints.importers.nanogpt import load_nanogpt
 from transformer.checkpoints.importers.parts import CONFIG, TOKENIZER, Family, Take
 from transformer.checkpoints.importers.weights import open_weights, weight_files
 from transformer.checkpoints.tokenizer import PAD, Tokenizer, TokenizerError
+from transformer.decoding import DecodingError, from_generation_config
 from transformer.model.config import ConfigError, ModelConfig
 from transformer.model.device import pick_device
 from transformer.model.network import TransformerModel
@@ -60,21 +61,36 @@ def _families() -> dict[str, Family]:
 FAMILIES = _families()
 MAX_CONFIG_BYTES = 1_000_000  # a config.json is a few kB; a larger one is not a config
 TOKENIZER_CONFIG = "tokenizer_config.json"  # optional: says whether a BOS token starts every text
+GENERATION_CONFIG = "generation_config.json"  # optional: how an encoder-decoder's generate starts and stops
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / CONFIG
+def _read_config(folder: Path, name: str = CONFIG) -> dict[str, Any]:
+    path = folder / name
     if not path.is_file():
-        raise CheckpointError(f"{folder}: no {CONFIG} (not a Hugging Face model folder?)")
+        raise CheckpointError(f"{folder}: no {name} (not a Hugging Face model folder?)")
     if path.stat().st_size > MAX_CONFIG_BYTES:
-        raise CheckpointError(f"{CONFIG} is {path.stat().st_size:,} bytes: too large for a model config (at most 1 MB)")
+        raise CheckpointError(f"{name} is {path.stat().st_size:,} bytes: too large for a model config (at most 1 MB)")
     try:
         hf = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{CONFIG} is not valid JSON: {e}") from e
+        raise CheckpointError(f"{name} is not valid JSON: {e}") from e
     if not isinstance(hf, dict):
-        raise CheckpointError(f"{CONFIG} must be a JSON object, got {type(hf).__name__}")
+        raise CheckpointError(f"{name} must be a JSON object, got {type(hf).__name__}")
     return hf
+
+
+def _decoding(folder: Path, hf: dict[str, Any], family: Family, vocab_size: int) -> dict[str, Any]:
+    """An encoder-decoder's generation settings as `generate` reads them: generation_config.json when the folder
+    has one, else config.json's fields over the family config class's defaults (`decoding.from_generation_config`)."""
+    if (folder / GENERATION_CONFIG).is_file():
+        settings = _read_config(folder, GENERATION_CONFIG)
+    else:
+        settings = {**family.generation, **{k: v for k, v in hf.items() if v is not None}}
+    try:
+        return from_generation_config(settings, vocab_size).to_facts()
+    except DecodingError as e:
+        source = GENERATION_CONFIG if (folder / GENERATION_CONFIG).is_file() else CONFIG
+        raise CheckpointError(f"{source}: {e}") from e
 
 
 def _family(hf: dict[str, Any]) -> Family:
@@ -154,14 +170,15 @@ def _check_plan(cfg: ModelConfig, family: Family, layout: dict[str, TensorInfo],
     and every other tensor is one the family knowingly leaves out (returned by name)."""
     plan = family.weights(cfg)
     for name, take in plan.items():
-        if take.name not in layout:
+        tensor = take.source(layout)
+        if tensor not in layout:
             raise CheckpointError(f"{source}: missing weight {take.name!r} (needed for our {name})")
-        shape, dtype = layout[take.name]
+        shape, dtype = layout[tensor]
         if tuple(shape) != take.shape:
-            raise CheckpointError(f"{source}: {take.name} has shape {tuple(shape)}, but {CONFIG} implies {take.shape}")
+            raise CheckpointError(f"{source}: {tensor} has shape {tuple(shape)}, but {CONFIG} implies {take.shape}")
         if dtype not in FLOAT_DTYPES:
-            raise CheckpointError(f"{source}: {take.name} has dtype {dtype}, expected a floating-point tensor")
-    used = {take.name for take in plan.values()}
+            raise CheckpointError(f"{source}: {tensor} has dtype {dtype}, expected a floating-point tensor")
+    used = {take.source(layout) for take in plan.values()}
     rest = sorted(set(layout) - used)
     unknown = [n for n in rest if not re.fullmatch(family.ignorable, n)]
     if unknown:
@@ -173,7 +190,7 @@ def _check_plan(cfg: ModelConfig, family: Family, layout: dict[str, TensorInfo],
 def _map_weights(cfg: ModelConfig, family: Family, tensors: dict[str, Tensor], source: str) -> tuple[dict[str, Tensor], list]:
     """Our state dict from the HF tensors, plus the names of the HF tensors we leave out."""
     plan, rest = _check_plan(cfg, family, {k: (tuple(t.shape), t.dtype) for k, t in tensors.items()}, source)
-    return {name: take.convert(tensors[take.name].float()) for name, take in plan.items()}, rest
+    return {name: take.convert(tensors[take.source(tensors)].float()) for name, take in plan.items()}, rest
 
 
 def fit_context(cfg: ModelConfig, budget: Budget | None = None) -> ModelConfig:
@@ -266,10 +283,12 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = Non
         raise CheckpointError(f"{TOKENIZER} has {tokenizer.vocab_size} tokens, {CONFIG} vocab_size is {cfg.vocab_size}")
     cfg = fit_context(cfg, budget)
     _check_budget(cfg, hf, budget)  # the weights are read only for a model this server can hold
+    decoding = _decoding(folder, hf, family, cfg.vocab_size) if cfg.kind == "encoder-decoder" else None
     source, raw = _read_weights(folder, lambda source, layout: _check_plan(cfg, family, _normalise_names(layout, family), source))
     named = _normalise_names(raw, family)
     state, ignored = _map_weights(cfg, family, named, source)
     _check_tied_head(cfg, family, named, source)
+    family.check(cfg, named, source)
     check_state_dict(cfg, state, source)  # also refuses NaN/inf weights
     model = TransformerModel.from_weights(cfg, state)
     model.eval().requires_grad_(False)
@@ -282,6 +301,8 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = Non
         "ignored": ignored,
         **family.facts(hf),
     }
+    if decoding is not None:
+        training["decoding"] = decoding
     if cfg.positional == "rope" and cfg.max_len < int(hf.get("max_position_embeddings", cfg.max_len)):
         training["context"] = f"reads at most {cfg.max_len:,} tokens of its {int(hf['max_position_embeddings']):,}"
     return Checkpoint(model=model, tokenizer=tokenizer, training=training, name=folder.name)

@@ -36,6 +36,11 @@ class Take:
     name: str  # the tensor's name in the file, after the family prefix ("bert.", "transformer.", ...) is removed
     shape: tuple[int, ...]
     convert: Callable[[Tensor], Tensor] = lambda t: t
+    fallback: str | None = None  # the tensor to take when the file has no `name` (T5: lm_head, else the embedding)
+
+    def source(self, names) -> str:
+        """The file's tensor this weight comes from, given the names the file holds."""
+        return self.fallback if self.name not in names and self.fallback is not None else self.name
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,10 @@ class Family:
     config: Callable[[dict[str, Any]], dict[str, Any]]  # HF config -> ModelConfig fields
     weights: Callable[[ModelConfig], dict[str, Take]]  # our name -> where it comes from
     facts: Callable[[dict[str, Any]], dict[str, Any]] = field(default=lambda hf: {})  # extra training metadata
+    # encoder-decoders: the family config class's defaults of the generation fields a config.json may leave out
+    generation: dict[str, Any] = field(default_factory=dict)
+    # run on the read tensors (names without the prefix): refuse what shapes cannot show (a differing tied copy)
+    check: Callable[[ModelConfig, dict[str, Tensor], str], None] = field(default=lambda cfg, tensors, source: None)
 
 
 def get(hf: dict[str, Any], key: str, default: Any = ...) -> Any:
