@@ -119,7 +119,8 @@ def assert_same_model(a, b) -> None:
 def test_a_folders_files_open_as_the_folder_does(gpt2, upload_folder):
     files = files_of(gpt2, "config.json", "model.safetensors", "tokenizer.json", "generation_config.json")
     upload = prepare(files, LIMIT)
-    assert upload.kind == "huggingface" and sorted(upload.files) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert upload.kind == "huggingface"
+    assert sorted(upload.files) == ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"]
     assert_same_model(load(files), load_hf_dir(gpt2, "cpu"))
 
 

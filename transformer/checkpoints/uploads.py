@@ -3,8 +3,10 @@
 A browser upload is one of
 - one of this project's `.safetensors` checkpoints;
 - a Hugging Face folder's files: config.json, tokenizer.json and the weights (model.safetensors, or its
-  shards with model.safetensors.index.json, or pytorch_model.bin or its shards), with the files such
-  a folder also holds (tokenizer_config.json, generation_config.json, ...), which are left out;
+  shards with model.safetensors.index.json, or pytorch_model.bin or its shards), and the two settings files
+  the loader reads when they are there (generation_config.json: how a translator starts and stops;
+  tokenizer_config.json: whether a BOS starts every text), with the files such a folder also holds
+  (special_tokens_map.json, vocab.json, ...), which are left out;
 - a nanoGPT `ckpt.pt` with its `meta.pkl` (or a tokenizer.json);
 - one `.zip` of any of those: its members are judged from the zip's directory before one is extracted
   (no absolute paths, no "..", no links, at most MAX_MEMBERS, each member and all together within the
@@ -39,10 +41,12 @@ from transformer.train.state import FORMAT as STATE_FORMAT
 MAX_MEMBERS = 64  # files in one zip: a sharded folder has a few dozen at most
 MAX_RATIO = 100  # uncompressed / compressed size of one member: weights compress ~1.1×, JSON ~5×, a zip bomb 1000×
 RATIO_FROM = 1_000_000  # members smaller than this (uncompressed) are too small to be a bomb, whatever their ratio
+# Settings files the loader reads when a folder has them (importers: GENERATION_CONFIG, TOKENIZER_CONFIG)
+SETTINGS = ("generation_config.json", "tokenizer_config.json")
 # Files a Hugging Face folder holds beside the ones read: accepted and left out.
 LEFT_OUT = frozenset(
     {
-        "tokenizer_config.json", "generation_config.json", "special_tokens_map.json", "added_tokens.json",
+        "special_tokens_map.json", "added_tokens.json",
         "vocab.json", "vocab.txt", "merges.txt", "README.md", "preprocessor_config.json",
     }
 )  # fmt: skip
@@ -102,7 +106,7 @@ def _classify(files: list[tuple[str, bytes]], name: str) -> Upload:
     if pickled:
         return _nanogpt(by_name, pickled, name or pickled[0])
     weights = [n for n in by_name if n.endswith(".safetensors")]
-    rest = sorted(set(by_name) - set(weights) - LEFT_OUT)
+    rest = sorted(set(by_name) - set(weights) - LEFT_OUT - set(SETTINGS))
     if rest and all(n.endswith((".bin", INDEX)) for n in rest):  # pytorch_model.bin (or shards) without their folder
         raise UploadError(
             f"{_names(rest)}: Hugging Face weights: upload them together with their config.json and tokenizer.json (or a "
@@ -168,6 +172,7 @@ def _huggingface(files: dict[str, bytes], name: str) -> Upload:
             f"{CONFIG} and the weights"
         )
     keep = {CONFIG: files[CONFIG], TOKENIZER: files[TOKENIZER]}
+    keep.update({n: files[n] for n in SETTINGS if n in files})
     for single in (SAFETENSORS, PICKLE):  # Hugging Face's own preference, as the loader's
         index = single + INDEX
         if single in files:
@@ -226,7 +231,7 @@ def _nanogpt(files: dict[str, bytes], pickled: list[str], name: str) -> Upload:
 
 
 def _only_known(files: dict[str, bytes], known: set[str], what: str) -> None:
-    unknown = sorted(set(files) - known - LEFT_OUT)
+    unknown = sorted(set(files) - known - LEFT_OUT - set(SETTINGS))
     if unknown:
         raise UploadError(
             f"{_names(unknown)}: not among the files of {what} this app reads or knowingly leaves out; upload {WHAT_WORKS}"
