@@ -81,16 +81,30 @@ def _read_config(folder: Path, name: str = CONFIG) -> dict[str, Any]:
 
 def _decoding(folder: Path, hf: dict[str, Any], family: Family, vocab_size: int) -> dict[str, Any]:
     """An encoder-decoder's generation settings as `generate` reads them: generation_config.json when the folder
-    has one, else config.json's fields over the family config class's defaults (`decoding.from_generation_config`)."""
-    if (folder / GENERATION_CONFIG).is_file():
-        settings = _read_config(folder, GENERATION_CONFIG)
-    else:
-        settings = {**family.generation, **{k: v for k, v in hf.items() if v is not None}}
+    has one, else config.json's fields over the family config class's defaults (`decoding.from_generation_config`).
+
+    A generation_config.json without a start or an end token (transformers' own generate refuses to run then)
+    takes them from config.json, else from the family's defaults (T5 starts with <pad>, id 0).
+    """
+    fallback = {**family.generation, **{k: v for k, v in hf.items() if v is not None}}
+    has_file = (folder / GENERATION_CONFIG).is_file()
+    settings = _read_config(folder, GENERATION_CONFIG) if has_file else fallback
+    if settings.get("decoder_start_token_id") is None and settings.get("bos_token_id") is None:
+        settings = {**settings, "decoder_start_token_id": fallback.get("decoder_start_token_id", fallback.get("bos_token_id"))}
+    if settings.get("eos_token_id") is None:
+        settings = {**settings, "eos_token_id": fallback.get("eos_token_id")}
     try:
         return from_generation_config(settings, vocab_size).to_facts()
     except DecodingError as e:
-        source = GENERATION_CONFIG if (folder / GENERATION_CONFIG).is_file() else CONFIG
-        raise CheckpointError(f"{source}: {e}") from e
+        raise CheckpointError(f"{GENERATION_CONFIG if has_file else CONFIG}: {e}") from e
+
+
+def _tie_when_no_head(cfg: ModelConfig, family: Family, names: dict[str, TensorInfo]) -> ModelConfig:
+    """A model whose head may be its own (T5) but whose file holds none reads its head from the embedding: tied."""
+    head = family.weights(cfg).get("lm_head.weight")
+    if cfg.tie_embeddings or head is None or head.fallback is None or head.name in names:
+        return cfg
+    return dataclasses.replace(cfg, tie_embeddings=True)
 
 
 def _family(hf: dict[str, Any]) -> Family:
@@ -194,13 +208,14 @@ def _map_weights(cfg: ModelConfig, family: Family, tensors: dict[str, Tensor], s
 
 
 def fit_context(cfg: ModelConfig, budget: Budget | None = None) -> ModelConfig:
-    """A rotary model (no position table) with max_len lowered until the light pass of a text that long fits the budget.
+    """A rotary or relative-position model (no position table) with max_len lowered until the light pass of a text
+    that long fits the budget.
 
     Its context (up to parts.ROPE_MAX_LEN tokens) is how much of a text the app reads, not a size of the
     model: a model whose 2048-token light pass needs more than this server's trace budget (a 150 000-token
     vocabulary's logits) still opens, reading fewer tokens. Other models keep their max_len.
     """
-    if cfg.positional != "rope":
+    if cfg.positional not in ("rope", "relative"):
         return cfg
     limit = (default_budget() if budget is None else budget).trace_bytes
     lo, hi = min(cfg.max_len, MIN_TRACE_TOKENS), cfg.max_len
@@ -284,7 +299,14 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = Non
     cfg = fit_context(cfg, budget)
     _check_budget(cfg, hf, budget)  # the weights are read only for a model this server can hold
     decoding = _decoding(folder, hf, family, cfg.vocab_size) if cfg.kind == "encoder-decoder" else None
-    source, raw = _read_weights(folder, lambda source, layout: _check_plan(cfg, family, _normalise_names(layout, family), source))
+
+    def judge(source: str, layout: dict[str, TensorInfo]) -> None:
+        nonlocal cfg
+        names = _normalise_names(layout, family)
+        cfg = _tie_when_no_head(cfg, family, names)
+        _check_plan(cfg, family, names, source)
+
+    source, raw = _read_weights(folder, judge)
     named = _normalise_names(raw, family)
     state, ignored = _map_weights(cfg, family, named, source)
     _check_tied_head(cfg, family, named, source)
