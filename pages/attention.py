@@ -106,6 +106,8 @@ def layer_view() -> None:
         table = head_jobs.table(ctx, kind)
         if table is not None:
             st.caption("Head-job scores for this layer (from the analysis functions)")
+            if kind == "cross" and head_jobs.note(ctx):
+                st.caption(head_jobs.note(ctx))
             st.dataframe(table[table.index.get_level_values(0) == layer] if table.index.nlevels > 1 else table)
 
 

@@ -130,7 +130,7 @@ with c2.expander("Every module"):
 
 st.subheader("Per-head projection weights", anchor=False)
 widgets.kind_picker(ctx, "ck_kind")
-widgets.layer_head_controls(ctx, cfg.n_layers, cfg.n_heads, "ck")
+widgets.layer_head_controls(ctx, ctx.n_layers, cfg.n_heads, "ck")
 layer, head, kind = st.session_state["sel_layer"], st.session_state["sel_head"], ctx.kind
 mats = metrics.head_projections(ctx.ckpt.model, kind, layer, head)
 shared_kv = f" · key/value head {head // cfg.group_size}" if cfg.group_size > 1 else ""
@@ -166,6 +166,8 @@ for col, (name, m) in zip(cols, mats.items()):
         )
 
 st.subheader("Head-job scores", anchor=False)
+if head_jobs.note(ctx):
+    st.caption(head_jobs.note(ctx))
 table = head_jobs.table(ctx, kind)
 if table is None:
     st.text("No head-job scores for this checkpoint and attention kind.")
@@ -214,7 +216,7 @@ else:
         on_select=_open_sink,
         selection_mode="points",
     )
-    windowed = [layer_ for layer_ in range(cfg.n_layers) if kind == "decoder self" and cfg.window_of(layer_)]
+    windowed = [layer_ for layer_ in range(cfg.layers_of(kind)) if kind == "decoder self" and cfg.window_of(layer_)]
     if windowed and len(trace.query_tokens(kind)) > cfg.sliding_window:
         st.caption(
             f"In layer(s) {spans(windowed)} the sliding window of {cfg.sliding_window} tokens hides the first token from "

@@ -6,7 +6,6 @@ import pandas as pd
 import streamlit as st
 
 from server import session, shared_analyses, widgets
-from transformer.model.describe import norm_name
 from transformer.why import lens
 from viz import why
 
@@ -24,7 +23,7 @@ if not ctx.ckpt.config.has_decoder:
 trace = ctx.trace
 cfg = ctx.ckpt.config
 n_pos = len(trace.query_tokens("decoder self"))
-n_rows = 1 + cfg.n_layers * (3 if cfg.has_encoder else 2)
+n_rows = 1 + cfg.layers_of("decoder self") * (3 if cfg.has_encoder else 2)
 # Every cell costs an unembedding (d_model × vocab multiply-adds): a GPT-2-sized model reads a window of positions.
 fit = max(1, LENS_MACS // (n_rows * cfg.d_model * cfg.vocab_size))
 positions = None
@@ -35,11 +34,7 @@ if fit < n_pos:
         f"This model's vocabulary is large: the lens reads {fit} positions at a time (of {n_pos}), to answer in about a second."
     )
 result = shared_analyses.logit_lens(ctx.trace_key, ctx.ckpt, trace, positions)
-# What is applied, named after this model's own final norm (the lens runs the model's final_norm module: an RMSNorm
-# in Llama-style models, which `result.norm` would call a LayerNorm).
-final_norm = ctx.ckpt.model.decoder.final_norm
-applied = f"the final {norm_name(cfg)}, then the unembedding" if final_norm is not None else result.norm
-st.caption(f"{lens.EXPLANATION} Applied here: {applied}.")
+st.caption(f"{lens.EXPLANATION} Applied here: {result.norm}.")
 sublayers = st.toggle(
     "Every sublayer", value=True, key="lens_sublayers", help="Off: one row per layer (after its feed-forward sublayer)."
 )

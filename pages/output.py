@@ -21,9 +21,9 @@ def top_k(trace) -> None:
 if cfg.kind == "encoder-decoder":
     st.subheader("Greedy translation", anchor=False)
     if ctx.target is None:
-        st.code(trace.target.text or "(empty: the model predicted [EOS] first)", language=None)
+        st.code(trace.target.text or "(empty: no text before the end token)", language=None)
     else:
-        st.code(session.greedy_text(ctx) or "(empty: the model predicted [EOS] first)", language=None)
+        st.code(session.greedy_text(ctx) or "(empty: no text before the end token)", language=None)
         st.caption("The tables below are for your own target text from the sidebar:")
         st.code(ctx.target, language=None)
     st.markdown("**Next-token predictions at each decoder position** (top 5, probability in brackets):")

@@ -26,6 +26,20 @@ with top[1]:
     skip_first = widgets.first_token_switch("qkv_skip_first")
 
 
+def relative_bias(cfg, kind: str) -> str:
+    """What T5's relative position bias is, for the box above the scores."""
+    stack, buckets = "encoder", f"{cfg.rel_buckets // 2} for keys before the query and {cfg.rel_buckets // 2} for keys after it"
+    if kind != "encoder self":  # the decoder's buckets cover the past only
+        stack, buckets = "decoder", f"{cfg.rel_buckets} for keys at or before the query (it never sees a later one)"
+    return (
+        "Relative positions (T5): no position is added to the token vectors. Instead each score gets a learned number, "
+        "one per head and bucket of the distance between key and query. Buckets: "
+        f"{buckets}; a bucket per distance for short distances, then logarithmically wider ones up to "
+        f"{cfg.rel_max_distance} tokens, past which all share the last. One table of buckets × heads serves every layer "
+        f"of the {stack}: the bias matrix is that table read out for each (query, key) pair. Cross-attention has none."
+    )
+
+
 def _pick_query() -> None:
     for p in st.session_state["qkv_weights"].selection.points:
         label = str(p.get("y", ""))
@@ -49,13 +63,20 @@ def computation() -> None:
     query = st.session_state["sel_query"]
     h = trace.head(kind, layer, head)
     d_head = h["q"].shape[-1]
-    figs = figures.head_figures(trace, kind, layer, head, ctx.presentation)
+    bias = "bias" in h
+    figs = figures.head_figures(trace, kind, layer, head, ctx.presentation, cfg.scale_scores)
     name = f"{kind.replace(' ', '_')}_L{layer}_H{head}"
 
     st.markdown(
         f"**The computation, in order** (d_head = {d_head}): "
-        "`Q = X W_Q`, `K = X W_K`, `V = X W_V` → `scores = Q Kᵀ / √d_head` → mask → `weights = softmax(scores)` → `output = weights · V`."
+        f"`Q = X W_Q`, `K = X W_K`, `V = X W_V` → `scores = {worked.scores_formula(cfg.scale_scores, bias)}` → mask → "
+        "`weights = softmax(scores)` → `output = weights · V`."
     )
+    if not cfg.scale_scores:
+        st.caption(
+            "This model does not divide Q Kᵀ by √d_head: its scores are the dot products themselves "
+            "(T5 folds that scale into its trained W_Q instead)."
+        )
     st.subheader("1 · Queries, keys and values (tokens × d_head)", anchor=False)
     sharing = kv_sharing(ctx.n_heads, cfg.kv_heads, head)
     if sharing:
@@ -98,8 +119,11 @@ def computation() -> None:
                 filename=f"{part}_{name}",
             )
 
-    st.subheader("2 · Scaled scores and 3 · the mask", anchor=False)
-    cols = st.columns(2)
+    scores = "Scaled scores" if cfg.scale_scores else "Scores"
+    st.subheader(f"2 · {scores}{' with the position bias' if bias else ''} and 3 · the mask", anchor=False)
+    if bias:
+        st.info(relative_bias(cfg, kind), icon=":material/straighten:")
+    cols = st.columns(3 if bias else 2)
     with cols[0]:
         widgets.heatmap(
             figures.highlight_row(figs["scores"], query),
@@ -109,7 +133,12 @@ def computation() -> None:
             key="qkv_scores",
             filename=f"scores_{name}",
         )
-    with cols[1]:
+    if bias:
+        with cols[1]:
+            widgets.heatmap(
+                figures.highlight_row(figs["bias"], query), h["bias"], q_tokens, k_tokens, key="qkv_bias", filename=f"bias_{name}"
+            )
+    with cols[-1]:
         widgets.heatmap(figs["mask"], h["mask"].float(), q_tokens, k_tokens, key="qkv_mask", filename=f"mask_{name}")
 
     st.subheader("4 · Softmax weights and 5 · the head output", anchor=False)
@@ -134,7 +163,7 @@ def computation() -> None:
             figures.highlight_row(figs["output"], query), h["output"], q_tokens, None, key="qkv_output", filename=f"output_{name}"
         )
 
-    row = worked.worked_row(trace, kind, layer, head, query)
+    row = worked.worked_row(trace, kind, layer, head, query, cfg.scale_scores)
     st.subheader(f"Query row {query}, worked by hand", anchor=False)
     st.text(f"query token: {row.query_label}")
     if row.rotary:
@@ -144,15 +173,22 @@ def computation() -> None:
     else:
         st.markdown(f"**q** (the query vector, 1 × {d_head}):")
         st.dataframe(widgets.matrix_frame(row.q[None, :], [q_tokens[query]], None).set_axis([row.query_label]), key="qkv_qvec")
+    if cfg.scale_scores:
+        to_score = f"divided by `√{d_head} = {row.scale:.4f}`"
+    else:
+        to_score = "as it is (this model does not divide by √d_head)"
+    if bias:
+        to_score += ", plus this head's position bias for that query and key (the bias column)"
     st.markdown(
-        f"**Each key:** `q·k` (dot product of q with that key's row of K), divided by `√{d_head} = {row.scale:.4f}` gives the score; "
+        f"**Each key:** `q·k` (dot product of q with that key's row of K), {to_score}, gives the score; "
         "keys the mask forbids get weight 0; the softmax turns the allowed scores into weights that sum to 1."
     )
     st.caption(
         "`q·k` is recomputed here from the q above and the rows of K; the score, the mask and the softmax weight "
-        "are the model's own numbers."
+        + ("(and the bias) " if bias else "")
+        + "are the model's own numbers."
         + (
-            " Rotary model: “turned q·k ÷ √d” is recomputed from q and k after rotation, what the model scored "
+            f" Rotary model: “turned {row.formula}” is recomputed from q and k after rotation, what the model scored "
             "(compare the model's column); “unturned” from q and k before rotation, with no position in them. "
             "At distance i − j = 0 both are turned alike and the two agree; elsewhere the gap comes from the distance."
             if row.rotary
@@ -162,7 +198,7 @@ def computation() -> None:
     st.dataframe(row.steps_table(), key="qkv_steps")
     st.markdown(
         f"Sum of the weights: `{float(row.weights.sum()):.6f}`. "
-        f"The recomputed {'turned ' if row.rotary else ''}`q·k ÷ √{d_head}` differs from the model's scores by at most "
+        f"The recomputed {'turned ' if row.rotary else ''}`{row.formula}` differs from the model's scores by at most "
         f"`{row.score_diff:.1e}`, "
         f"and the softmax recomputed here from the model's scores differs from its weights by at most "
         f"`{row.softmax_diff:.1e}` (float32 rounding: the model adds the same numbers in another order)."

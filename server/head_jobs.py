@@ -50,3 +50,10 @@ def label(ctx: session.Context, kind: str, layer: int, head: int) -> str | None:
     row = frame.loc[(layer, head)]
     jobs = [f"{job} {score:.2f}" for job, score in row.sort_values(ascending=False).items() if score >= THRESHOLD]
     return " · ".join(jobs) if jobs else "no job above the threshold (0.5)"
+
+
+def note(ctx: session.Context) -> str | None:
+    """One line for a translator the gold-label jobs cannot score (an import): what its cross heads get instead."""
+    from transformer.why import head_jobs
+
+    return head_jobs.missing_gold_labels(ctx.ckpt)

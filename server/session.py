@@ -52,7 +52,8 @@ class Context:
 
     @property
     def n_layers(self) -> int:
-        return self.ckpt.config.n_layers
+        """Layers of the selected attention kind (an encoder-decoder's decoder may be deeper or shallower than its encoder)."""
+        return self.ckpt.config.layers_of(self.kind)
 
     @property
     def n_heads(self) -> int:
@@ -319,9 +320,9 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
             sb.text_input("Target (decoder input)", max_chars=urlstate.MAX_TEXT_CHARS, **bind("sel_target", "w_target"))
     sb.toggle("Presentation mode (large fonts)", **bind("sel_presentation", "w_presentation"))
     if ckpt is not None:
-        sb.caption(
-            f"Device: `{ckpt.model.device}` · {ckpt.config.kind} · {ckpt.config.n_layers} layers × {ckpt.config.n_heads} heads"
-        )
+        cfg = ckpt.config
+        layers = f"{cfg.n_layers} + {cfg.dec_layers}" if cfg.kind == "encoder-decoder" else f"{cfg.n_layers}"
+        sb.caption(f"Device: `{ckpt.model.device}` · {cfg.kind} · {layers} layers × {cfg.n_heads} heads")
     if ckpt is None:
         return None
 
@@ -397,8 +398,9 @@ def _with_selection(name, label, identity, ckpt, tokens, text, target) -> Contex
     if kind not in kinds:
         warnings.append(f"This model has no {md(kind, 30)} attention; showing {kinds[0]}.")
         kind = kinds[0]
-    n_layers = ckpt.config.n_layers
-    layer = urlstate.clamp(int(st.session_state.get("sel_layer", 0)), n_layers, "layer", warnings)
+    cfg = ckpt.config
+    what = f"{kind} layer" if cfg.n_layers != cfg.dec_layers else "layer"  # an encoder-decoder's two depths differ
+    layer = urlstate.clamp(int(st.session_state.get("sel_layer", 0)), cfg.layers_of(kind), what, warnings)
     head = urlstate.clamp(int(st.session_state.get("sel_head", 0)), ckpt.config.n_heads, "head", warnings)
     n_q = len(query_tokens(kind, *tokens, ckpt.config.has_encoder)) if tokens is not None else 1
     query = urlstate.clamp(int(st.session_state.get("sel_query", 0)), max(n_q, 1), "query token", warnings)

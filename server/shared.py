@@ -231,7 +231,7 @@ def attention_map_bytes(ckpt: Checkpoint, tokens: tuple[Stream, Stream | None]) 
     n_src, n_tgt = len(source.ids), len(target.ids) if target is not None else 0
     cells = {"encoder self": n_src * n_src, "decoder self": n_tgt * n_tgt if cfg.has_encoder else n_src * n_src}
     cells["cross"] = n_tgt * n_src
-    return sum(cells[kind] for kind in cfg.attention_kinds) * cfg.n_layers * cfg.n_heads * 2 * 4
+    return sum(cells[kind] * cfg.layers_of(kind) for kind in cfg.attention_kinds) * cfg.n_heads * 2 * 4
 
 
 def maps_for(identity: str, text: str, target: str | None, ckpt: Checkpoint) -> AttentionMaps:
@@ -277,7 +277,7 @@ def snapshots_belong(snaps: list[tuple[int, Checkpoint]], ckpt: Checkpoint) -> b
     """Whether `snaps` are snapshots of `ckpt`'s model: some, of the same kind, layers, heads and tokenizer."""
 
     def shape(c: Checkpoint) -> tuple:
-        return c.config.kind, c.config.n_layers, c.config.n_heads, c.tokenizer.to_json()
+        return c.config.kind, c.config.n_layers, c.config.dec_layers, c.config.n_heads, c.tokenizer.to_json()
 
     return bool(snaps) and shape(snaps[0][1]) == shape(ckpt)
 

@@ -396,7 +396,5 @@ def test_translator_alignment_heads_carry_reordering():
     assert result.translation_after == ablation.knockout_translations(ckpt, tokens, [(most,)])[0]
     tok = ckpt.tokenizer
     one = ablation.head_ablation(ckpt.config, [(most,)])
-    assert (
-        tok.decode(greedy_decode(ckpt.model, list(tokens[0].ids), ckpt.decoding, ablate=one)) == result.translation_after
-    )
+    assert tok.decode(greedy_decode(ckpt.model, list(tokens[0].ids), ckpt.decoding, ablate=one)) == result.translation_after
     assert result.changed and float(result.p_target_after.prod()) < float(result.p_target_before.prod())

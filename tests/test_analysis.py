@@ -20,11 +20,18 @@ from transformer.why.head_jobs import (
     PROBE_SEED,
     agreement_scores,
     alignment_scores,
+    cross_probe,
     first_token_scores,
+    focus,
+    focus_scores,
     head_labels,
     head_scores,
     induction_scores,
+    missing_gold_labels,
+    monotone_scores,
+    monotonicity,
     previous_token_scores,
+    rank_correlation,
     relative_clause_sentences,
     single_token_words,
     word_starts,
@@ -217,8 +224,11 @@ def test_head_scores_keys_and_head_labels():
         "first-token (decoder self)",
         "agreement (encoder self)",
         "alignment (cross)",
+        "monotone (cross)",
+        "focused (cross)",
     }
     assert all(t.shape == (2, 2) for t in scores.values())
+    assert missing_gold_labels(ckpt) is None
     fake = {"induction (decoder self)": torch.tensor([[0.1, 0.9], [0.6, 0.2]]), "alignment (cross)": torch.tensor([[0.95, 0.0]])}
     labels = head_labels(fake, threshold=0.5)
     assert [str(h) for h in labels] == [
@@ -227,6 +237,69 @@ def test_head_scores_keys_and_head_labels():
         "decoder self L1 H0: induction 0.60",
     ]
     assert labels[1].kind == "decoder self" and (labels[1].layer, labels[1].head, labels[1].job) == (0, 1, "induction")
+
+
+# ---- label-free jobs of cross-attention heads -----------------------------------------------------
+
+
+def test_rank_correlation_against_hand_computed_values():
+    values = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0], [2, 2, 2, 2], [0, 2, 1, 3], [0, 0, 1, 1]])
+    # 1 − 6 Σd² / (n(n² − 1)) for distinct ranks (d: rank − position): 1 − 6·2/60 = 0.8 for [0, 2, 1, 3]. With ties,
+    # [0, 0, 1, 1] has mean ranks [½, ½, 2½, 2½]: centred (−1, −1, 1, 1) against (−1½, −½, ½, 1½), 4 / √(4·5) = 2/√5.
+    want = torch.tensor([1.0, -1.0, 0.0, 0.8, 2 / math.sqrt(5)], dtype=torch.float64)
+    assert_close(rank_correlation(values), want, terms=4, why="Spearman's ρ against its value by hand")
+
+
+def test_monotonicity_and_focus_of_constructed_weights():
+    peaks = torch.tensor([[0, 1, 2, 4], [4, 3, 1, 0], [2, 2, 2, 2]])  # (H, Tq): where each head's row peaks
+    weights = torch.nn.functional.one_hot(peaks, 5).float().mul(4).softmax(-1)  # (3, 4, 5), every row peaked there
+    assert monotonicity(weights).tolist() == [1.0, -1.0, 0.0]  # in order, reversed, always the same source token
+    rows = torch.tensor([[1.0, 0, 0, 0], [0.25] * 4, [0.5, 0.5, 0, 0], [0.25, 0.25, 0.5, 0]])
+    # 1 − H/ln 4: H = 0, ln 4, ln 2, and ½ ln 4 + ½ ln 2 = 1½ ln 2.
+    assert_close(focus(rows), torch.tensor([1.0, 0.0, 0.5, 0.25]), terms=4, why="1 − entropy / ln Tk against its value by hand")
+
+
+def naive_spearman(values: list[int]) -> float:
+    """Spearman's ρ between position and `values` as a textbook writes it: mean ranks for ties, then Pearson's r."""
+    n = len(values)
+    ranks = [sum(v < x for v in values) + (sum(v == x for v in values) - 1) / 2 for x in values]
+    mr, mp = sum(ranks) / n, (n - 1) / 2
+    cov = sum((r - mr) * (i - mp) for i, r in enumerate(ranks))
+    var = sum((r - mr) ** 2 for r in ranks) * sum((i - mp) ** 2 for i in range(n))
+    return cov / math.sqrt(var) if var > 0 else 0.0
+
+
+def test_monotone_and_focused_match_the_translators_own_traces_one_text_at_a_time():
+    """On the shipped translator: the probe's greedy translations are api.trace_text's, and both scores equal the
+    textbook formulas applied to trace_text's cross weights of each text alone."""
+    ckpt = shipped("translator")
+    n = 8
+    probe = cross_probe(ckpt, n=n)
+    texts = [p.source_text for p in generate_pairs(n, PROBE_SEED)]
+    first = len(ckpt.decoding.prefix) - 1
+    L, H = ckpt.config.layers_of("cross"), ckpt.config.n_heads
+    rho, counted, ent, rows = torch.zeros(L, H, dtype=torch.float64), 0, torch.zeros(L, H, dtype=torch.float64), 0
+    traces = []
+    for b, text in enumerate(texts):
+        trace = one(ckpt, text)
+        traces.append(trace)
+        assert trace.target.ids == probe.targets[b] and trace.source.ids == probe.sources[b]  # api's greedy, batched
+        T = len(trace.target.ids) - first
+        rows += T
+        counted += T >= 2
+        for layer in range(L):
+            w = trace.attention("cross", layer).weights[0, :, first:].double()  # (H, T, S)
+            top2 = w.topk(2, dim=-1).values
+            assert float((top2[..., 0] - top2[..., 1]).min()) > 1e-4, "an argmax within rounding of a tie says nothing"
+            for h in range(H):
+                if T >= 2:
+                    rho[layer, h] += naive_spearman(w[h].argmax(-1).tolist())
+                p = w[h]
+                ent[layer, h] += float((1 - (-(p * p.clamp_min(1e-300).log()).sum(-1)) / math.log(w.shape[-1])).sum())
+    r = rounding(ckpt, traces)
+    assert_close(monotone_scores(probe), rho / counted, terms=n, why="mean ρ over a padded batch against one text at a time")
+    r.update(terms=max(r["terms"], rows), depth=r["depth"] + 1)
+    assert_close(focus_scores(probe), ent / rows, **r, why="mean 1 − H/ln S over a padded batch against one text at a time")
 
 
 # ---- the shipped checkpoints -------------------------------------------------------------------
@@ -258,7 +331,9 @@ def test_lm_or_classifier_has_a_head_that_finds_the_subject_across_a_relative_cl
 def test_head_scores_are_in_range(name):
     # Their speed (under 2 s, for the Attention page's table) is a benchmark figure, not a timed test: CI machines are noisy.
     scores = head_scores(shipped(name))
-    assert all(bool(((t >= 0) & (t <= 1)).all()) for t in scores.values())
+    for job, t in scores.items():
+        low = -1 if job.startswith("monotone") else 0  # a rank correlation; every other score is a weight or a fraction
+        assert bool(((t >= low) & (t <= 1)).all()), job
 
 
 def test_copy_positions_are_where_a_pair_repeats():

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 
 from transformer.model.trace import Trace
 from viz.labels import plotly_text, text_px, tick_step, unique_labels
+from viz.worked import scores_formula
 
 WEIGHTS_SCALE = "Viridis"  # perceptually uniform; attention weights in [0, 1]
 SIGNED_SCALE = "Cividis"  # perceptually uniform and colour-blind safe; Q, K, V, scores, projection weights
@@ -321,12 +322,16 @@ def highlight_row(fig: go.Figure, row: int, color: str = "#e4002b") -> go.Figure
     return fig
 
 
-def head_figures(trace: Trace, kind: str, layer: int, head: int, presentation: bool = False) -> dict[str, go.Figure]:
+def head_figures(
+    trace: Trace, kind: str, layer: int, head: int, presentation: bool = False, scale_scores: bool = True
+) -> dict[str, go.Figure]:
     """The Q, K, V page's matrices in computation order: q, k, v, scores, mask, weights, output.
 
     K and V are those of the key/value head this query head reads (its own, unless grouped-query attention
     shares one among several query heads: the titles then say which). A rotary model adds "q_pre" and "k_pre",
-    q and k before rotation; "q" and "k" are then after it, what the scores use.
+    q and k before rotation; "q" and "k" are then after it, what the scores use. A model with a position bias
+    (T5) adds "bias", the term its scores include. `scale_scores`: the model's config's (the scores' title says
+    whether q·k was divided by √d_head).
     """
     h = trace.head(kind, layer, head)
     att = trace.attention(kind, layer)
@@ -355,7 +360,7 @@ def head_figures(trace: Trace, kind: str, layer: int, head: int, presentation: b
             h["scores"],
             qt,
             kt,
-            title=f"scores = Q Kᵀ / √{d}  ({len(qt)} × {len(kt)}), before the mask",
+            title=f"scores = {scores_formula(scale_scores, 'bias' in h, str(d))}  ({len(qt)} × {len(kt)}), before the mask",
             value_name="score",
             **signed,
         ),
@@ -384,6 +389,15 @@ def head_figures(trace: Trace, kind: str, layer: int, head: int, presentation: b
             h["output"], qt, None, title=f"output = weights · V  ({len(qt)} × {d})", value_name="output", col_name="dim", **signed
         ),
     }
+    if "bias" in h:
+        figs["bias"] = token_heatmap(
+            h["bias"],
+            qt,
+            kt,
+            title=f"bias  ({len(qt)} × {len(kt)}): this head's relative position bias, added to Q Kᵀ",
+            value_name="bias",
+            **signed,
+        )
     if rotary:
         figs["q_pre"] = token_heatmap(
             h["q_pre"],

@@ -1,7 +1,10 @@
-"""One query row of one head worked through by hand: q·k, ÷√d_head, mask, softmax, Σ weight·v — with the trace's numbers.
+"""One query row of one head worked through by hand: q·k, its scaling and position bias, mask, softmax, Σ weight·v —
+with the trace's numbers.
 
-What the model computed (scores, weights, output) comes from the trace; what is recomputed here
-(q·k, the softmax, Σ weight·v) is compared with it, within the rounding float32 arithmetic allows.
+What the model computed (scores, weights, output, a position bias) comes from the trace; what is recomputed here
+(q·k, the score from it, the softmax, Σ weight·v) is compared with it, within the rounding float32 arithmetic allows.
+The score is what this model computes: q·k ÷ √d_head in most models, q·k alone where the config says
+`scale_scores=False` (T5), plus the trace's position bias where the model has one (T5's relative positions).
 For a rotary model the row also gives the score q and k would have had unturned (the trace's q_pre and
 k_pre): the turned one is what the model used, the unturned one what the same vectors score without positions.
 """
@@ -20,9 +23,20 @@ from viz.labels import unique_labels
 EPS = float(np.finfo(np.float32).eps)  # 2⁻²³: the gap between 1 and the next float32
 
 
+def score_formula(d_head: int, scale_scores: bool = True, bias: bool = False) -> str:
+    """A model's score of one query and one key, as the page prints it: "q·k ÷ √64", "q·k + bias", …"""
+    return "q·k" + (f" ÷ √{d_head}" if scale_scores else "") + (" + bias" if bias else "")
+
+
+def scores_formula(scale_scores: bool = True, bias: bool = False, d_head: str = "d_head") -> str:
+    """The same for the whole matrix: "Q Kᵀ / √d_head", "Q Kᵀ + bias", …"""
+    return "Q Kᵀ" + (f" / √{d_head}" if scale_scores else "") + (" + bias" if bias else "")
+
+
 @dataclass(frozen=True)
 class WorkedRow:
-    """Every step of `output[i] = softmax(mask(q_i · Kᵀ / √d_head)) · V`, for one query position i."""
+    """Every step of `output[i] = softmax(mask(score_i)) · V`, for one query position i, where score_i is
+    q_i · Kᵀ ÷ √d_head, or q_i · Kᵀ unscaled (`scale_scores` False), plus the position bias row when the model has one."""
 
     query: int
     query_label: str
@@ -32,7 +46,7 @@ class WorkedRow:
     k: np.ndarray  # (Tk, d_head)
     v: np.ndarray  # (Tk, d_head)
     dots: np.ndarray  # (Tk,) q · k_j, recomputed here from the trace's q and k (float32)
-    scaled: np.ndarray  # (Tk,) dots / √d_head
+    scaled: np.ndarray  # (Tk,) the score recomputed here: dots ÷ √d_head (or dots), + bias
     trace_scores: np.ndarray  # (Tk,) the trace's scores row (what the model computed)
     allowed: np.ndarray  # (Tk,) bool, the mask row
     weights: np.ndarray  # (Tk,) the trace's softmax weights row
@@ -40,11 +54,19 @@ class WorkedRow:
     output: np.ndarray  # (d_head,) Σ_j weights_j · v_j, recomputed here
     trace_output: np.ndarray  # (d_head,) the trace's head-output row
     q_pre: np.ndarray | None = None  # (d_head,) rotary models: the query vector before rotation
-    unturned: np.ndarray | None = None  # (Tk,) q_pre · k_pre_j / √d_head: the scores without rotation, recomputed here
+    unturned: np.ndarray | None = None  # (Tk,) the score from q_pre and k_pre (no rotation), recomputed here
+    scale_scores: bool = True  # the model divides q·k by √d_head (False: T5, whose init folds the scale into W_Q)
+    bias: np.ndarray | None = None  # (Tk,) the trace's position bias row (T5's relative positions), None without one
 
     @property
     def scale(self) -> float:
-        return math.sqrt(self.d_head)
+        """What q·k is divided by: √d_head, or 1 for a model that does not scale its scores."""
+        return math.sqrt(self.d_head) if self.scale_scores else 1.0
+
+    @property
+    def formula(self) -> str:
+        """This model's score of one key, e.g. "q·k ÷ √16" or "q·k + bias"."""
+        return score_formula(self.d_head, self.scale_scores, self.bias is not None)
 
     @property
     def max_abs_diff(self) -> float:
@@ -71,7 +93,7 @@ class WorkedRow:
 
     @property
     def score_diff(self) -> float:
-        """Largest difference between q·k/√d_head recomputed here and the trace's scores (float32 rounding)."""
+        """Largest difference between the score recomputed here (`formula`) and the trace's scores (float32 rounding)."""
         return float(np.abs(self.scaled - self.trace_scores).max(initial=0.0))
 
     @property
@@ -84,17 +106,23 @@ class WorkedRow:
         return self.unturned is not None
 
     def steps_table(self) -> pd.DataFrame:
-        """One row per key: q·k (recomputed here), then the model's own score, mask and softmax weight.
+        """One row per key: q·k (recomputed here), the model's position bias if it has one, then the model's own
+        score, mask and softmax weight.
 
+        A model with a position bias: beside its score, q·k + bias recomputed here (the sum the score is).
         Rotary models: beside the model's score, the score recomputed from the turned q and k (what the model
         used) and from the unturned ones, and the distance query − key that the turn encodes.
         """
         columns = {"key": self.key_labels, "q·k (recomputed)": self.dots}
-        columns[f"score = q·k ÷ √{self.d_head} (model)"] = self.trace_scores
+        if self.bias is not None:
+            columns["bias (model)"] = self.bias
+        columns[f"score = {self.formula} (model)"] = self.trace_scores
         if self.rotary:
-            columns[f"turned q·k ÷ √{self.d_head}"] = self.scaled  # recomputed here, like q·k
-            columns[f"unturned q·k ÷ √{self.d_head}"] = self.unturned
+            columns[f"turned {self.formula}"] = self.scaled  # recomputed here, like q·k
+            columns[f"unturned {self.formula}"] = self.unturned
             columns["distance i − j"] = self.query - np.arange(len(self.key_labels))
+        elif self.bias is not None:
+            columns[f"{self.formula} (recomputed)"] = self.scaled
         columns["may attend"] = self.allowed
         columns["softmax weight"] = self.weights
         return pd.DataFrame(columns).set_index("key")
@@ -109,24 +137,30 @@ class WorkedRow:
         return frame
 
 
-def worked_row(trace: Trace, kind: str, layer: int, head: int, query: int) -> WorkedRow:
-    """Work query row `query` of one head from the trace's own q, k, v, scores, mask and weights."""
+def worked_row(trace: Trace, kind: str, layer: int, head: int, query: int, scale_scores: bool = True) -> WorkedRow:
+    """Work query row `query` of one head from the trace's own q, k, v, scores, mask, weights (and position bias).
+
+    `scale_scores`: whether the model divides q·k by √d_head (its config's `scale_scores`; the trace does not say).
+    """
     h = {name: t.detach().cpu().numpy() for name, t in trace.head(kind, layer, head).items()}
     n_q = h["q"].shape[0]
     if not 0 <= query < n_q:
         raise IndexError(f"query {query} out of range: there are {n_q} query tokens")
     d_head = h["q"].shape[1]
     q, k, v = h["q"][query], h["k"], h["v"]
+    bias = h["bias"][query] if "bias" in h else None
+    scale = np.float32(math.sqrt(d_head) if scale_scores else 1.0)
+
+    def score(dots: np.ndarray) -> np.ndarray:  # as the model computes it, in float32: (q·k ÷ scale) + bias
+        return ((dots / scale).astype(np.float32) + (0 if bias is None else bias)).astype(np.float32)
+
     dots = (k @ q).astype(np.float32)
-    scaled = (dots / np.float32(math.sqrt(d_head))).astype(np.float32)
     allowed = h["mask"][query].astype(bool)
     masked = np.where(allowed, h["scores"][query].astype(np.float64), -np.inf)
     e = np.exp(masked - masked.max())
     weights = h["weights"][query]
     q_pre = h["q_pre"][query] if "q_pre" in h else None
-    unturned = (
-        None if q_pre is None else ((h["k_pre"] @ q_pre).astype(np.float32) / np.float32(math.sqrt(d_head))).astype(np.float32)
-    )
+    unturned = None if q_pre is None else score((h["k_pre"] @ q_pre).astype(np.float32))
     return WorkedRow(
         query=query,
         query_label=unique_labels(trace.query_tokens(kind))[query],
@@ -136,7 +170,7 @@ def worked_row(trace: Trace, kind: str, layer: int, head: int, query: int) -> Wo
         k=k,
         v=v,
         dots=dots,
-        scaled=scaled,
+        scaled=score(dots),
         trace_scores=h["scores"][query],
         allowed=allowed,
         weights=weights,
@@ -145,4 +179,6 @@ def worked_row(trace: Trace, kind: str, layer: int, head: int, query: int) -> Wo
         trace_output=h["output"][query],
         q_pre=q_pre,
         unturned=unturned,
+        scale_scores=scale_scores,
+        bias=bias,
     )

@@ -36,7 +36,7 @@ from transformer.model.trace import Stream
 from transformer.why.head_jobs import pad_batch
 
 Head = tuple[str, int, int]  # (kind, layer, head), layers and heads from 0
-Tokens = tuple[Stream, Stream | None]  # `api.streams(ckpt, text, target)`: source, decoder tokens (BOS first) or None
+Tokens = tuple[Stream, Stream | None]  # `api.streams(ckpt, text, target)`: source, decoder tokens (start first) or None
 
 MODES = ("zero", "mean")
 REFERENCE_SPLIT = "test"  # reference texts come from the held-out split of the checkpoint's task
@@ -55,7 +55,7 @@ METRICS = {
     ),
     "logprob-next": (
         "Drop in log-probability (nats) of the token that actually comes next (the next input token for a "
-        "language model, the next target token or EOS for a translator, teacher-forced): "
+        "language model, the next target token or the end token for a translator, teacher-forced): "
         "log p_clean(next) − log p_ablated(next), averaged over the counted positions that have a next token."
     ),
     "cosine": (
@@ -76,8 +76,10 @@ def metrics_for(cfg: ModelConfig) -> tuple[str, ...]:
 
 
 def all_heads(cfg: ModelConfig) -> tuple[Head, ...]:
-    """Every head of the model, kind by kind (display order), layer by layer."""
-    return tuple((kind, layer, h) for kind in cfg.attention_kinds for layer in range(cfg.n_layers) for h in range(cfg.n_heads))
+    """Every head of the model, kind by kind (display order), layer by layer (an encoder-decoder's decoder kinds: its depth)."""
+    return tuple(
+        (kind, layer, h) for kind in cfg.attention_kinds for layer in range(cfg.layers_of(kind)) for h in range(cfg.n_heads)
+    )
 
 
 def _check_heads(cfg: ModelConfig, heads: Collection[Head]) -> tuple[Head, ...]:
@@ -85,9 +87,8 @@ def _check_heads(cfg: ModelConfig, heads: Collection[Head]) -> tuple[Head, ...]:
     out = tuple(sorted({(str(k), int(layer), int(h)) for k, layer, h in heads}))
     for head in out:
         if head not in known:
-            raise ValueError(
-                f"no head {head}: this model has kinds {cfg.attention_kinds}, {cfg.n_layers} layers, {cfg.n_heads} heads"
-            )
+            depths = ", ".join(f"{cfg.layers_of(kind)} {kind} layers" for kind in cfg.attention_kinds)
+            raise ValueError(f"no head {head}: this model has {depths}, {cfg.n_heads} heads each")
     return out
 
 
@@ -124,7 +125,7 @@ def _task_inputs(ckpt: Checkpoint, n: int) -> tuple[list[tuple[int, ...]], list[
         data_kw, examples = {}, task.examples(REFERENCE_SPLIT, n, data_seed)
     encoded = [task.encode(tok, ex, cfg.max_len) for ex in examples]
     sources = [e.src[: cfg.max_len] for e in encoded]
-    targets = [(tok.bos_id, *e.tgt) for e in encoded] if cfg.kind == "encoder-decoder" else None
+    targets = [(*ckpt.decoding.prefix, *e.tgt) for e in encoded] if cfg.kind == "encoder-decoder" else None
     settings = f", data {json.dumps(data_kw, sort_keys=True)}" if data_kw else ""
     return (
         sources,
@@ -141,32 +142,38 @@ def _example_inputs(ckpt: Checkpoint) -> tuple[list[tuple[int, ...]], list[tuple
     sources = [tok.encode(t, max_len=cfg.max_len).ids for t in texts]
     targets = None
     if cfg.kind == "encoder-decoder":
-        targets = [(tok.bos_id, *ids) for ids in greedy_batch(ckpt, sources)]
+        targets = [(ckpt.decoding.start, *ids) for ids in greedy_batch(ckpt, sources)]
     how = ", decoder fed its own greedy output" if targets is not None else ""
     return sources, targets, f"the {len(texts)} example texts of assets/examples.json (no known task for this checkpoint{how})"
 
 
 @torch.inference_mode()
 def greedy_batch(ckpt: Checkpoint, sources: Sequence[Sequence[int]], ablate: HeadAblation | None = None) -> list[tuple[int, ...]]:
-    """`api.greedy_decode` for a batch of sources at once (ids without BOS/EOS), row r knocked out by `ablate`'s row r.
+    """`api.greedy_decode` for a batch of sources at once, row r knocked out by `ablate`'s row r: each row's tokens
+    after the decoder's start token (a forced BOS or language token included), without the end token.
 
-    Every row steps until all have emitted EOS (or max_len); a finished row's later tokens are
-    dropped. Causal self-attention means they never change a row's earlier predictions.
+    The same steps as `api.greedy_decode`: one new position at a time (`decode_step`, with the keys and values
+    of the earlier ones), the model's generation rules applied to each row's own sequence (`Decoding.process`),
+    up to `Decoding.limit`. Every row steps until all have ended; a finished row's later tokens are dropped.
+    Causal self-attention means they never change a row's earlier predictions.
     """
-    model, tok = ckpt.model, ckpt.tokenizer
-    src, keep = (t.to(model.device) for t in pad_batch(sources, tok.pad_id))
+    model, decoding = ckpt.model, ckpt.decoding
+    src, keep = (t.to(model.device) for t in pad_batch(sources, ckpt.config.pad_id))  # padding is masked: any id
     memory, _ = model.encode(src, keep, ablate=ablate)
-    out = torch.full((len(sources), 1), tok.bos_id, dtype=torch.long, device=model.device)  # (B, 1 + steps)
+    limit = decoding.limit(model.cfg.max_len)
+    ids = torch.full((len(sources), 1), decoding.start, dtype=torch.long, device=model.device)  # (B, 1 + steps)
+    ends = torch.tensor(decoding.eos, device=model.device)
     done = torch.zeros(len(sources), dtype=torch.bool, device=model.device)
-    for _ in range(model.cfg.max_len - 1):
-        hidden, _ = model.decode(out, memory, memory_keep=keep, ablate=ablate)
-        nxt = model.lm_logits(hidden[:, -1]).argmax(-1)  # (B,)
-        done |= nxt == tok.eos_id
-        out = torch.cat([out, torch.where(done, tok.eos_id, nxt)[:, None]], dim=1)
+    cache = None
+    while ids.shape[1] < limit:
+        hidden, cache = model.decode_step(ids[:, -1:], ids.shape[1] - 1, memory, keep, cache=cache, ablate=ablate)
+        nxt = decoding.process(ids, model.lm_logits(hidden[:, -1]), limit).argmax(-1)  # (B,)
+        done |= torch.isin(nxt, ends)
         if bool(done.all()):
             break
-    rows = out[:, 1:].tolist()
-    return [tuple(r[: r.index(tok.eos_id)] if tok.eos_id in r else r) for r in rows]
+        ids = torch.cat([ids, torch.where(done, decoding.end, nxt)[:, None]], dim=1)
+    rows = ids[:, 1:].tolist()
+    return [tuple(r[: next((i for i, t in enumerate(r) if t in decoding.eos), len(r))]) for r in rows]
 
 
 def knockout_translations(
@@ -192,7 +199,7 @@ def reference_means(ckpt: Checkpoint, n: int = 64, batch: int = 16) -> Reference
     we can generate (translation, lm, agreement, the algorithmic tasks); otherwise (MiniLM, uploads)
     the app's example texts. `reference` says which. A few traced forwards of `batch` texts each.
     """
-    cfg, model, pad = ckpt.config, ckpt.model, ckpt.tokenizer.pad_id
+    cfg, model, pad = ckpt.config, ckpt.model, ckpt.config.pad_id
     found = _task_inputs(ckpt, n)
     sources, targets, reference = found if found is not None else _example_inputs(ckpt)
     sums: dict[tuple[str, int], Tensor] = {}
@@ -209,7 +216,7 @@ def reference_means(ckpt: Checkpoint, n: int = 64, batch: int = 16) -> Reference
         for kind in cfg.attention_kinds:
             real = query_keep[kind][:, None, :, None].to(torch.float32)  # (B, 1, Tq, 1)
             counts[kind] = counts.get(kind, 0) + int(query_keep[kind].sum())
-            for layer in range(cfg.n_layers):
+            for layer in range(cfg.layers_of(kind)):
                 out = trace.attention(kind, layer).output.float()  # (B, H, Tq, d_head)
                 total = (out * real).sum(dim=(0, 2)).cpu()  # (H, d_head)
                 sums[kind, layer] = sums[kind, layer] + total if (kind, layer) in sums else total
@@ -300,9 +307,9 @@ class TranslationAblation:
     reference: str | None
     translation_before: str  # greedy output with all heads
     translation_after: str  # greedy output with the heads knocked out (knocked out at every step)
-    tokens_before: tuple[str, ...]  # its tokens (no BOS/EOS)
+    tokens_before: tuple[str, ...]  # its tokens (after the start token, a forced BOS or language token included; no end)
     tokens_after: tuple[str, ...]
-    target_tokens: tuple[str, ...]  # the decoder stream's tokens after BOS, then EOS: what is teacher-forced
+    target_tokens: tuple[str, ...]  # the decoder stream's tokens after its start token, then the end: what is teacher-forced
     p_target_before: Tensor  # (Tt,) probability of each of those tokens, fed the stream's previous tokens, all heads
     p_target_after: Tensor  # (Tt,) the same with the heads knocked out
     kl: Tensor  # (Tt,) KL(before ‖ after) in nats of the next-token distribution at each decoder position
@@ -410,7 +417,7 @@ def ablate(
             top_before=tuple(tok.id_to_token(int(i)) for i in logp_b.argmax(-1)),
             top_after=tuple(tok.id_to_token(int(i)) for i in logp_a.argmax(-1)),
         )
-    forced = torch.tensor([*target.ids[1:], tok.eos_id], dtype=torch.long)  # what each decoder position should predict
+    forced = torch.tensor([*target.ids[1:], ckpt.decoding.end], dtype=torch.long)  # what each decoder position should predict
     rows = torch.arange(len(forced))
     both = head_ablation(cfg, [(), chosen], mode, means, model.device) if chosen else None  # row 0 clean, row 1 knocked out
     ids_b, ids_a = greedy_batch(ckpt, [source.ids] * 2, both)
@@ -434,7 +441,7 @@ def ablate(
 class Sweep:
     """The effect of knocking out each single head, as a layers × heads grid per attention kind."""
 
-    grids: dict[str, Tensor]  # kind -> (n_layers, n_heads) float32: the metric with that one head knocked out
+    grids: dict[str, Tensor]  # kind -> (layers of that kind, n_heads) float32: the metric with that one head knocked out
     metric: str  # a key of METRICS
     description: str  # exactly what each number is (METRICS[metric])
     mode: str  # "zero" or "mean"
@@ -494,7 +501,7 @@ def sweep(
 
     Output positions, which `positions` selects among (default: all): a decoder LM's position i is
     its prediction at token i (of token i + 1); an encoder-decoder's decoder position j predicts
-    target token j + 1 (EOS at the last); an encoder without a head scores each token's final
+    target token j + 1 (the end token at the last); an encoder without a head scores each token's final
     hidden state; a classifier has one output (its class distribution) and ignores `positions`.
     """
     _check_tokens(ckpt, tokens)
@@ -515,11 +522,9 @@ def sweep(
         effects.append(effect.cpu())
         if on_progress is not None:
             on_progress(start + len(chunk), len(heads))
-    flat = torch.cat(effects)  # (n heads,) in all_heads order
-    n_kind = cfg.n_layers * cfg.n_heads
-    grids = {
-        kind: flat[i * n_kind : (i + 1) * n_kind].reshape(cfg.n_layers, cfg.n_heads) for i, kind in enumerate(cfg.attention_kinds)
-    }
+    flat = torch.cat(effects)  # (n heads,) in all_heads order: kind by kind, each layers_of(kind) × n_heads
+    sizes = [cfg.layers_of(kind) * cfg.n_heads for kind in cfg.attention_kinds]
+    grids = {kind: part.reshape(cfg.layers_of(kind), cfg.n_heads) for kind, part in zip(cfg.attention_kinds, flat.split(sizes))}
     return Sweep(
         grids=grids,
         metric=metric,
@@ -532,9 +537,9 @@ def sweep(
 
 
 def _next_ids(ckpt: Checkpoint, tokens: Tokens, counted: Tensor) -> Tensor:
-    """(P,) the token that actually comes next after each counted position (a translator's last: EOS)."""
+    """(P,) the token that actually comes next after each counted position (a translator's last: its end token)."""
     source, target = tokens
-    following = source.ids[1:] if target is None else (*target.ids[1:], ckpt.tokenizer.eos_id)
+    following = source.ids[1:] if target is None else (*target.ids[1:], ckpt.decoding.end)
     return torch.tensor([following[int(p)] for p in counted], dtype=torch.long)
 
 

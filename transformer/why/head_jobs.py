@@ -1,9 +1,16 @@
 """Heads with jobs: one score per layer and head for each job a head can do, on small probe sets.
 
 Every score comes from the model's own attention weights (the traced manual path), averaged or
-counted over a seeded probe set. Each `*_scores` function returns a (n_layers, n_heads) tensor;
-`head_scores` gathers all that apply to a checkpoint and `head_labels` names the heads whose
-score passes a threshold. Layers and heads are numbered from 0, as in `Trace.head`.
+counted over a seeded probe set. Each `*_scores` function returns a (n_layers, n_heads) tensor
+(an encoder-decoder's decoder kinds: its decoder's depth); `head_scores` gathers all that apply to a
+checkpoint and `head_labels` names the heads whose score passes a threshold. Layers and heads are
+numbered from 0, as in `Trace.head`.
+
+Two families of jobs. Gold-label jobs (agreement, alignment) compare attention with the gold facts
+of this project's Toy English corpora, so they are scored only on models trained on those corpora
+(`has_gold_labels`). Label-free jobs need no labels and run on any model: previous-token and
+first-token for self-attention, and for any translator's cross-attention "monotone" and
+"focused", read on the model's own greedy translations of fixed source texts (`cross_probe`).
 
 Word positions. Probe sentences are words joined by single spaces; gold facts (a verb's subject,
 a target word's source word) are word indices. A word maps onto the model's tokens through the
@@ -14,6 +21,7 @@ represent a word.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,7 +89,7 @@ def _trace(
     ckpt: Checkpoint, sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]] | None = None
 ) -> tuple[Trace, Tensor, Tensor | None]:
     """Trace a padded batch; returns (trace on CPU, source keep (B, Ts), target keep (B, Tt) or None)."""
-    model, pad = ckpt.model, ckpt.tokenizer.pad_id
+    model, pad = ckpt.model, ckpt.config.pad_id  # padding is masked: any id of the vocabulary does (imports may lack [PAD])
     dev = model.device
     src, keep = pad_batch(sources, pad)
     if targets is None:
@@ -110,23 +118,64 @@ def _pairs(pairs: list[tuple[int, int, int]]) -> tuple[Tensor, Tensor, Tensor]:
     return torch.tensor(b), torch.tensor(q), torch.tensor(k)
 
 
-def _self_kind_streams(ckpt: Checkpoint, n: int, seed: int) -> list[tuple[str, Trace, Tensor]]:
-    """(kind, trace, keep) for every self-attention kind, on the checkpoint's own kind of text."""
-    tok, cfg = ckpt.tokenizer, ckpt.config
+def _probe_examples(ckpt: Checkpoint, n: int, seed: int) -> list[tuple[str, str | None]]:
+    """n (source, gold target or None) texts of the checkpoint's own kind: its task's examples, else Toy English sentences.
+
+    A model trained on none of our tasks (an import, an upload) gets plain Toy English sentences with no gold target.
+    """
     task = ckpt.training.get("task", "")
     if task in TASKS:
-        examples = TASKS[task](n, seed)
-    elif task == "translation":
-        examples = [(p.source_text, p.target_text) for p in generate_pairs(n, seed)]
-    else:
-        examples = [(s.text, s.text) for s in generate_corpus(n, seed)]
+        return TASKS[task](n, seed)
+    if task == "translation":
+        return [(p.source_text, p.target_text) for p in generate_pairs(n, seed)]
+    return [(s.text, s.text if ckpt.config.kind != "encoder-decoder" else None) for s in generate_corpus(n, seed)]
+
+
+def _self_kind_streams(ckpt: Checkpoint, n: int, seed: int, probe: CrossProbe | None = None) -> list[tuple[str, Trace, Tensor]]:
+    """(kind, trace, keep) for every self-attention kind, on the checkpoint's own kind of text.
+
+    An encoder-decoder's decoder reads its forced prefix (`ckpt.decoding.prefix`) and then the gold target when
+    the task has one, else the model's own greedy translation: then the texts are `cross_probe`'s (`probe`, if
+    the caller has it for the same n and seed).
+    """
+    tok, cfg = ckpt.tokenizer, ckpt.config
+    examples = _probe_examples(ckpt, n, seed)
     srcs = [tok.encode(s, max_len=cfg.max_len).ids for s, _ in examples]
     if cfg.kind != "encoder-decoder":
         trace, keep, _ = _trace(ckpt, srcs)
         return [(cfg.attention_kinds[0], trace, keep)]
-    tgts = [(tok.bos_id, *tok.encode(t, add_special_tokens=False, max_len=cfg.max_len - 1).ids) for _, t in examples]
+    if examples[0][1] is None:
+        probe = probe or cross_probe(ckpt, n, seed)
+        return [("encoder self", probe.trace, probe.source_keep), ("decoder self", probe.trace, probe.target_keep)]
+    prefix = ckpt.decoding.prefix
+    room = cfg.max_len - len(prefix)
+    tgts = [(*prefix, *tok.encode(t, add_special_tokens=False, max_len=room).ids) for _, t in examples]
     trace, keep, tkeep = _trace(ckpt, srcs, tgts)
     return [("encoder self", trace, keep), ("decoder self", trace, tkeep)]
+
+
+def _greedy_streams(ckpt: Checkpoint, sources: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """Each source's decoder stream as the app builds it (`api.streams`): the start token, then the greedy translation
+    (its first tokens the forced BOS or language token, when the model has one)."""
+    from transformer.why.ablation import greedy_batch  # lazily: ablation imports this module
+
+    return [(ckpt.decoding.start, *ids) for ids in greedy_batch(ckpt, sources)]
+
+
+def _previous_token(streams: list[tuple[str, Trace, Tensor]]) -> dict[str, Tensor]:
+    out = {}
+    for kind, trace, keep in streams:
+        pairs = [(b, t, t - 1) for b in range(keep.shape[0]) for t in range(1, int(keep[b].sum()))]
+        out[kind] = _gather(trace, kind, *_pairs(pairs), argmax=False)
+    return out
+
+
+def _first_token(streams: list[tuple[str, Trace, Tensor]]) -> dict[str, Tensor]:
+    out = {}
+    for kind, trace, keep in streams:
+        pairs = [(b, t, 0) for b in range(keep.shape[0]) for t in range(1, int(keep[b].sum()))]
+        out[kind] = _gather(trace, kind, *_pairs(pairs), argmax=False)
+    return out
 
 
 def previous_token_scores(ckpt: Checkpoint, n: int = 32, seed: int = PROBE_SEED) -> dict[str, Tensor]:
@@ -135,25 +184,17 @@ def previous_token_scores(ckpt: Checkpoint, n: int = 32, seed: int = PROBE_SEED)
     Averaged over every real query position t >= 1 of n probe texts of the model's own task.
     1.0 means the head always looks exactly one token back.
     """
-    out = {}
-    for kind, trace, keep in _self_kind_streams(ckpt, n, seed):
-        pairs = [(b, t, t - 1) for b in range(keep.shape[0]) for t in range(1, int(keep[b].sum()))]
-        out[kind] = _gather(trace, kind, *_pairs(pairs), argmax=False)
-    return out
+    return _previous_token(_self_kind_streams(ckpt, n, seed))
 
 
 def first_token_scores(ckpt: Checkpoint, n: int = 32, seed: int = PROBE_SEED) -> dict[str, Tensor]:
     """First-token ("attention sink") score per self-attention kind: mean weight on token 0.
 
     Averaged over every real query position t >= 1 (position 0 looking at itself is not counted).
-    Token 0 is [CLS] in an encoder and [BOS] in a decoder; a head parks its attention there when
-    it has nothing to do.
+    Token 0 is [CLS] in an encoder and [BOS] in a decoder (an encoder-decoder's: its decoder start);
+    a head parks its attention there when it has nothing to do.
     """
-    out = {}
-    for kind, trace, keep in _self_kind_streams(ckpt, n, seed):
-        pairs = [(b, t, 0) for b in range(keep.shape[0]) for t in range(1, int(keep[b].sum()))]
-        out[kind] = _gather(trace, kind, *_pairs(pairs), argmax=False)
-    return out
+    return _first_token(_self_kind_streams(ckpt, n, seed))
 
 
 def single_token_words(ckpt: Checkpoint) -> list[str]:
@@ -214,7 +255,7 @@ def agreement_scores(ckpt: Checkpoint, n: int = 64, seed: int = PROBE_SEED) -> t
         pairs.append((b, query, starts[fact.subject_pos]))
     if cfg.kind == "encoder-decoder":
         # Only the encoder is scored; the decoder just needs some target to run.
-        trace, _, _ = _trace(ckpt, [st.ids for st in streams], [(tok.bos_id,)] * len(streams))
+        trace, _, _ = _trace(ckpt, [st.ids for st in streams], [ckpt.decoding.prefix] * len(streams))
     else:
         trace, _, _ = _trace(ckpt, [st.ids for st in streams])
     return kind, _gather(trace, kind, *_pairs(pairs), argmax=True)
@@ -224,8 +265,8 @@ def alignment_scores(ckpt: Checkpoint, n: int = 64, seed: int = PROBE_SEED, incl
     """Alignment accuracy of every cross-attention head (translation models).
 
     Probe: n translation pairs with gold word alignments, the decoder fed the gold target
-    ([BOS] + target tokens). For each target word, the query is the decoder position that
-    predicts the word's first subword token (the position just before it); the head scores a hit
+    (the forced prefix, [BOS] for our translator, + target tokens). For each target word, the query is the decoder
+    position that predicts the word's first subword token (the position just before it); the head scores a hit
     when its largest cross-attention weight falls on the first subword token of the word's gold
     source word. Accuracy pooled over all target words of all pairs.
 
@@ -236,36 +277,150 @@ def alignment_scores(ckpt: Checkpoint, n: int = 64, seed: int = PROBE_SEED, incl
     alignment. Every target word is still scored, whatever its position.
     """
     tok, cfg = ckpt.tokenizer, ckpt.config
+    prefix = ckpt.decoding.prefix
+    first = len(prefix) - 1  # target token i sits at decoder position len(prefix) + i: the position before predicts it
     pairs_data = generate_pairs(n, seed)
     srcs, tgts, pairs = [], [], []
     for b, p in enumerate(pairs_data):
         src = tok.encode(p.source_text, max_len=cfg.max_len)
-        tgt = tok.encode(p.target_text, add_special_tokens=False, max_len=cfg.max_len - 1)
+        tgt = tok.encode(p.target_text, add_special_tokens=False, max_len=cfg.max_len - len(prefix))
         s_starts, t_starts = word_starts(src, p.source.words), word_starts(tgt, p.target)
         srcs.append(src.ids)
-        tgts.append((tok.bos_id, *tgt.ids))
-        # Decoder input position j holds target token j-1 and predicts target token j.
-        pairs += [(b, t_starts[t], s_starts[s]) for t, s in p.alignment if include_period or p.target[t] != "."]
+        tgts.append((*prefix, *tgt.ids))
+        pairs += [(b, first + t_starts[t], s_starts[s]) for t, s in p.alignment if include_period or p.target[t] != "."]
     trace, _, _ = _trace(ckpt, srcs, tgts)
     return _gather(trace, "cross", *_pairs(pairs), argmax=True)
+
+
+# -- label-free jobs of cross-attention heads: any translator -------------------------------------------
+
+
+def rank_correlation(values: Tensor) -> Tensor:
+    """Spearman's ρ between position (0, 1, …, n−1) and `values` (…, n): Pearson's correlation of their ranks.
+
+    Tied values share the mean of their ranks. ρ is 0 where the values are all equal: there is no order to follow.
+    """
+    v = values.double()
+    n = v.shape[-1]
+    ranks = (v[..., :, None] > v[..., None, :]).sum(-1) + ((v[..., :, None] == v[..., None, :]).sum(-1) - 1) / 2  # (…, n)
+    pos = torch.arange(n, dtype=torch.float64) - (n - 1) / 2  # centred positions
+    centred = ranks - ranks.mean(-1, keepdim=True)
+    norm = (centred.square().sum(-1) * pos.square().sum()).sqrt()
+    return torch.where(norm > 0, (centred * pos).sum(-1) / norm.clamp_min(1e-300), torch.zeros_like(norm))
+
+
+def monotonicity(weights: Tensor) -> Tensor:
+    """(H, Tq, Tk) one text's cross weights (counted queries × real source tokens) -> (H,): ρ(query position, argmax key).
+
+    1: each next target position reads its most-attended source token further right (the translation keeps the
+    source's order); −1: further left (it reverses it); 0: no order, or always the same token.
+    """
+    return rank_correlation(weights.argmax(-1))
+
+
+def focus(weights: Tensor) -> Tensor:
+    """(…, Tk) weight rows over Tk ≥ 2 real keys -> (…): 1 − entropy / ln Tk, 1 for a row on one key, 0 for a uniform row."""
+    w = weights.double()
+    entropy = -torch.where(w > 0, w * w.log(), torch.zeros_like(w)).sum(-1)
+    return 1 - entropy / math.log(w.shape[-1])
+
+
+@dataclass(frozen=True)
+class CrossProbe:
+    """A translator's greedy translations of fixed source texts, traced: what the label-free cross-attention jobs read."""
+
+    trace: Trace  # the padded batch, on the CPU
+    sources: tuple[tuple[int, ...], ...]  # each text's source ids
+    targets: tuple[tuple[int, ...], ...]  # each text's decoder input: the forced prefix, then the greedy translation
+    first: int  # the first counted query: len(prefix) − 1, the position that predicts the first free token
+    source_keep: Tensor  # (B, Ts) bool, the real source tokens of the padded batch
+    target_keep: Tensor  # (B, Tt) bool, the real decoder tokens
+
+    def rows(self, layer: int, b: int) -> Tensor:
+        """(H, counted queries, real source tokens): text b's cross weights in decoder layer `layer`."""
+        weights = self.trace.attention("cross", layer).weights
+        return weights[b, :, self.first : len(self.targets[b]), : len(self.sources[b])]
+
+
+def cross_probe(ckpt: Checkpoint, n: int = 32, seed: int = PROBE_SEED) -> CrossProbe:
+    """n source texts of the model's own kind (`_probe_examples`; fixed Toy English sentences for a model of none of
+    our tasks), each decoded greedily as the app decodes it (`ablation.greedy_batch`), then traced in one batch."""
+    tok, cfg = ckpt.tokenizer, ckpt.config
+    if cfg.kind != "encoder-decoder":
+        raise ValueError(f"cross-attention jobs need an encoder-decoder, this model is {cfg.kind}")
+    srcs = [tok.encode(s, max_len=cfg.max_len).ids for s, _ in _probe_examples(ckpt, n, seed)]
+    tgts = _greedy_streams(ckpt, srcs)
+    trace, keep, tkeep = _trace(ckpt, srcs, tgts)
+    return CrossProbe(trace, tuple(map(tuple, srcs)), tuple(tgts), len(ckpt.decoding.prefix) - 1, keep, tkeep)
+
+
+def monotone_scores(probe: CrossProbe) -> Tensor:
+    """Monotone score of every cross-attention head, (decoder layers, n_heads), in [−1, 1].
+
+    For each probe text, Spearman's ρ between the counted decoder positions (every position from the one that
+    predicts the first free token to the last, which predicts the end) and the source position each one's
+    largest weight falls on (`monotonicity`); averaged over the texts with at least two counted positions.
+    """
+    texts = [b for b, t in enumerate(probe.targets) if len(t) - probe.first >= 2]
+    if not texts:
+        raise ValueError("no probe translation has two positions to correlate")
+    n_layers = probe.trace.n_layers("cross")
+    return torch.stack(
+        [torch.stack([monotonicity(probe.rows(layer, b)) for b in texts]).mean(0) for layer in range(n_layers)]
+    ).float()
+
+
+def focus_scores(probe: CrossProbe) -> Tensor:
+    """Focused score of every cross-attention head, (decoder layers, n_heads), in [0, 1].
+
+    1 − entropy / ln(source tokens) of each counted row (`focus`; the counted rows of `monotone_scores`),
+    averaged over every row of every probe text: 1 when each row puts all its weight on one source token.
+    """
+    n_layers = probe.trace.n_layers("cross")
+    rows = [
+        torch.cat([focus(probe.rows(layer, b)) for b in range(len(probe.targets))], dim=-1).mean(-1) for layer in range(n_layers)
+    ]
+    return torch.stack(rows).float()
+
+
+def has_gold_labels(ckpt: Checkpoint) -> bool:
+    """Whether the gold-label jobs apply: the model was trained on one of our Toy English tasks, whose gold facts they read."""
+    return ckpt.training.get("task", "") in ("lm", "agreement", "translation")
+
+
+def missing_gold_labels(ckpt: Checkpoint) -> str | None:
+    """One line for a translator the gold-label jobs cannot score (an import): what it gets instead; else None."""
+    if ckpt.config.kind != "encoder-decoder" or has_gold_labels(ckpt):
+        return None
+    return (
+        "Alignment and agreement compare attention with the gold labels of this project's Toy English corpora, which "
+        "this model was not trained on: its cross-attention heads are scored by label-free jobs instead (monotone, focused)."
+    )
 
 
 def head_scores(ckpt: Checkpoint, n: int = 32) -> dict[str, Tensor]:
     """Every score that applies to the checkpoint, as {"job (kind)": (n_layers, n_heads)}.
 
     Jobs: previous-token and first-token for each self-attention kind; induction for
-    decoder-only models; agreement for models trained on Toy English (the lm, the classifier,
-    the translator's encoder); alignment for the translator's cross-attention.
+    decoder-only models; monotone and focused for any encoder-decoder's cross-attention; and the
+    gold-label jobs where our corpora's labels apply (`has_gold_labels`): agreement for models
+    trained on Toy English (the lm, the classifier, the translator's encoder), alignment for the
+    translator's cross-attention.
     """
     cfg, task = ckpt.config, ckpt.training.get("task", "")
     out: dict[str, Tensor] = {}
-    for kind, t in previous_token_scores(ckpt, n).items():
+    probe = cross_probe(ckpt, n) if cfg.kind == "encoder-decoder" else None
+    streams = _self_kind_streams(ckpt, n, PROBE_SEED, probe)  # the probe's own trace when there is no gold target
+    for kind, t in _previous_token(streams).items():
         out[f"previous-token ({kind})"] = t
-    for kind, t in first_token_scores(ckpt, n).items():
+    for kind, t in _first_token(streams).items():
         out[f"first-token ({kind})"] = t
     if cfg.kind == "decoder":
         out["induction (decoder self)"] = induction_scores(ckpt, n=max(n // 2, 4))
-    if task in ("lm", "agreement", "translation"):
+    if probe is not None:
+        out["monotone (cross)"] = monotone_scores(probe)
+        out["focused (cross)"] = focus_scores(probe)
+    if has_gold_labels(ckpt):
         kind, t = agreement_scores(ckpt, n=2 * n)
         out[f"agreement ({kind})"] = t
     if task == "translation":

@@ -8,7 +8,9 @@ forms layer by layer.
 What is applied before the unembedding is the decoder's `final_norm` when the stack has one
 (pre-LN models, GPT-2 imports). A post-LN model without a final norm gets nothing extra: there
 the residual stream after every post-LN sublayer is already LayerNorm-ed, `norm(x + f(x))`, and
-the model's own head reads it as it is; only the `embed` row is then un-normalised.
+the model's own head reads it as it is; only the `embed` row is then un-normalised. The head itself
+is the model's `lm_logits`, with whatever it adds: T5's scale before the unembedding (`head_scale`),
+BART's bias on the logits (`logits_bias`).
 
 Works from a `Trace` (no new forward). The (rows × positions × vocab) logits are never held at
 once: a block of cells at a time is unembedded and reduced to its top-k, the log-sum-exp and the
@@ -27,12 +29,13 @@ import torch
 from torch import Tensor
 
 from transformer.checkpoints.format import Checkpoint
+from transformer.model.config import ModelConfig
 from transformer.model.describe import norm_name
 from transformer.model.trace import StackTrace, Trace
 
 EXPLANATION = (
     "Each row reads the residual stream at that point through the model's own output end "
-    "(its final norm, if it has one, then the unembedding), so the last row is exactly "
+    "(its final norm, if it has one, then its head), so the last row is exactly "
     "the model's prediction and earlier rows show how that prediction forms layer by layer."
 )
 # Cells (row, position) unembedded at once: enough that the unembedding matrix is read from memory
@@ -64,6 +67,21 @@ class LogitLens:
             raise KeyError(f"no row {label!r}; rows are {self.labels}") from None
 
 
+def output_end(cfg: ModelConfig, final_norm: bool) -> str:
+    """What the lens (and the model's own head) applies to a residual vector to get next-token scores, in words."""
+    name = norm_name(cfg)
+    if final_norm:
+        steps = [f"the final {name}"]
+    elif cfg.norm_first:
+        steps = [f"no final norm (this pre-LN model has no final {name})"]
+    else:
+        steps = [f"no final norm (after each post-LN sublayer the residual stream is already {name}-ed)"]
+    if cfg.head_scale != 1.0:
+        steps.append(f"× {cfg.head_scale:.4g} (the scale this model's head applies)")
+    steps.append("the unembedding" + (" and its bias on the logits" if cfg.logits_bias else ""))
+    return ", then ".join(steps)
+
+
 def lens_rows(stack: StackTrace) -> tuple[tuple[str, ...], list[Tensor]]:
     """Row labels and the residual stream (B, T, d_model) at each: embed, then every sublayer of every layer."""
     labels, resids = ["embed"], [stack.embed]
@@ -82,7 +100,7 @@ def lens_rows(stack: StackTrace) -> tuple[tuple[str, ...], list[Tensor]]:
 def logit_lens(ckpt: Checkpoint, trace: Trace, k: int = 5, positions: Sequence[int] | None = None, item: int = 0) -> LogitLens:
     """The logit lens of batch item `item` of `trace` (from `trace_text`): top-k per cell and the next token's probability.
 
-    Columns are the decoder's input tokens: the text for a decoder LM, the target (BOS first)
+    Columns are the decoder's input tokens: the text for a decoder LM, the target (its start token first)
     for an encoder-decoder; `positions` keeps only those columns (the cost is rows × columns ×
     vocab × d_model, so a GPT-2-sized model at 128 tokens is best read a window at a time on a CPU).
     Raises ValueError for a model without a decoder.
@@ -131,13 +149,6 @@ def logit_lens(ckpt: Checkpoint, trace: Trace, k: int = 5, positions: Sequence[i
     top_tokens = tuple(tuple(tuple(names[i] for i in cell) for cell in row) for row in top_ids_t.tolist())
     next_probs_t = torch.cat(next_probs).reshape(rows, T).masked_fill(~known, float("nan")).cpu()
     next_ranks_t = torch.cat(next_ranks).reshape(rows, T).long().masked_fill(~known, -1).cpu()
-    name = norm_name(model.cfg)
-    if final_norm is not None:
-        norm = f"the final {name}, then the unembedding"
-    elif model.cfg.norm_first:
-        norm = f"the unembedding only (this pre-LN model has no final {name})"
-    else:
-        norm = f"the unembedding only: after each post-LN sublayer the residual stream is already {name}-ed"
     return LogitLens(
         labels=labels,
         positions=cols,
@@ -148,8 +159,8 @@ def logit_lens(ckpt: Checkpoint, trace: Trace, k: int = 5, positions: Sequence[i
         next_ids=next_ids,
         next_probs=next_probs_t,
         next_ranks=next_ranks_t,
-        norm=norm,
+        norm=output_end(model.cfg, final_norm is not None),
     )
 
 
-__all__ = ["EXPLANATION", "LogitLens", "lens_rows", "logit_lens"]
+__all__ = ["EXPLANATION", "LogitLens", "lens_rows", "logit_lens", "output_end"]

@@ -4,7 +4,7 @@ The number explained, f, is the log-probability of one prediction (not the logit
 probabilities, and a log-prob also counts what the competing tokens did):
 - decoder LM: log p(token | the text up to `position`), read at `position`; default the last
   position and the model's top-1 next token;
-- encoder-decoder: the same at a position of the decoder's input (the target, BOS first), given the
+- encoder-decoder: the same at a position of the decoder's input (the target, its start token first), given the
   source; attributions go to the source tokens and to the decoder's input tokens;
 - encoder with a classification head: log p(class); default the predicted class;
 - encoder without a head (e.g. an imported MiniLM): not supported (ValueError): there is no
@@ -85,7 +85,7 @@ class Attribution:
     method: str  # "gradient × input" | "integrated gradients"
     prediction: Prediction
     source: TokenScores  # the encoder's input, or a decoder LM's text
-    target: TokenScores | None  # the decoder's input tokens of an encoder-decoder (BOS first)
+    target: TokenScores | None  # the decoder's input tokens of an encoder-decoder (start token first)
     baseline_log_prob: float | None = None  # integrated gradients: f(zero token vectors)
     completeness_gap: float | None = None  # integrated gradients: Σ scores − (f(input) − f(baseline))
     steps: int | None = None  # integrated gradients: m, the number of Riemann (midpoint) steps
@@ -121,7 +121,7 @@ def _inputs(ckpt: Checkpoint, source: Stream, target: Stream | None, position: i
     if cfg.kind == "encoder" and not cfg.n_classes:
         raise ValueError("saliency needs a prediction to explain: this encoder has no classification head")
     if cfg.kind == "encoder-decoder" and target is None:
-        raise ValueError("an encoder-decoder needs the decoder's input tokens (the target, BOS first)")
+        raise ValueError("an encoder-decoder needs the decoder's input tokens (the target, its start token first)")
     if cfg.kind == "encoder":
         if position is not None:
             raise ValueError("a classifier has one prediction, from the first token: leave position as None")
@@ -199,7 +199,7 @@ def gradient_x_input(
 def chunk_size(cfg: ModelConfig, n_tokens: int, budget: int = BATCH_BYTES) -> int:
     """How many interpolation steps to run in one batch: a rough count of the activations autograd keeps."""
     per_token_layer = 12 * cfg.d_model + 2 * cfg.d_ff + 3 * cfg.n_heads * n_tokens  # floats, roughly
-    layers = cfg.n_layers * (2 if cfg.kind == "encoder-decoder" else 1)
+    layers = cfg.n_layers + (cfg.dec_layers if cfg.kind == "encoder-decoder" else 0)
     per_step = 4 * n_tokens * layers * per_token_layer
     return max(1, budget // per_step)
 
