@@ -61,6 +61,10 @@ def parity_table(result: dict, key: str) -> None:
 st.subheader("Checkpoint", anchor=False)
 st.text(ctx.label)
 st.markdown(f"**Architecture:** {describe(cfg)}.")  # our own words and numbers from the validated config
+if cfg.kind == "encoder-decoder":  # the generation rules name the tokenizer's tokens: literal text, never Markdown
+    st.markdown("**How it writes a translation** (greedy, as transformers' `generate` with `num_beams=1`):")
+    rules = ctx.ckpt.decoding.describe(ctx.ckpt.tokenizer.id_to_token, cfg.max_len)
+    st.text(rules[:1].upper() + rules[1:] + ".")
 training = ctx.ckpt.training or {}
 origin = {k: training[k] for k in ORIGIN if k in training and not isinstance(training[k], dict | list)}
 parity = training.get("parity") if isinstance(training.get("parity"), dict) else None

@@ -259,7 +259,8 @@ def test_greedy_translation_equals_generate(tmp_path):
 def test_decoding_settings_from_the_folder(v1_0, tmp_path):
     """generation_config.json's ids, or without one T5's: start with <pad> (0), stop at </s> (1)."""
     decoding = load_hf_dir(v1_0, device="cpu").decoding
-    assert (decoding.start, decoding.eos, decoding.prefix, decoding.max_length) == (0, (1,), (0,), None)
+    assert (decoding.start, decoding.eos, decoding.prefix, decoding.max_length) == (0, (1,), (0,), 21)
+    assert decoding.default_length  # no max_length in the folder: generate's default of 20 new tokens
     bare = tmp_path / "bare"
     bare.mkdir()
     for f in v1_0.iterdir():

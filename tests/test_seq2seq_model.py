@@ -253,6 +253,12 @@ def test_generation_settings_are_read_as_generate_reads_them():
     assert d.bad_words == ((7,), (5, 6))  # an EOS is never a bad word
     assert d.ignored == ("sequence_bias",)  # named on the Checkpoint page: we do not apply it
     assert Decoding.from_facts(d.to_facts(), 10) == d
+    bare = from_generation_config({"decoder_start_token_id": 0, "eos_token_id": 1}, vocab_size=10)
+    assert (bare.max_length, bare.default_length) == (21, True)  # generate's default: 20 new tokens
+    assert bare.limit(max_len=512) == 21 and bare.limit(512, max_new_tokens=30) == 31  # max_new_tokens replaces it
+    assert bare.describe(lambda t: f"<{t}>", 512) == (
+        "starts with <0>; ends at <1>; at most 20 tokens after the start (transformers' default: the model sets no max_length)"
+    )
     with pytest.raises(DecodingError, match="eos_token_id is not set"):
         from_generation_config({"decoder_start_token_id": 0}, 10)
     with pytest.raises(DecodingError, match="not a token id"):

@@ -245,6 +245,18 @@ def test_checkpoint_page_sinks_entropy_and_label_free_head_jobs_of_the_deeper_de
     jobs = frame(at, column="monotone")
     assert list(jobs.columns) == ["monotone", "focused"] and len(jobs) == 3 * 4
     assert any("Alignment and agreement compare attention with the gold labels" in c.value for c in at.caption)
+    rules = [t.value for t in at.text if t.value.startswith("Starts with")]  # literal text: the tokens are the tokenizer's
+    assert rules == ["Starts with [PAD]; ends at [EOS]; at most 31 tokens after the start."]
+
+
+def test_the_checkpoint_page_says_how_the_bart_like_model_writes(env):
+    at = start({"checkpoint": BART, "page": "checkpoint", "text": TEXT})
+    no_errors(at)
+    rules = [t.value for t in at.text if t.value.startswith("Starts with")]
+    assert rules == [
+        "Starts with [EOS], then [BOS] (forced); ends at [EOS]; at most 31 tokens after the start; never repeats a 3-gram; "
+        "forced to end with [EOS] at the last step."
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

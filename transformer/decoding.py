@@ -13,7 +13,7 @@ Lengths count the decoder's tokens including the start token, as transformers' m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ UNSUPPORTED = (
     "guidance_scale", "renormalize_logits", "remove_invalid_values", "stop_strings", "forced_decoder_ids",
 )  # fmt: skip
 MAX_LIST = 10_000  # a generation config's token lists are a few dozen ids; more is not a config
+DEFAULT_NEW_TOKENS = 20  # transformers' generate stops after this many new tokens when a model sets no max_length
 
 
 class DecodingError(ValueError):
@@ -54,6 +55,7 @@ class Decoding:
     suppress: tuple[int, ...] = ()  # never chosen
     begin_suppress: tuple[int, ...] = ()  # not chosen at the first free step
     repetition_penalty: float = 1.0  # > 1 lowers the logits of tokens already in the output (CTRL's rule)
+    default_length: bool = False  # max_length is transformers' default (DEFAULT_NEW_TOKENS new tokens), not the model's
     ignored: tuple[str, ...] = field(default=(), compare=False)  # settings in the file that we do not apply
 
     @classmethod
@@ -72,9 +74,11 @@ class Decoding:
         return self.eos[0]
 
     def limit(self, max_len: int, max_new_tokens: int | None = None) -> int:
-        """The longest decoder sequence (start included) for a model of `max_len` positions."""
-        longest = max_len if self.max_length is None else min(self.max_length, max_len)
-        return longest if max_new_tokens is None else min(longest, 1 + max_new_tokens)
+        """The longest decoder sequence (start included) for a model of `max_len` positions; `max_new_tokens`, when
+        given, replaces the settings' max_length, as it does in generate."""
+        if max_new_tokens is not None:
+            return min(max_len, 1 + max_new_tokens)
+        return max_len if self.max_length is None else min(self.max_length, max_len)
 
     def process(self, ids: Tensor, logits: Tensor, max_length: int) -> Tensor:
         """One step's logits (B, V) after the rules, for decoder sequences `ids` (B, L) of max_length at most.
@@ -107,6 +111,33 @@ class Decoding:
         if self.begin_suppress and cur == len(self.prefix):
             scores[:, list(self.begin_suppress)] = NEG_INF
         return scores
+
+    def describe(self, token: Callable[[int], str], max_len: int) -> str:
+        """The rules in words, for the Checkpoint page: "starts with <pad>, then de_DE; ends at </s>; ...".
+
+        token: an id's token text (the tokenizer's). max_len: the model's, which caps every length here.
+        """
+        start = f"starts with {token(self.start)}" + (
+            "" if self.forced_bos is None else f", then {token(self.forced_bos)} (forced)"
+        )
+        parts = [start, "ends at " + " or ".join(token(t) for t in self.eos)]
+        limit = self.limit(max_len) - 1
+        default = " (transformers' default: the model sets no max_length)" if self.default_length else ""
+        parts.append(f"at most {limit} tokens after the start{default}")
+        if self.min_length > len(self.prefix):
+            parts.append(f"no end before {self.min_length - 1} tokens")
+        if self.no_repeat_ngram_size:
+            parts.append(f"never repeats a {self.no_repeat_ngram_size}-gram")
+        banned = [" ".join(token(t) for t in w) for w in self.bad_words] + [token(t) for t in self.suppress]
+        if banned:
+            parts.append("never writes " + ", ".join(banned[:5]) + (" …" if len(banned) > 5 else ""))
+        if self.forced_eos:
+            parts.append(f"forced to end with {token(self.forced_eos[0])} at the last step")
+        if self.repetition_penalty != 1.0:
+            parts.append(f"repetition penalty {self.repetition_penalty:g}")
+        if self.ignored:
+            parts.append(f"not applied here: {', '.join(self.ignored)}")
+        return "; ".join(parts)
 
     def to_facts(self) -> dict[str, Any]:
         """JSON-ready, for a checkpoint's training metadata (`from_facts` reads it back)."""
@@ -150,6 +181,7 @@ class Decoding:
             suppress=ids("suppress"),
             begin_suppress=ids("begin_suppress"),
             repetition_penalty=_positive(facts.get("repetition_penalty", 1.0), "repetition_penalty"),
+            default_length=facts.get("default_length", False) is True,
             ignored=tuple(str(s) for s in _bounded_list(facts.get("ignored", ()), "ignored")),
         )
 
@@ -158,7 +190,8 @@ def from_generation_config(settings: Mapping[str, Any], vocab_size: int) -> Deco
     """A Hugging Face generation config (or a model config's generation fields) as `Decoding`, as `generate` reads it.
 
     decoder_start_token_id falls back to bos_token_id; max_new_tokens wins over max_length, min_new_tokens over
-    min_length (both counted after the start token); EOS is removed from bad words, as transformers does.
+    min_length (both counted after the start token); without either, generate's default of DEFAULT_NEW_TOKENS new
+    tokens; EOS is removed from bad words, as transformers does.
     """
 
     def token_list(key: str) -> tuple[int, ...]:
@@ -178,6 +211,9 @@ def from_generation_config(settings: Mapping[str, Any], vocab_size: int) -> Deco
     max_length = settings.get("max_length")
     if settings.get("max_new_tokens") is not None:
         max_length = 1 + _whole(settings["max_new_tokens"], "max_new_tokens")
+    default_length = max_length is None
+    if default_length:
+        max_length = 1 + DEFAULT_NEW_TOKENS
     min_length = settings.get("min_length") or 0
     if settings.get("min_new_tokens") is not None:
         min_length = 1 + _whole(settings["min_new_tokens"], "min_new_tokens")
@@ -201,6 +237,7 @@ def from_generation_config(settings: Mapping[str, Any], vocab_size: int) -> Deco
             "suppress": list(token_list("suppress_tokens")),
             "begin_suppress": list(token_list("begin_suppress_tokens")),
             "repetition_penalty": 1.0 if penalty is None else penalty,
+            "default_length": default_length,
             "ignored": sorted(k for k in UNSUPPORTED if settings.get(k) not in (None, False, 1.0, 0, [], {})),
         },
         vocab_size,
