@@ -10,7 +10,7 @@ HOST ?= $(or $(shell hostname -I 2>/dev/null | awk '{print $$1}'),localhost)
 MODELS ?=
 MODELS_ENV := $(if $(MODELS),ATTNVIZ_MODELS='$(MODELS)' )
 
-.PHONY: run dev test lint bench bench-why bench-modern classroom checkpoints browser clean
+.PHONY: run dev test lint bench bench-why bench-modern bench-seq2seq classroom checkpoints browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ bench-modern: $(VENV)/.dev browser
 	$(BIN)/python -m benchmarks.parity
 	$(BIN)/python -m benchmarks.modern
 	$(BIN)/python -m benchmarks.modern_browser
+
+# Real encoder-decoders: parity of every family (decoders and encoder-decoders) and an opus-mt-en-de-shaped translator.
+bench-seq2seq: $(VENV)/.dev browser
+	$(BIN)/python -m benchmarks.parity
+	$(BIN)/python -m benchmarks.seq2seq
 
 # The "Ask why" pages: ablation and sweeps, rollout and flow, logit lens and saliency, each beside a plain forward.
 bench-why: $(VENV)/.dev

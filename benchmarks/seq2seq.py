@@ -120,8 +120,9 @@ def in_process(folder: Path) -> list[str]:
         out, forward = theirs()
     translated = list(trace.target.ids[1:])
     same = translated == [t for t in out[0, 1:].tolist() if t not in ckpt.decoding.eos]
+    rows = len(trace.target.ids)  # generate's output may end with the EOS, which our decoder never reads
     cross = max(
-        (trace.attention("cross", i).weights - forward.cross_attentions[i]).abs().max().item() for i in range(6)
+        (trace.attention("cross", i).weights - forward.cross_attentions[i][:, :, :rows]).abs().max().item() for i in range(6)
     ) if same else float("nan")  # fmt: skip
     lines = [
         f"source {len(ids[0])} tokens, translation {len(translated)} tokens; ours and generate's tokens "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from server import session, widgets
+from server.literal import md
 from viz import figures, metrics
 
 ctx = session.context()
@@ -20,6 +21,9 @@ def top_k(trace) -> None:
 
 if cfg.kind == "encoder-decoder":
     st.subheader("Greedy translation", anchor=False)
+    if ctx.target_lang is not None:  # a multilingual translator: the sidebar's languages (tokens: literal)
+        source = "" if ctx.source_lang is None else f"from {md(ctx.source_lang)} "
+        st.caption(f"Translated {source}into {md(ctx.target_lang)}: choose the languages in the sidebar.")
     if ctx.target is None:
         st.code(trace.target.text or "(empty: no text before the end token)", language=None)
     else:

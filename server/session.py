@@ -20,6 +20,7 @@ import streamlit as st
 
 from server import shared, urlstate
 from server.literal import md
+from transformer import languages
 from transformer.checkpoints import budget, catalog
 from transformer.checkpoints.format import Checkpoint, CheckpointError
 from transformer.model.trace import AttentionMaps, Stream, Trace, query_tokens
@@ -38,11 +39,13 @@ class Context:
 
     name: str  # catalogue name, or "upload"
     label: str
-    identity: str  # what the shared caches are keyed by: path+mtime+size, or the upload's sha256
+    identity: str  # what the shared caches are keyed by: path+mtime+size, or the upload's sha256 (+ the chosen languages)
     ckpt: Checkpoint
     tokens: tuple[Stream, Stream | None] | None  # (source, decoder tokens); None when the text is empty
     text: str
     target: str | None  # the user's decoder text; None = greedy decoding
+    source_lang: str | None  # a multilingual translator's: the language token marking the source (None: none)
+    target_lang: str | None  # and the one it translates into (None: the model names no languages)
     kind: str
     layer: int
     head: int
@@ -149,6 +152,8 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["sel_text"] = view.text if view.text is not None else shared.examples_for(name)[0]["text"]
     st.session_state["sel_target"] = view.target
     st.session_state["sel_auto_target"] = view.target is None
+    st.session_state["sel_src_lang"] = view.source_lang  # checked against the model's languages once it is loaded
+    st.session_state["sel_tgt_lang"] = view.target_lang
     st.session_state["sel_presentation"] = view.presentation
     st.session_state["sel_kind"] = view.kind or ""
     st.session_state["sel_layer"] = view.layer or 0
@@ -173,6 +178,7 @@ def _on_checkpoint_change() -> None:
         st.session_state["sel_text"] = shared.examples_for(name)[0]["text"]
     st.session_state["sel_target"] = None
     st.session_state["sel_auto_target"] = True
+    st.session_state["sel_src_lang"] = st.session_state["sel_tgt_lang"] = None  # the new model's own
     for key in SELECTION:
         st.session_state[key] = "" if key == "sel_kind" else 0
 
@@ -311,6 +317,9 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
     sb.text_area(
         "Text", height=100, help="Press Ctrl+Enter (or click outside) to run the model on it.", **bind("sel_text", "w_text")
     )
+    source_lang = target_lang = None
+    if ckpt is not None:
+        identity, ckpt, source_lang, target_lang = _languages(identity, ckpt)
     is_enc_dec = ckpt is not None and ckpt.config.kind == "encoder-decoder"
     if is_enc_dec:
         sb.toggle("Target: greedy decoding", **bind("sel_auto_target", "w_auto_target", _on_auto_target))
@@ -330,7 +339,61 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
     text, tokens = _read_text(identity, ckpt, target)
     if is_enc_dec and target is None and tokens is not None and tokens[1] is not None:
         st.session_state["_greedy_text"] = tokens[1].text
-    return _with_selection(name, label, identity, ckpt, tokens, text, target)
+    return _with_selection(name, label, identity, ckpt, tokens, text, target, (source_lang, target_lang))
+
+
+def _languages(identity: str, ckpt: Checkpoint) -> tuple[str, Checkpoint, str | None, str | None]:
+    """A multilingual translator's source and target language selects, and the checkpoint set to this session's choice.
+
+    Returns (identity, checkpoint, source, target): for a translator with language tokens (`languages.find`), the
+    identity of that choice and a checkpoint that shares the loaded model (which every session shares, and which is
+    never changed); for any other model, its own identity and checkpoint, and None. A language the link names that
+    the model does not have falls back to the default, with a warning.
+    """
+    state, warnings = st.session_state, st.session_state.setdefault("_warnings", [])
+    langs = shared.languages_of(identity, ckpt)
+
+    def checked(key: str, what: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+        value = state.get(key)
+        if value is not None and value not in allowed:
+            if langs is None:
+                warnings.append(f"This model has no languages to choose: ignored the link's {what} {md(value, 40)}.")
+            elif not allowed:
+                warnings.append(f"This model's tokenizer marks no source language: ignored the link's {what} {md(value, 40)}.")
+            else:
+                warnings.append(
+                    f"The link's {what} {md(value, 40)} is not one of this model's {len(allowed)} languages; "
+                    f"showing {md(default)}."
+                )
+            value = None
+        return default if value is None else value
+
+    if langs is None:
+        state.update(sel_src_lang=checked("sel_src_lang", "source language", (), None))
+        state.update(sel_tgt_lang=checked("sel_tgt_lang", "target language", (), None))
+        return identity, ckpt, None, None
+    source = checked("sel_src_lang", "source language", langs.tokens if langs.source else (), langs.source)
+    target = checked("sel_tgt_lang", "target language", langs.tokens, langs.default_target(ckpt.decoding, source))
+    state.update(sel_src_lang=source, sel_tgt_lang=target)
+    sb = st.sidebar
+    column = sb
+    if source is not None:
+        left, column = sb.columns(2)
+        left.selectbox("Source language", langs.tokens, **bind("sel_src_lang", "w_src_lang"))
+    column.selectbox("Target language", langs.tokens, **bind("sel_tgt_lang", "w_tgt_lang"))
+    tokenizer = None if source is None else shared.source_tokenizer(identity, source, ckpt)
+    chosen = languages.translating(ckpt, langs, source, target, tokenizer)
+    sb.caption(_forced(chosen, langs, source, target))
+    return shared.language_identity(identity, source, target), chosen, source, target
+
+
+def _forced(ckpt: Checkpoint, langs: languages.Languages, source: str | None, target: str) -> str:
+    """What the language choice forces, in words (tokens as literal text): the source's mark and the decoder's start."""
+    decoding = ckpt.decoding
+    reads = f"The source is marked {md(source)}" if source else "The tokenizer marks no source language"
+    if langs.target_slot(decoding) == "start":
+        return f"{reads}; the decoder starts with {md(target)}."
+    return f"{reads}; the decoder starts with {md(ckpt.tokenizer.id_to_token(decoding.start))}, then {md(target)} is forced."
 
 
 def _read_text(identity: str, ckpt: Checkpoint, target: str | None) -> tuple[str, tuple[Stream, Stream | None] | None]:
@@ -390,7 +453,7 @@ def stop_unless_trace_fits(ctx: Context) -> None:
     st.stop()
 
 
-def _with_selection(name, label, identity, ckpt, tokens, text, target) -> Context:
+def _with_selection(name, label, identity, ckpt, tokens, text, target, langs) -> Context:
     """Validate the canonical selection against this model (clamping with a warning) and freeze it."""
     warnings = st.session_state.setdefault("_warnings", [])
     kinds = ckpt.config.attention_kinds
@@ -413,6 +476,8 @@ def _with_selection(name, label, identity, ckpt, tokens, text, target) -> Contex
         tokens=tokens,
         text=text,
         target=target,
+        source_lang=langs[0],
+        target_lang=langs[1],
         kind=kind,
         layer=layer,
         head=head,
@@ -461,6 +526,10 @@ def sync_url(ctx: Context | None, page: str | None = None) -> None:
         params["checkpoint"] = ctx.name
     if ctx.target is not None:
         params["target"] = ctx.target[: urlstate.MAX_TEXT_CHARS]
+    if ctx.source_lang is not None:
+        params["src_lang"] = ctx.source_lang
+    if ctx.target_lang is not None:
+        params["tgt_lang"] = ctx.target_lang
     params.update(kind=ctx.kind, layer=str(st.session_state["sel_layer"]), head=str(st.session_state["sel_head"]))
     for name in PAGE_PARAMS.get(page, ()):
         value = _page_param(name)

@@ -22,6 +22,7 @@ ABLATION_MODES = ("zero", "mean")
 SWEEP_METRICS = ("kl", "logprob", "logprob-next", "cosine")  # transformer.why.ablation.METRICS
 KIND_LETTERS = {"e": "encoder self", "d": "decoder self", "c": "cross"}  # a head in a link: e0.1 = encoder self, layer 0, head 1
 MAX_HEADS = 512
+MAX_LANGUAGE_CHARS = 16  # the longest language token (NLLB's eng_Latn, M2M-100's __ast__) is 8
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,8 @@ class UrlView:
     checkpoint: str | None = None
     text: str | None = None
     target: str | None = None
+    source_lang: str | None = None  # a multilingual translator's source language token (checked against the model later)
+    target_lang: str | None = None  # and its target's
     kind: str | None = None
     layer: int | None = None
     head: int | None = None
@@ -69,6 +72,15 @@ def _choice(params: Mapping[str, object], name: str, allowed: Sequence[str], war
     value = _one(params, name)
     if value is not None and value not in allowed:
         warnings.append(f"Ignored the link's {name} {md(value, 30)}: expected one of {', '.join(allowed)}.")
+        return None
+    return value
+
+
+def _language(params: Mapping[str, object], name: str, warnings: list[str]) -> str | None:
+    """A language token from the link: a short plain string here; whether the model has it is judged once it is loaded."""
+    value = _one(params, name) or None  # empty: not given
+    if value is not None and len(value) > MAX_LANGUAGE_CHARS:
+        warnings.append(f"Ignored the link's {name} {md(value, 30)}: not a language token (e.g. en_XX, __de__, deu_Latn).")
         return None
     return value
 
@@ -133,6 +145,8 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
         checkpoint=checkpoint,
         text=text,
         target=target,
+        source_lang=_language(params, "src_lang", warnings),
+        target_lang=_language(params, "tgt_lang", warnings),
         kind=kind,
         layer=_index(_one(params, "layer"), "layer", warnings),
         head=_index(_one(params, "head"), "head", warnings),
