@@ -27,7 +27,7 @@ from transformer.model.trace import AttentionMaps, Stream, Trace, query_tokens
 
 UPLOAD = "upload"  # the checkpoint picker's "Upload…" choice
 # What the uploader lets a browser pick: checkpoints, a Hugging Face folder's files (and the ones it also holds), zips.
-UPLOAD_TYPES = ["safetensors", "json", "bin", "pt", "pth", "pkl", "zip", "txt", "md"]
+UPLOAD_TYPES = ["safetensors", "json", "bin", "pt", "pth", "pkl", "zip", "txt", "md", "spm", "model"]
 DEFAULT_CHECKPOINT = "translator"
 AUTOPLAY_SECONDS = 1.5
 PASTE_CHARS = 1_000_000  # a paste is cut here before the tokenizer sees it (then to what the model reads)
@@ -286,8 +286,9 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
             key="upload",
             help=(
                 "One of this project's .safetensors checkpoints; or a Hugging Face folder's files together (config.json, "
-                "tokenizer.json and model.safetensors, or its shards with model.safetensors.index.json, or "
-                "pytorch_model.bin), or one .zip of that folder; or a nanoGPT ckpt.pt with its meta.pkl. "
+                "tokenizer.json (a Marian folder: source.spm and vocab.json) and model.safetensors, or its shards with "
+                "model.safetensors.index.json, or pytorch_model.bin), or one .zip of that folder; or a nanoGPT ckpt.pt "
+                "with its meta.pkl. "
                 f"At most {limit} MB in all."
             ),
         )

@@ -2,11 +2,12 @@
 
 A browser upload is one of
 - one of this project's `.safetensors` checkpoints;
-- a Hugging Face folder's files: config.json, tokenizer.json and the weights (model.safetensors, or its
-  shards with model.safetensors.index.json, or pytorch_model.bin or its shards), and the two settings files
-  the loader reads when they are there (generation_config.json: how a translator starts and stops;
-  tokenizer_config.json: whether a BOS starts every text), with the files such a folder also holds
-  (special_tokens_map.json, vocab.json, ...), which are left out;
+- a Hugging Face folder's files: config.json, tokenizer.json (a Marian folder: its source.spm and vocab.json
+  instead) and the weights (model.safetensors, or its shards with model.safetensors.index.json, or
+  pytorch_model.bin or its shards), and the two settings files the loader reads when they are there
+  (generation_config.json: how a translator starts and stops; tokenizer_config.json: whether a BOS starts
+  every text), with the files such a folder also holds (special_tokens_map.json, a vocab.json beside
+  tokenizer.json, Marian's target.spm, ...), which are left out;
 - a nanoGPT `ckpt.pt` with its `meta.pkl` (or a tokenizer.json);
 - one `.zip` of any of those: its members are judged from the zip's directory before one is extracted
   (no absolute paths, no "..", no links, at most MAX_MEMBERS, each member and all together within the
@@ -36,6 +37,7 @@ from transformer.checkpoints.importers.nanogpt import CKPT, META
 from transformer.checkpoints.importers.parts import CONFIG, PICKLE, SAFETENSORS, TOKENIZER
 from transformer.checkpoints.importers.weights import INDEX, parse_index
 from transformer.checkpoints.snapshots import FORMAT as SNAPSHOTS_FORMAT
+from transformer.checkpoints.spm import M2M_SPM, SOURCE_SPM, TARGET_SPM, VOCAB
 from transformer.train.state import FORMAT as STATE_FORMAT
 
 MAX_MEMBERS = 64  # files in one zip: a sharded folder has a few dozen at most
@@ -48,12 +50,13 @@ LEFT_OUT = frozenset(
     {
         "special_tokens_map.json", "added_tokens.json",
         "vocab.json", "vocab.txt", "merges.txt", "README.md", "preprocessor_config.json",
+        TARGET_SPM, SOURCE_SPM, M2M_SPM,  # beside a tokenizer.json, which is read; Marian's target.spm never is
     }
 )  # fmt: skip
 WHAT_WORKS = (
-    "one of this project's .safetensors checkpoints; or a Hugging Face folder's config.json, tokenizer.json and "
-    "model.safetensors (or its shards with model.safetensors.index.json, or pytorch_model.bin); or a nanoGPT "
-    "ckpt.pt with its meta.pkl; or one .zip of such a folder"
+    "one of this project's .safetensors checkpoints; or a Hugging Face folder's config.json, tokenizer.json (a Marian "
+    "folder's: source.spm and vocab.json) and model.safetensors (or its shards with model.safetensors.index.json, or "
+    "pytorch_model.bin); or a nanoGPT ckpt.pt with its meta.pkl; or one .zip of such a folder"
 )
 
 
@@ -166,12 +169,7 @@ def safetensors_format(data: bytes) -> str | None:
 
 
 def _huggingface(files: dict[str, bytes], name: str) -> Upload:
-    if TOKENIZER not in files:
-        raise UploadError(
-            f"a Hugging Face folder needs its {TOKENIZER} too (the fast-tokenizer file; only it is read): upload it with "
-            f"{CONFIG} and the weights"
-        )
-    keep = {CONFIG: files[CONFIG], TOKENIZER: files[TOKENIZER]}
+    keep = {CONFIG: files[CONFIG], **{n: files[n] for n in _tokenizer_files(files)}}
     keep.update({n: files[n] for n in SETTINGS if n in files})
     for single in (SAFETENSORS, PICKLE):  # Hugging Face's own preference, as the loader's
         index = single + INDEX
@@ -203,6 +201,22 @@ def _huggingface(files: dict[str, bytes], name: str) -> Upload:
         )
     _only_known(files, set(keep) | _weight_files(files), "a Hugging Face folder")
     return Upload("huggingface", keep, "", name)
+
+
+def _tokenizer_files(files: dict[str, bytes]) -> tuple[str, ...]:
+    """The tokenizer files the loader reads, as `importers._tokenizer_files` picks them: tokenizer.json, else Marian's."""
+    if TOKENIZER in files:
+        return (TOKENIZER,)
+    if SOURCE_SPM in files and VOCAB in files:
+        return (SOURCE_SPM, VOCAB)
+    if M2M_SPM in files:
+        raise UploadError(
+            f"M2M-100's {M2M_SPM} is not converted; a folder with {TOKENIZER} opens: upload that with {CONFIG} and the weights"
+        )
+    raise UploadError(
+        f"a Hugging Face folder needs its {TOKENIZER} too (the fast-tokenizer file; a Marian folder's {SOURCE_SPM} and "
+        f"{VOCAB} do instead): upload it with {CONFIG} and the weights"
+    )
 
 
 def _weight_files(files: dict[str, bytes]) -> set[str]:

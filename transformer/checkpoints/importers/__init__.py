@@ -2,11 +2,12 @@
 
 A folder holds `config.json`, the weights (`model.safetensors`, or shards listed in
 `model.safetensors.index.json`, or `pytorch_model.bin` and its shards, read only through
-`torch.load(weights_only=True)`: `weights.py`) and `tokenizer.json`. Each family (`bert.py`: BERT and MiniLM,
-`distilbert.py`, `gpt2.py`) maps its config onto `ModelConfig` and its tensor names onto ours
-(`parts.py`: how); every weight the model needs must be present with the expected shape, every
-weight it does not use must be a known head (BERT's pooler, an MLM head) and is listed in the training
-metadata under "ignored". Anything else raises `CheckpointError` saying which field or tensor is the problem.
+`torch.load(weights_only=True)`: `weights.py`) and `tokenizer.json` (or, in a Marian folder, its source.spm and
+vocab.json: `spm.py`). Each family (`bert.py`: BERT and MiniLM, `distilbert.py`, `gpt2.py`) maps its config onto
+`ModelConfig` and its tensor names onto ours (`parts.py`: how); every weight the model needs must be present with
+the expected shape, every weight it does not use must be a known head (BERT's pooler, an MLM head) and is listed in
+the training metadata under "ignored". Anything else raises `CheckpointError` saying which field or tensor is the
+problem.
 `load_any` opens whatever a path holds: such a folder, a nanoGPT checkpoint (`nanogpt.py`), or one of ours.
 """
 
@@ -26,6 +27,7 @@ import torch
 from tokenizers import processors
 from torch import Tensor
 
+from transformer.checkpoints import spm
 from transformer.checkpoints.budget import MIN_TRACE_TOKENS, Budget, default_budget, light_pass_bytes
 from transformer.checkpoints.format import (
     FLOAT_DTYPES,
@@ -130,10 +132,24 @@ def _read_weights(folder: Path, judge: Callable[[str, dict[str, TensorInfo]], ob
     return files.source, read()
 
 
+def _tokenizer_files(folder: Path) -> str:
+    """Which tokenizer the folder has: tokenizer.json, else Marian's source.spm and vocab.json (`spm.py`); else why none."""
+    if (folder / TOKENIZER).is_file():
+        return TOKENIZER
+    if spm.is_marian(folder):
+        return spm.VOCAB
+    if (folder / spm.M2M_SPM).is_file():
+        raise CheckpointError(f"no {TOKENIZER}: M2M-100's {spm.M2M_SPM} is not converted; a folder with {TOKENIZER} opens")
+    raise CheckpointError(
+        f"{folder}: no {TOKENIZER} (the fast-tokenizer file) and no Marian {spm.SOURCE_SPM} with {spm.VOCAB}: the "
+        "tokenizer is read from one of them"
+    )
+
+
 def _read_tokenizer(folder: Path) -> Tokenizer:
+    if _tokenizer_files(folder) == spm.VOCAB:
+        return Tokenizer(spm.read_marian(folder))
     path = folder / TOKENIZER
-    if not path.is_file():
-        raise CheckpointError(f"{folder}: no {TOKENIZER} (only the fast-tokenizer JSON format is supported)")
     try:
         tok = Tokenizer.from_json(path.read_text(encoding="utf-8"))
     except (TokenizerError, UnicodeDecodeError) as e:
@@ -267,15 +283,14 @@ def _check_tied_head(cfg: ModelConfig, family: Family, tensors: dict[str, Tensor
 def judge_folder(path: str | os.PathLike, budget: Budget | None = None) -> str:
     """Whether a Hugging Face folder can be opened, judged without reading a weight: its model_type, or CheckpointError.
 
-    From config.json (family, fields, the memory budget) and the file names: tokenizer.json, and the
-    weights (one file, or an index whose every shard is present). Only config.json and a shard index
-    are read; nothing is written. The model pickers (`sources.py`) offer a folder only if this passes.
+    From config.json (family, fields, the memory budget) and the file names: tokenizer.json (or Marian's
+    source.spm and vocab.json), and the weights (one file, or an index whose every shard is present). Only
+    config.json and a shard index are read; nothing is written. The model pickers (`sources.py`) offer a folder only if this passes.
     """
     folder = Path(path)
     hf = _read_config(folder)
     family = _family(hf)
-    if not (folder / TOKENIZER).is_file():
-        raise CheckpointError(f"no {TOKENIZER} (only the fast-tokenizer JSON format is read)")
+    _tokenizer_files(folder)
     weight_files(folder)
     _check_budget(fit_context(_config_of(hf, family, 0), budget), hf, budget)
     return family.model_type
@@ -295,7 +310,9 @@ def load_hf_dir(path: str | os.PathLike, device: str | torch.device | None = Non
     pad = tokenizer.token_id(PAD)
     cfg = _config_of(hf, family, 0 if pad is None else pad)
     if tokenizer.vocab_size > cfg.vocab_size:
-        raise CheckpointError(f"{TOKENIZER} has {tokenizer.vocab_size} tokens, {CONFIG} vocab_size is {cfg.vocab_size}")
+        raise CheckpointError(
+            f"{_tokenizer_files(folder)} has {tokenizer.vocab_size} tokens, {CONFIG} vocab_size is {cfg.vocab_size}"
+        )
     cfg = fit_context(cfg, budget)
     _check_budget(cfg, hf, budget)  # the weights are read only for a model this server can hold
     decoding = _decoding(folder, hf, family, cfg.vocab_size) if cfg.kind == "encoder-decoder" else None
