@@ -62,7 +62,7 @@ LANGUAGES = ("en_XX", "de_DE")  # added special tokens: mBART-50's and M2M-100's
 SEQ2SEQ = [  # (family, what the config exercises, model class, config fields, forced target language)
     ("t5", "relative bias in 8 buckets (< the text), 3 + 2 layers, unscaled scores, tied head scaled by d^-0.5",
      transformers.T5ForConditionalGeneration, dict(T5, feed_forward_proj="relu"), None),
-    ("t5", "gated-GELU (v1.1, Flan-T5), untied unscaled head", transformers.T5ForConditionalGeneration,
+    ("t5", "gated-GELU (v1.1, Flan-T5), head not scaled", transformers.T5ForConditionalGeneration,
      dict(T5, feed_forward_proj="gated-gelu", tie_word_embeddings=False), None),
     ("bart", "learned positions from row 2, post-LN, layernorm_embedding, logits bias, forced <s>",
      transformers.BartForConditionalGeneration, dict(SEQ, forced_bos_token_id=0), None),

@@ -184,7 +184,7 @@ def upload_limit_mb() -> int:
 @st.cache_resource(max_entries=64, show_spinner=False)
 def languages_of(identity: str, _ckpt: Checkpoint) -> languages.Languages | None:
     """An encoder-decoder's language tokens (None: it names no languages), once per checkpoint identity."""
-    return languages.find(_ckpt.tokenizer) if _ckpt.config.kind == "encoder-decoder" else None
+    return languages.of(_ckpt)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Preparing the tokenizer for this source language…")

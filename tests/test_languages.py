@@ -240,3 +240,12 @@ def test_choosing_the_source_language_marks_the_source_with_it(folders, name):
         assert original[0] == langs.id_of(first)
         assert list(stream.ids) == generate(ref, list(source.ids), langs.id_of(third))
     assert ckpt.tokenizer.encode(TEXTS[1]).ids[0] == langs.id_of(first)  # the loaded tokenizer is untouched
+
+
+def test_only_multilingual_families_are_steered_by_language_tokens(folders):
+    """A T5 or Marian whose tokenizer happens to hold language-like specials keeps the folder's own decoding."""
+    ckpt = load_hf_dir(folders["m2m"], device="cpu")
+    assert languages.of(ckpt) == languages.find(ckpt.tokenizer) is not None
+    for model_type in ("t5", "marian", "bart"):
+        other = dataclasses.replace(ckpt, training={**ckpt.training, "model_type": model_type})
+        assert languages.find(other.tokenizer) is not None and languages.of(other) is None

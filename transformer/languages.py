@@ -63,6 +63,17 @@ class Languages:
         return next((t for t in self.tokens if t != source), self.tokens[0])
 
 
+MULTILINGUAL = ("mbart", "m2m_100")  # the families trained to read and write a language token (NLLB is m2m_100)
+
+
+def of(ckpt: Checkpoint) -> Languages | None:
+    """A checkpoint's languages: `find` on its tokenizer, for a multilingual family's encoder-decoder only (a T5 or a
+    Marian whose tokenizer holds such tokens was not trained to be steered by them: its decoding stays the folder's)."""
+    if ckpt.config.kind != "encoder-decoder" or ckpt.training.get("model_type") not in MULTILINGUAL:
+        return None
+    return find(ckpt.tokenizer)
+
+
 def find(tokenizer: Tokenizer) -> Languages | None:
     """The tokenizer's language tokens: its added special tokens that follow one family's pattern, when there are 2 or more.
 
