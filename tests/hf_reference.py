@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -60,3 +61,24 @@ def save_random(model: torch.nn.Module, tok: HFTokenizer, path: Path, seed: int 
 
 def token_ids(tok: HFTokenizer, text: str) -> list[int]:
     return tok.encode(text).ids
+
+
+def edit_config(folder: Path, **changes) -> Path:
+    """Rewrite config.json with `changes` (None deletes a field)."""
+    path = folder / "config.json"
+    hf = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            hf.pop(key, None)
+        else:
+            hf[key] = value
+    path.write_text(json.dumps(hf))
+    return folder
+
+
+def copy_folder(folder: Path, to: Path, **changes) -> Path:
+    """A copy of `folder` whose config.json has `changes` (None deletes a field)."""
+    to.mkdir()
+    for f in folder.iterdir():
+        (to / f.name).write_bytes(f.read_bytes())
+    return edit_config(to, **changes)

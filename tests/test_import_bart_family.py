@@ -13,13 +13,12 @@ probabilities, for a given target; `generate(num_beams=1, do_sample=False)` is t
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
-from hf_reference import CORPUS, TEXTS, randomise
+from hf_reference import CORPUS, TEXTS, copy_folder, randomise
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
@@ -349,22 +348,6 @@ def test_facts(tmp_path):
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("bart_family")
     return {name: make(root / name, name) for name in ("bart", "mbart50", "marian", "m2m", "bart_untied_scaled")}
-
-
-def copy_folder(folder: Path, to: Path, **changes) -> Path:
-    """A copy of `folder` whose config.json has `changes` (None deletes a field)."""
-    to.mkdir()
-    for f in folder.iterdir():
-        (to / f.name).write_bytes(f.read_bytes())
-    path = to / "config.json"
-    hf = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is None:
-            hf.pop(key, None)
-        else:
-            hf[key] = value
-    path.write_text(json.dumps(hf))
-    return to
 
 
 def refused(folder: Path, tmp_path: Path, **changes) -> str:

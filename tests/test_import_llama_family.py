@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from hf_reference import TEXTS, bpe_tokenizer, randomise, save_random
+from hf_reference import TEXTS, bpe_tokenizer, copy_folder, edit_config, randomise, save_random
 from safetensors.torch import load_file, save_file
 
 from transformer import CheckpointError
@@ -49,27 +49,6 @@ def build(cls, **fields) -> torch.nn.Module:
 def make(path: Path, cls=LLAMA, seed: int = 1, save: dict | None = None, **fields) -> Path:
     """A random-weight `cls` with SIZES overridden by `fields`, saved into `path` with TOK."""
     return save_random(build(cls, **fields), TOK, path, seed, **(save or {}))
-
-
-def copy_folder(folder: Path, to: Path, **changes) -> Path:
-    """A copy of `folder` whose config.json has `changes`."""
-    to.mkdir()
-    for f in folder.iterdir():
-        (to / f.name).write_bytes(f.read_bytes())
-    return edit_config(to, **changes)
-
-
-def edit_config(folder: Path, **changes) -> Path:
-    """Rewrite config.json with `changes` (None deletes a field)."""
-    path = folder / "config.json"
-    hf = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is None:
-            hf.pop(key, None)
-        else:
-            hf[key] = value
-    path.write_text(json.dumps(hf))
-    return folder
 
 
 def parity(folder: Path, texts=TEXTS, per_text: bool = False) -> dict:

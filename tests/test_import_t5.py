@@ -11,13 +11,12 @@ its own head and tie_word_embeddings false, and `untied` writes one like it.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
-from hf_reference import CORPUS, TEXTS, randomise
+from hf_reference import CORPUS, TEXTS, edit_config, randomise
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, processors, trainers
@@ -72,19 +71,6 @@ def make(path: Path, cls=T5, seed: int = 1, **fields) -> Path:
     model.save_pretrained(path)
     TOK.save(str(path / "tokenizer.json"))
     return path
-
-
-def edit_config(folder: Path, **changes) -> Path:
-    """Rewrite config.json with `changes` (None deletes a field)."""
-    path = folder / "config.json"
-    hf = json.loads(path.read_text())
-    for key, value in changes.items():
-        if value is None:
-            hf.pop(key, None)
-        else:
-            hf[key] = value
-    path.write_text(json.dumps(hf))
-    return folder
 
 
 def edit_weights(folder: Path, **tensors: torch.Tensor) -> Path:

@@ -39,7 +39,18 @@ import torch
 from torch import Tensor
 
 from transformer.checkpoints.format import CheckpointError
-from transformer.checkpoints.importers.parts import CONFIG, Family, Take, activation, get, linear, norm, put, require
+from transformer.checkpoints.importers.parts import (
+    CONFIG,
+    Family,
+    Take,
+    activation,
+    check_stack_embeddings,
+    get,
+    linear,
+    norm,
+    put,
+    require,
+)
 from transformer.model.config import ModelConfig
 
 # transformers' BartConfig defaults for the fields a config.json may leave out (bart-large's shape)
@@ -174,14 +185,8 @@ IGNORABLE = r"((encoder|decoder)\.embed_tokens\.weight|lm_head\.weight|(encoder|
 def check_embeddings(cfg: ModelConfig, tensors: dict[str, Tensor], source: str) -> None:
     """Refuse a stack embedding or a tied head that is not shared.weight: transformers 5 would use the file's own
     tensor there (it ties them only when they agree), and our model has one token embedding."""
+    check_stack_embeddings(tensors, source)
     shared = tensors["shared.weight"]
-    for name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
-        copy = tensors.get(name)
-        if copy is not None and not torch.equal(copy, shared):
-            raise CheckpointError(
-                f"{source}: {name} differs from shared.weight (transformers would use it for that stack; "
-                "this model has one token embedding)"
-            )
     head = tensors.get("lm_head.weight")
     if cfg.tie_embeddings and head is not None and not torch.equal(head, shared):
         raise CheckpointError(

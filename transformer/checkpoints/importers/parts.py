@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from transformer.checkpoints.format import CheckpointError
@@ -102,6 +103,19 @@ def conv1d(name: str, n_in: int, n_out: int, part: int = 0, n_parts: int = 1) ->
         "weight": Take(f"{name}.weight", (n_in, n_out), lambda t: t[:, cols].t().contiguous()),
         "bias": Take(f"{name}.bias", (n_out,), lambda t: t[cols].clone()),
     }
+
+
+def check_stack_embeddings(tensors: dict[str, Tensor], source: str) -> None:
+    """An encoder-decoder's file may hold copies of shared.weight per stack: refuse one that differs (transformers
+    would use it for that stack; our model has one token embedding)."""
+    shared = tensors["shared.weight"]
+    for name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
+        copy = tensors.get(name)
+        if copy is not None and not torch.equal(copy, shared):
+            raise CheckpointError(
+                f"{source}: {name} differs from shared.weight (transformers would use it for that stack; "
+                "this model has one token embedding)"
+            )
 
 
 def put(out: dict[str, Take], prefix: str, parts: dict[str, Take]) -> None:

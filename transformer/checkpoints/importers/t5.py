@@ -33,6 +33,7 @@ from transformer.checkpoints.importers.parts import (
     ROPE_MAX_LEN,
     Family,
     Take,
+    check_stack_embeddings,
     get,
     linear,
     put,
@@ -172,14 +173,8 @@ def check(cfg: ModelConfig, tensors: dict[str, Tensor], source: str) -> None:
     """Refuse what transformers versions read differently, or what one embedding cannot hold: a stack's embed_tokens
     that is not shared.weight (transformers keeps it for that stack), and a tied, scaled head (v1.0's) whose file
     holds another lm_head.weight (transformers 4 used shared.weight, transformers 5 uses the file's head)."""
+    check_stack_embeddings(tensors, source)
     shared = tensors["shared.weight"]
-    for name in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
-        copy = tensors.get(name)
-        if copy is not None and not torch.equal(copy, shared):
-            raise CheckpointError(
-                f"{source}: {name} differs from shared.weight (transformers would use it for that stack; "
-                "this model has one token embedding)"
-            )
     head = tensors.get("lm_head.weight")
     if cfg.head_scale != 1.0 and head is not None and not torch.equal(head, shared):
         raise CheckpointError(
