@@ -12,6 +12,7 @@ transformers and token for token its greedy output. Hostile files are refused wi
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -39,7 +40,7 @@ from transformer import CheckpointError
 from transformer.api import greedy_decode
 from transformer.checkpoints import sources, spm, uploads
 from transformer.checkpoints.importers import judge_folder, load_hf_dir
-from transformer.checkpoints.tokenizer import Tokenizer
+from transformer.checkpoints.tokenizer import Tokenizer, TokenizerError
 
 pytestmark = pytest.mark.numerics
 
@@ -404,6 +405,33 @@ def test_normalization_rules_that_would_crash_the_normalizer_are_refused(files):
             build_from(model.SerializeToString(), vocab)
     with pytest.raises(BaseException, match="out of bounds"):  # pyo3's PanicException: what the check prevents
         normalizers.Precompiled(charsmap(files, outside)).normalize_str("the cat")
+
+
+def test_a_tokenizer_json_with_such_rules_is_refused_wherever_it_comes_from(files, tmp_path):
+    """A tokenizer.json (a folder's, an upload's, one inside our checkpoint) whose Precompiled rules point outside
+    themselves is refused when it is read; the same tokenizer with the rules as the .spm has them still reads text."""
+    good = Tokenizer(spm.read_marian(files))
+    data = json.loads(good.to_json())
+    ok = Tokenizer.from_json(json.dumps(data))
+    assert ok.encode("the cat").ids == good.encode("the cat").ids
+
+    def outside(units, strings):
+        units[0] = 0xFFFFFC00
+
+    def swap(node):
+        if isinstance(node, dict):
+            if node.get("type") == "Precompiled":
+                node["precompiled_charsmap"] = base64.b64encode(charsmap(files, outside)).decode()
+                return True
+            return any(swap(v) for v in node.values())
+        return isinstance(node, list) and any(swap(v) for v in node)
+
+    assert swap(data)
+    with pytest.raises(TokenizerError, match="points outside the trie"):
+        Tokenizer.from_json(json.dumps(data))
+    data["normalizer"] = {"type": "Precompiled", "precompiled_charsmap": "not base64!"}
+    with pytest.raises(TokenizerError, match="not base64"):
+        Tokenizer.from_json(json.dumps(data))
 
 
 @pytest.mark.parametrize(

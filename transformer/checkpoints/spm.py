@@ -39,12 +39,12 @@ from tokenizers import AddedToken, Regex, decoders, models, normalizers, process
 from tokenizers import Tokenizer as HFTokenizer
 
 from transformer.checkpoints.format import CheckpointError
+from transformer.checkpoints.tokenizer import TokenizerError, check_charsmap
 
 SOURCE_SPM, TARGET_SPM, VOCAB = "source.spm", "target.spm", "vocab.json"  # a Marian folder's tokenizer files
 M2M_SPM = "sentencepiece.bpe.model"  # M2M-100's SentencePiece model: a BPE one, not read here
 MAX_FILE_BYTES = 50 * 2**20  # a .spm is ~1 MB and a vocab.json ~2 MB; more is not one
 MAX_PIECES = 500_000  # pieces in a model, entries in a vocab.json: a Marian model has 8 000 to 80 000
-MAX_CHARSMAP_BYTES = 8 * 2**20  # sentencepiece's NFKC rules take 240 kB
 EOS, UNK, PAD = "</s>", "<unk>", "<pad>"  # MarianTokenizer's special tokens
 NORMAL, UNKNOWN, USER_DEFINED, BYTE = 1, 2, 4, 6  # ModelProto.SentencePiece.Type (3: control, 5: unused)
 UNIGRAM = 1  # TrainerSpec.ModelType
@@ -181,37 +181,6 @@ def read_model(data: bytes, name: str) -> Model:
     )
 
 
-def _check_charsmap(blob: bytes, what: str) -> None:
-    """Refuse normalization rules that would make `normalizers.Precompiled` read outside them (it panics then).
-
-    The rules are a trie (darts-clone's double array of 32-bit units) and the replacement strings after it. A
-    unit that a byte can lead to sends the next byte to `position ^ offset ^ byte`: those 256 places, and the
-    replacement a leaf points to (a character boundary of the UTF-8 strings), must lie inside.
-    """
-    if len(blob) > MAX_CHARSMAP_BYTES:
-        raise CheckpointError(f"{what}: normalization rules of {len(blob):,} bytes (at most {MAX_CHARSMAP_BYTES:,})")
-    size = struct.unpack_from("<I", blob)[0] if len(blob) >= 4 else 0
-    if size == 0 or size % 4 or size > len(blob) - 4:
-        raise CheckpointError(f"{what}: malformed normalization rules (a trie of {size:,} bytes in {len(blob):,})")
-    units = struct.unpack_from(f"<{size // 4}I", blob, 4)
-    strings = blob[4 + size :]
-    try:
-        strings.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{what}: the normalization rules' strings are not UTF-8 ({e})") from e
-    n = len(units)
-    for position, unit in enumerate(units):
-        if position and unit >> 31:  # a leaf's value: never a place a byte leads to
-            continue
-        base = position ^ ((unit >> 10) << ((unit & (1 << 9)) >> 6))
-        if base | 0xFF >= n:
-            raise CheckpointError(f"{what}: malformed normalization rules (unit {position} points outside the trie)")
-        if position and unit >> 8 & 1:
-            at = units[base] & 0x7FFFFFFF
-            if at > len(strings) or (at < len(strings) and 0x80 <= strings[at] < 0xC0):
-                raise CheckpointError(f"{what}: malformed normalization rules (unit {position} points inside a character)")
-
-
 # ---------------------------------------------------------------------------------------------
 # Marian's tokenizer.
 # ---------------------------------------------------------------------------------------------
@@ -256,7 +225,10 @@ def _check_source(spm: Model, name: str) -> None:
         if refused:
             raise CheckpointError(f"{name} {why}: only Marian's usual unigram model is read")
     if spm.charsmap:
-        _check_charsmap(spm.charsmap, name)
+        try:
+            check_charsmap(spm.charsmap)
+        except TokenizerError as e:
+            raise CheckpointError(f"{name}: {e}") from e
 
 
 def marian_tokenizer(source: Model, vocab: list[str], name: str = SOURCE_SPM) -> HFTokenizer:

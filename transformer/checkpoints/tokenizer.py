@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import struct
 from collections.abc import Iterable
+from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -24,6 +29,57 @@ class TokenizerError(ValueError):
     """A tokenizer that cannot be loaded or used."""
 
 
+MAX_CHARSMAP_BYTES = 8 * 2**20  # sentencepiece's NFKC rules take 240 kB
+
+
+def check_charsmap(blob: bytes) -> None:
+    """Refuse normalization rules that would make `normalizers.Precompiled` read outside them (it panics then).
+
+    The rules are a trie (darts-clone's double array of 32-bit units) and the replacement strings after it. A
+    unit that a byte can lead to sends the next byte to `position ^ offset ^ byte`: those 256 places, and the
+    replacement a leaf points to (a character boundary of the UTF-8 strings), must lie inside.
+    """
+    if len(blob) > MAX_CHARSMAP_BYTES:
+        raise TokenizerError(f"normalization rules of {len(blob):,} bytes (at most {MAX_CHARSMAP_BYTES:,})")
+    size = struct.unpack_from("<I", blob)[0] if len(blob) >= 4 else 0
+    if size == 0 or size % 4 or size > len(blob) - 4:
+        raise TokenizerError(f"malformed normalization rules (a trie of {size:,} bytes in {len(blob):,})")
+    units = struct.unpack_from(f"<{size // 4}I", blob, 4)
+    strings = blob[4 + size :]
+    try:
+        strings.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"the normalization rules' strings are not UTF-8 ({e})") from e
+    n = len(units)
+    for position, unit in enumerate(units):
+        if position and unit >> 31:  # a leaf's value: never a place a byte leads to
+            continue
+        base = position ^ ((unit >> 10) << ((unit & (1 << 9)) >> 6))
+        if base | 0xFF >= n:
+            raise TokenizerError(f"malformed normalization rules (unit {position} points outside the trie)")
+        if position and unit >> 8 & 1:
+            at = units[base] & 0x7FFFFFFF
+            if at > len(strings) or (at < len(strings) and 0x80 <= strings[at] < 0xC0):
+                raise TokenizerError(f"malformed normalization rules (unit {position} points inside a character)")
+
+
+def _check_normalizers(node: Any) -> None:
+    """Every Precompiled normalizer's rules in a tokenizer's JSON, checked before `tokenizers` reads them."""
+    if isinstance(node, dict):
+        if node.get("type") == "Precompiled":
+            try:
+                blob = base64.b64decode(node.get("precompiled_charsmap") or "", validate=True)
+            except (binascii.Error, TypeError, ValueError) as e:
+                raise TokenizerError(f"a Precompiled normalizer's rules are not base64: {e}") from e
+            if blob:
+                check_charsmap(blob)
+        for value in node.values():
+            _check_normalizers(value)
+    elif isinstance(node, list):
+        for value in node:
+            _check_normalizers(value)
+
+
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus the special-token ids the model kinds need."""
 
@@ -39,8 +95,13 @@ class Tokenizer:
 
     @classmethod
     def from_json(cls, text: str) -> Tokenizer:
+        """A tokenizer from its JSON; a normalizer whose rules would make `tokenizers` read outside them (a Rust
+        panic on the first text, not an exception) is refused here."""
         try:
+            _check_normalizers(json.loads(text))
             return cls(HFTokenizer.from_str(text))
+        except TokenizerError:
+            raise
         except Exception as e:  # the library raises a bare Exception on malformed JSON
             raise TokenizerError(f"tokenizer JSON could not be loaded: {e}") from e
 
