@@ -10,13 +10,14 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from server import session, shared_analyses, urlstate, widgets
+from server import notices, session, shared_analyses, urlstate, widgets
 from server.literal import md
 from transformer.why import ablation, head_jobs
 from viz import grid, why
 from viz.figures import as_array
 
 ctx = session.require_text(session.context())
+notices.coverage(ctx)
 # Ablations and sweeps hold output distributions and batched activations of the whole text: the same
 # budget as a full trace decides which texts this server takes (a long text is offered a cut).
 session.stop_unless_trace_fits(ctx)

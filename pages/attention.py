@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import head_jobs, session, shared_figures, widgets
+from server import head_jobs, notices, session, shared_figures, widgets
 from transformer.model.describe import kv_sharing
 from viz import grid
 
 ctx = session.context()
 trace = session.require_trace(ctx)
+notices.coverage(ctx, trace)
 kind = ctx.kind
 
 top = st.columns([3, 3, 4, 1.5], vertical_alignment="center")

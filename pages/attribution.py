@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from server import session, shared_analyses, widgets
+from server import notices, session, shared_analyses, widgets
 from server.literal import md
 from transformer.why import rollout
 from viz import figures, why
@@ -22,6 +22,7 @@ FLOW_LIMITS = (
 
 ctx = session.require_text(session.context())
 trace = ctx.trace
+notices.coverage(ctx, trace)
 cfg = ctx.ckpt.config
 
 top = st.columns([3, 3], vertical_alignment="center")
@@ -109,16 +110,37 @@ if method == "integrated gradients":
         help="More steps: the scores add up more closely to the change in log-probability (the gap is shown), at more cost.",
     )
 
-# Which prediction: a decoder's at the selected query position when the rows are decoder positions,
-# else the last decoder position; a classifier's class (read from the first token).
+# Which prediction, and so which position both the attention rows and the saliency below explain:
+# - a classifier's class, read from its first token (position 0): the rows are position 0's;
+# - a decoder's next token at the selected query, when the rows are decoder positions (decoder self, cross);
+# - on an encoder-decoder's encoder self, a decoder position picked here, and the rows beside it are the cross
+#   attention's at that position (an encoder row predicts nothing): both over the source tokens.
 decoder_rows = kind in ("decoder self", "cross")
+row_kind = kind
 if cfg.kind == "encoder":
-    position, where = None, "the predicted class"
+    position, row_at = None, 0
 elif decoder_rows:
-    position, where = query, f"the next token predicted at position {query} ({q_tokens[query]})"
+    position = row_at = query
 else:
-    n_dec = len(trace.query_tokens("decoder self"))
-    position, where = n_dec - 1, f"the next token predicted at the last decoder position ({n_dec - 1})"
+    d_labels = unique_labels(trace.query_tokens("cross"))
+    position = row_at = st.selectbox(
+        "Decoder position explained (saliency needs a prediction; encoder positions predict nothing)",
+        range(len(d_labels)),
+        index=len(d_labels) - 1,
+        format_func=d_labels.__getitem__,
+        key="attr_dec_position",
+    )
+    row_kind = "cross"
+row_label = unique_labels(trace.query_tokens(row_kind))[row_at]
+row_layer = min(layer, trace.n_layers(row_kind) - 1)  # an encoder deeper than the decoder: its last layer
+where = ("the predicted class, read" if position is None else "the next token predicted") + f" at position {md(row_label, 40)}"
+if row_kind != kind:
+    st.caption(
+        f"The rows compared below are the cross attention's (layer {row_layer}) at decoder position {md(row_label, 40)}: "
+        "what that prediction reads from the source, over the same source tokens as the saliency."
+    )
+elif row_at != query:
+    st.caption(f"A classifier reads its class at position {md(row_label, 40)}: the rows compared below are that position's.")
 result = shared_analyses.attribution(ctx.trace_key, ctx.ckpt, ctx.tokens, method, position, steps)
 pred = result.prediction
 st.caption(
@@ -132,18 +154,22 @@ st.caption(
 )
 # Scores over the tokens the row's keys are: the source for encoder self and cross, the decoder's input for decoder self.
 scores = result.source if (kind != "decoder self" or cfg.kind == "decoder") else result.target
-row = trace.head(kind, layer, head)["weights"][query]
+roll_rows = roll if row_kind == kind else shared_analyses.rollout_maps(ctx.trace_key, trace, row_kind)
+row = trace.head(row_kind, row_layer, head)["weights"][row_at]
+at = f"position {row_label}"
 series = {
-    f"attention of layer {layer} · head {head}, row {query}": row,
-    f"rollout through layers 0–{layer}, row {query}": roll[layer][query],
+    f"{row_kind} attention of layer {row_layer} · head {head}, row at {at}": row,
+    f"rollout through layers 0–{row_layer}, row at {at}": roll_rows[row_layer][row_at],
 }
-if flow is not None:
-    series[f"attention flow, row {query}"] = flow[query]
+if flow is not None and row_kind == kind:
+    series[f"attention flow, row at {at}"] = flow[row_at]
 # The scores are over the same tokens as the keys by construction (source or decoder input, whole).
 assert len(scores.tokens) == len(k_tokens), (len(scores.tokens), len(k_tokens))
-series[f"{method} of the prediction"] = scores.scores
+series[f"{method} of the prediction at {at}"] = scores.scores
 widgets.chart(
-    why.token_scores_figure(k_tokens, series, f"Per input token: {kind} attention and rollout beside {method}", ctx.presentation),
+    why.token_scores_figure(
+        k_tokens, series, f"Per input token: {row_kind} attention and rollout beside {method}", ctx.presentation
+    ),
     key="attr_scores",
 )
 
@@ -156,6 +182,6 @@ def scores_csv() -> str:
 
 
 widgets.csv_download(
-    scores_csv, key="csv_attr_scores", filename=f"attribution_{kind.replace(' ', '_')}_L{layer}_H{head}_q{query}"
+    scores_csv, key="csv_attr_scores", filename=f"attribution_{kind.replace(' ', '_')}_L{layer}_H{head}_q{row_at}"
 )
 session.sync_url(ctx, "attribution")

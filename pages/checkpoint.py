@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import pandas as pd
 import streamlit as st
 
-from server import head_jobs, model_sources, session, shared_analyses, widgets
+from server import head_jobs, model_sources, notices, session, shared_analyses, widgets
 from server.literal import md
 from transformer.checkpoints import verify
 from transformer.model.describe import describe, spans
@@ -25,6 +26,7 @@ from viz.sinks import sink_figure
 ORIGIN = ("source", "model_type", "architecture", "weights", "context", "origin", "path")  # training facts: where from
 
 ctx = session.context()
+notices.coverage(ctx)
 limit = int(st.get_option("server.maxUploadSize"))
 st.caption(
     "Pick a checkpoint in the sidebar, or choose “Upload…” there to load your own: one of this app's .safetensors "
@@ -183,6 +185,9 @@ if ctx.tokens is None:
     st.info("Type a text in the sidebar to measure the entropy of each head's attention on it.")
 else:
     ent = metrics.attention_entropy(ctx.trace, kind)
+    n_keys = len(ctx.trace.key_tokens(kind))
+    even = math.log2(n_keys)  # the entropy of attention spread evenly over every key
+    top = max(1.0, even)  # the top colour; 1 bit for a single key (then always 0 bits), not an empty range
     fig = figures.token_heatmap(
         ent,
         [str(i) for i in range(ent.shape[0])],
@@ -192,10 +197,17 @@ else:
         row_name="layer",
         col_name="head",
         colorscale=figures.WEIGHTS_SCALE,
+        zmin=0.0,  # the whole range the caption explains: 0 bits (one key) to log₂ of the keys (even)
+        zmax=top,
         fmt=".3f",
         presentation=ctx.presentation,
     )
-    st.caption("0 bits: every query looks at a single key. High: attention spread evenly (log₂ of the number of keys at most).")
+    fig.update_xaxes(tickmode="linear", tick0=0, dtick=1)  # heads are whole numbers: no tick at "0.5"
+    st.caption(
+        f"Colours from 0 bits (every query looks at a single key) to log₂ {n_keys} = {even:.2f} bits, "
+        f"attention spread evenly over all {n_keys} keys."
+        + (" A causal query sees only the keys up to itself, so its own ceiling is lower." if kind == "decoder self" else "")
+    )
     widgets.heatmap(
         fig, ent, [str(i) for i in range(ent.shape[0])], None, key="ck_entropy", filename=f"entropy_{kind.replace(' ', '_')}"
     )

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import session, shared, urlstate, widgets
+from server import notices, session, shared, urlstate, widgets
 from server.literal import md
 from transformer.checkpoints import catalog
 from transformer.checkpoints.format import CheckpointError
 from viz import compare, figures
 
 ctx = session.require_text(session.context())
+notices.coverage(ctx)
 session.stop_unless_trace_fits(ctx)  # panel A is a full trace of the sidebar's text (or of a snapshot on it)
 MODES = {
     "texts": "Two texts, this checkpoint",
@@ -122,10 +123,22 @@ missing = compare.has_head(trace_b, kind, layer, head)
 if missing:
     stop(f"B {missing}: pick a kind, layer and head that both have.")
 
+# What each CSV is named after (widgets.download_name): each panel's own checkpoint, text and snapshot.
+names = [widgets.checkpoint_name(ctx)] * 2
+texts = [(ctx.text, ctx.target)] * 2
+views = ["a", "b"]
+if mode == "texts":
+    texts[1] = (st.session_state["sel_text2"], None)
+elif mode == "checkpoints":
+    names[1] = st.session_state["sel_checkpoint2"]
+else:
+    views = [f"a_snap{st.session_state['sel_snap1']}", f"b_snap{st.session_state['sel_snap2']}"]
 columns = st.columns(2)
 # With the first token left out, both panels share one colour range (the larger of their other columns' maxima).
 colour_top = figures.top_without_first_column(*(t.head(kind, layer, head)["weights"] for t in (trace_a, trace_b)))
-for col, trace, label, key in ((columns[0], trace_a, label_a, "a"), (columns[1], trace_b, label_b, "b")):
+for col, trace, label, key, name, text, view in zip(
+    columns, (trace_a, trace_b), (label_a, label_b), "ab", names, texts, views, strict=True
+):
     with col:
         fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=label)
         widgets.heatmap(
@@ -134,7 +147,9 @@ for col, trace, label, key in ((columns[0], trace_a, label_a, "a"), (columns[1],
             trace.query_tokens(kind),
             trace.key_tokens(kind),
             key=f"cmp_heatmap_{key}",
-            filename=f"compare_{key}_{kind.replace(' ', '_')}_L{layer}_H{head}",
+            filename=f"compare_{view}_{kind.replace(' ', '_')}_L{layer}_H{head}",
+            checkpoint=name,
+            texts=text,
         )
 
 why_not = compare.mismatch(trace_a, trace_b, kind)
@@ -155,6 +170,8 @@ else:
         rows,
         cols,
         key="cmp_diff",
-        filename=f"compare_difference_{kind.replace(' ', '_')}_L{layer}_H{head}",
+        filename=f"compare_difference{'_' + '_'.join(views) if mode == 'snapshots' else ''}_{kind.replace(' ', '_')}_L{layer}_H{head}",
+        checkpoint=names[0] if names[0] == names[1] else f"{names[0]}_vs_{names[1]}",
+        texts=(*texts[0], *texts[1]),
     )
 session.sync_url(ctx, "compare")

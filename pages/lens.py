@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from server import session, shared_analyses, widgets
+from server import notices, session, shared_analyses, widgets
 from transformer.why import lens
 from viz import why
 
@@ -21,6 +21,7 @@ if not ctx.ckpt.config.has_decoder:
     st.stop()
 
 trace = ctx.trace
+notices.coverage(ctx, trace)
 cfg = ctx.ckpt.config
 n_pos = len(trace.query_tokens("decoder self"))
 n_rows = 1 + cfg.layers_of("decoder self") * (3 if cfg.has_encoder else 2)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import session, widgets
+from server import notices, session, widgets
 from viz import grid
 
 ctx = session.require_text(session.context())
+notices.coverage(ctx)
 kind = ctx.kind
 cfg = ctx.ckpt.config
 top = st.columns([5, 5, 6], vertical_alignment="center")
@@ -21,10 +22,10 @@ with top[2]:
     skip_first = widgets.first_token_switch("mv_skip_first")
     grouped = cfg.group_size > 1 and st.toggle(
         "Group heads by key/value head",
-        key="mv_group",
         help=f"Grouped-query attention: this model's {cfg.n_heads} query heads share {cfg.kv_heads} key/value heads, "
         f"{cfg.group_size} query heads each. On: each thumbnail is labelled with the key/value head it reads "
         "(H5 · kv1) and a dark line separates the groups.",
+        **session.bind("sel_group", "mv_group"),
     )
 with top[1]:
     scale = st.radio(
@@ -32,10 +33,10 @@ with top[1]:
         grid.SCALES,
         format_func={"linear": "0–1", "sqrt": "√ weight", "stretch": "stretched"}.get,
         horizontal=True,
-        key="mv_scale",
         help="0–1: the same colours for every view. √ weight: spreads the small weights of heads that attend to many "
         "tokens. Stretched: 0 to the 99th percentile of the cells shown (top colour above it), for long texts where "
         "nearly every weight is small. Hover values are exact in all three.",
+        **session.bind("sel_scale", "mv_scale"),
     )
 maps = ctx.maps
 n_layers, n_heads = maps.n_layers(kind), ctx.n_heads
@@ -79,7 +80,9 @@ if skip_first and n_keys > 1:
     widgets.grid_first_note(fig, maps.key_tokens(kind)[0], block[1])
 widgets.chart(fig, key="mv_grid", on_select=_on_click, selection_mode="points")
 widgets.csv_download(
-    lambda: widgets.pooled_frame(maps.maps[kind], range(n_layers), n_queries, n_keys, block).to_csv(index=False),
+    lambda: widgets.pooled_frame(
+        maps.maps[kind], range(n_layers), n_queries, n_keys, block, maps.query_tokens(kind), maps.key_tokens(kind)
+    ).to_csv(index=False),
     key="csv_mv_grid",
     filename=f"model_view_{kind.replace(' ', '_')}",
 )

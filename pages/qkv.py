@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from server import session, widgets
+from server import notices, session, widgets
 from transformer.model.describe import kv_sharing, norm_name, rotation
 from viz import figures, worked
 from viz.labels import unique_labels
 
 ctx = session.context()
 trace = session.require_trace(ctx)
+notices.coverage(ctx, trace)
 kind = ctx.kind
 cfg = ctx.ckpt.config
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from server import session, shared, training_jobs, widgets
+from server import notices, session, shared, training_jobs, widgets
 from server.literal import md
 from transformer.checkpoints import catalog
 from transformer.checkpoints.format import CheckpointError
@@ -25,6 +25,7 @@ from viz import figures
 # ---------------------------------------------------------------------------------------------
 
 ctx = session.context()  # every page starts here (it may rerun the app first)
+notices.coverage(ctx)
 runner = training_jobs.runner()
 FIELDS = {"n_layers": "Layers", "n_heads": "Heads per layer", "d_model": "d_model", "steps": "Steps"}
 CUSTOM = training_jobs.CUSTOM

@@ -18,6 +18,7 @@ from test_app import APP, TIMEOUT, write_tiny
 
 from server import shared
 from server.lru import ByteLRU
+from server.notices import HEADLINE
 from transformer import api
 from transformer.checkpoints import budget, catalog
 from transformer.checkpoints.format import CheckpointError, load_checkpoint
@@ -207,7 +208,8 @@ def test_a_100000_character_paste_is_cut_to_what_the_model_reads(env):
     assert len(chart["data"][0]["z"]) == len(ckpt.tokenizer.encode(kept).ids)
     assert at.query_params["text"] == kept  # the link holds what the model read
     at.run()  # and the next run keeps it: no further cut, no message
-    assert at.session_state["sel_text"] == kept and not at.warning
+    # no further message (a tiny random-weight LM predicts flat: only the out-of-vocabulary notice stays)
+    assert at.session_state["sel_text"] == kept and all(w.value.startswith(HEADLINE) for w in at.warning)
 
 
 def test_a_text_whose_trace_would_not_fit_the_budget_gets_a_message_and_the_model_view(env, monkeypatch):

