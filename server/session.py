@@ -30,6 +30,7 @@ UPLOAD = "upload"  # the checkpoint picker's "Upload…" choice
 UPLOAD_TYPES = ["safetensors", "json", "bin", "pt", "pth", "pkl", "zip", "txt", "md", "spm", "model"]
 DEFAULT_CHECKPOINT = "translator"
 AUTOPLAY_SECONDS = 1.5
+STRETCH = "attn_stretch"  # the Attention page's "Stretch colours to this head" (its widget key, seeded from a link)
 PASTE_CHARS = 1_000_000  # a paste is cut here before the tokenizer sees it (then to what the model reads)
 
 
@@ -168,14 +169,30 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["sel_heads"] = view.heads or ()
     st.session_state["sel_ablation"] = view.ablation or "zero"
     st.session_state["sel_metric"] = view.metric or "kl"
+    # the options beside the figures
+    if view.stretch is not None:
+        st.session_state[STRETCH] = view.stretch
+    st.session_state["sel_skip_first"] = bool(view.skip_first)
+    st.session_state["sel_scale"] = view.scale or "linear"
+    st.session_state["sel_group"] = bool(view.group)
     st.session_state["_warnings"] = list(view.warnings)
     st.session_state["_goto"] = view.page
 
 
+def _example_texts(name: str) -> list[str]:
+    """The example sentences the sidebar offers for checkpoint `name` (an upload: the generic ones)."""
+    return [ex["text"] for ex in shared.examples_for(name if name != UPLOAD else "generic")]
+
+
 def _on_checkpoint_change() -> None:
-    name = st.session_state["sel_checkpoint"]
-    if name != UPLOAD:
-        st.session_state["sel_text"] = shared.examples_for(name)[0]["text"]
+    """A new checkpoint keeps the user's text (cut later to what it reads, with a message); only a text still the
+    previous model's example (or nothing) becomes the new model's first example."""
+    state = st.session_state
+    name, before = state["sel_checkpoint"], state.get("_shown_checkpoint")
+    text = state.get("sel_text") or ""
+    untouched = not text.strip() or before is None or text in _example_texts(before)
+    if name != UPLOAD and untouched:
+        state["sel_text"] = _example_texts(name)[0]
     st.session_state["sel_target"] = None
     st.session_state["sel_auto_target"] = True
     st.session_state["sel_src_lang"] = st.session_state["sel_tgt_lang"] = None  # the new model's own
@@ -194,6 +211,13 @@ def _on_example() -> None:
             st.session_state["sel_target"] = None
             st.session_state["sel_auto_target"] = True
     st.session_state["example"] = None
+
+
+def _use_example() -> None:
+    """The "Use this model's example" button: the checkpoint's first example replaces the text."""
+    st.session_state["sel_text"] = _example_texts(st.session_state["sel_checkpoint"])[0]
+    st.session_state["sel_target"] = None
+    st.session_state["sel_auto_target"] = True
 
 
 def _on_auto_target() -> None:
@@ -274,6 +298,7 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
         **bind("sel_checkpoint", "w_checkpoint", _on_checkpoint_change),
     )
     name = st.session_state["sel_checkpoint"]
+    st.session_state["_shown_checkpoint"] = name  # what a switch compares the text with (_on_checkpoint_change)
     if name != UPLOAD and short_label(entries[name].label)[1]:
         sb.caption(short_label(entries[name].label)[1])
     ckpt, label, identity = None, "", ""
@@ -318,6 +343,13 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
     sb.text_area(
         "Text", height=100, help="Press Ctrl+Enter (or click outside) to run the model on it.", **bind("sel_text", "w_text")
     )
+    if st.session_state["sel_text"] not in _example_texts(name):
+        sb.button(
+            "Use this model's example",
+            key="use_example",
+            on_click=_use_example,
+            help="Replace the text with the first example sentence of this checkpoint (a text it was made to read).",
+        )
     source_lang = target_lang = None
     if ckpt is not None:
         identity, ckpt, source_lang, target_lang = _languages(identity, ckpt)
@@ -490,10 +522,12 @@ def _with_selection(name, label, identity, ckpt, tokens, text, target, langs) ->
 
 # What a page adds to its link besides the text, checkpoint and selection: query parameter -> its value now.
 PAGE_PARAMS = {
+    "attention": ("stretch", "skip_first"),
+    "model_view": ("skip_first", "scale", "group"),
     "qkv": ("q",),
     "attribution": ("q",),
     "ablation": ("heads", "ablation", "metric"),
-    "compare": ("cmp", "text2", "checkpoint2", "snap1", "snap2"),
+    "compare": ("cmp", "text2", "checkpoint2", "snap1", "snap2", "skip_first"),
     "training": ("owner",),
 }
 
@@ -514,17 +548,29 @@ def _page_param(name: str) -> str | None:
         "snap2": lambda: str(state["sel_snap2"]) if cmp == "snapshots" and state.get("sel_snap2") is not None else None,
         # The token of a browser that started a training job: a reload keeps the right to cancel it.
         "owner": lambda: state.get("_tj_owner") if state.get("_tj_owner_in_link") else None,
+        # options beside the figures: in the link when not the default
+        "stretch": lambda: urlstate.switch(True) if state.get(STRETCH) else None,
+        "skip_first": lambda: urlstate.switch(True) if state.get("sel_skip_first") else None,
+        "scale": lambda: None if state.get("sel_scale", "linear") == "linear" else state["sel_scale"],
+        "group": lambda: urlstate.switch(True) if state.get("sel_group") else None,
     }
     return values[name]()
 
 
 def sync_url(ctx: Context | None, page: str | None = None) -> None:
-    """Write the current view into the URL's query parameters (the page is in the path; `page` adds its own)."""
+    """Write the current view into the URL's query parameters (the page is in the path; `page` adds its own).
+
+    Without `page` (a fragment's rerun, as the Attention page's), the page of this session's last full run.
+    """
     if ctx is None:
         return
+    page = st.session_state.setdefault("_link_page", page) if page is None else page
+    st.session_state["_link_page"] = page
     params = {"text": ctx.text[: urlstate.MAX_TEXT_CHARS]}
     if ctx.name != UPLOAD:
         params["checkpoint"] = ctx.name
+    else:  # the file names: a link says what it was made on (another session cannot open this session's upload)
+        params["uploaded"] = ctx.label.removeprefix("Uploaded: ")[: urlstate.MAX_NAME_CHARS]
     if ctx.target is not None:
         params["target"] = ctx.target[: urlstate.MAX_TEXT_CHARS]
     if ctx.source_lang is not None:
@@ -536,6 +582,8 @@ def sync_url(ctx: Context | None, page: str | None = None) -> None:
         value = _page_param(name)
         if value is not None:
             params[name] = value
+    if ctx.ckpt.config.group_size == 1:  # no key/value groups: the Model view shows no such switch
+        params.pop("group", None)
     if ctx.presentation:
         params["present"] = "1"
     if st.query_params.to_dict() != params:

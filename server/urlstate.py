@@ -23,6 +23,9 @@ SWEEP_METRICS = ("kl", "logprob", "logprob-next", "cosine")  # transformer.why.a
 KIND_LETTERS = {"e": "encoder self", "d": "decoder self", "c": "cross"}  # a head in a link: e0.1 = encoder self, layer 0, head 1
 MAX_HEADS = 512
 MAX_LANGUAGE_CHARS = 16  # the longest language token (NLLB's eng_Latn, M2M-100's __ast__) is 8
+GRID_SCALES = ("linear", "sqrt", "stretch")  # the Model view's colours (viz.grid.SCALES)
+ON, OFF = "1", "0"  # a switch in a link
+MAX_NAME_CHARS = 200  # an uploaded model's file names, as a link quotes them
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,11 @@ class UrlView:
     heads: tuple[tuple[str, int, int], ...] | None = None  # Ablation: the heads knocked out, (kind, layer, head)
     ablation: str | None = None  # one of ABLATION_MODES
     metric: str | None = None  # one of SWEEP_METRICS
+    # options shown beside the figures (None: the page's default)
+    stretch: bool | None = None  # Attention: "Stretch colours to this head"
+    skip_first: bool | None = None  # every attention heatmap: "Leave the first token out of the colour scale"
+    scale: str | None = None  # Model view: one of GRID_SCALES
+    group: bool | None = None  # Model view: "Group heads by key/value head"
     warnings: tuple[str, ...] = ()
 
 
@@ -74,6 +82,22 @@ def _choice(params: Mapping[str, object], name: str, allowed: Sequence[str], war
         warnings.append(f"Ignored the link's {name} {md(value, 30)}: expected one of {', '.join(allowed)}.")
         return None
     return value
+
+
+def _switch(params: Mapping[str, object], name: str, warnings: list[str]) -> bool | None:
+    """An on/off option from the link: "1" or "0" (None: not given)."""
+    value = _one(params, name)
+    if value is None or value == "":
+        return None
+    if value not in (ON, OFF):
+        warnings.append(f"Ignored the link's {name} {md(value, 20)}: expected {ON} (on) or {OFF} (off).")
+        return None
+    return value == ON
+
+
+def switch(on: bool) -> str:
+    """An on/off option as a link writes it."""
+    return ON if on else OFF
 
 
 def _language(params: Mapping[str, object], name: str, warnings: list[str]) -> str | None:
@@ -113,12 +137,13 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
     """Validate query parameters against the known checkpoint names and page names."""
     warnings: list[str] = []
     checkpoint = _one(params, "checkpoint")
+    has_text = _one(params, "text") is not None
     if checkpoint is not None and checkpoint not in checkpoints:
-        warnings.append(
-            f"Unknown checkpoint {md(checkpoint, 40)} in the link; showing the default. "
-            f"Known: {', '.join(md(c) for c in checkpoints)}."
-        )
+        warnings.append(missing_checkpoint(checkpoint, checkpoints, has_text))
         checkpoint = None
+    uploaded = _one(params, "uploaded")  # a link made on an uploaded model: its file names (no checkpoint)
+    if uploaded and checkpoint is None:
+        warnings.append(missing_upload(uploaded[:MAX_NAME_CHARS], has_text))
     text, target = _one(params, "text"), _one(params, "target")
     for name, value in (("text", text), ("target", target)):
         if value is not None and len(value) > MAX_TEXT_CHARS:
@@ -161,7 +186,31 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
         heads=parse_heads(_one(params, "heads"), warnings),
         ablation=_choice(params, "ablation", ABLATION_MODES, warnings),
         metric=_choice(params, "metric", SWEEP_METRICS, warnings),
+        stretch=_switch(params, "stretch", warnings),
+        skip_first=_switch(params, "skip_first", warnings),
+        scale=_choice(params, "scale", GRID_SCALES, warnings),
+        group=_switch(params, "group", warnings),
         warnings=tuple(warnings),
+    )
+
+
+def _default_on(has_text: bool) -> str:
+    return "Showing the default checkpoint" + (" on the link's text, which that model may not read" if has_text else "")
+
+
+def missing_checkpoint(name: str, checkpoints: Sequence[str], has_text: bool) -> str:
+    """The warning for a link naming a checkpoint this server does not have (the name shown literally)."""
+    return (
+        f"Unknown checkpoint {md(name, 40)} in the link: this server does not have it. {_default_on(has_text)}. "
+        f"Known: {', '.join(md(c) for c in checkpoints)}."
+    )
+
+
+def missing_upload(names: str, has_text: bool) -> str:
+    """The warning for a link made on an uploaded model (its file names shown literally): no other session has it."""
+    return (
+        f"This link was made on an uploaded model, {md(names)}: an upload stays private to the browser session that "
+        f"uploaded it. Upload the file again (Checkpoint: Upload…) to see it. {_default_on(has_text)}."
     )
 
 

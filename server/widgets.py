@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -27,20 +29,73 @@ def chart(fig: go.Figure, key: str, **kwargs):
     return st.plotly_chart(fig, key=key, config=PNG_CONFIG, width="stretch", **kwargs)
 
 
-def heatmap(fig: go.Figure, z, rows: Sequence[str], cols: Sequence[str] | None, key: str, filename: str, **kwargs):
-    """Draw a heatmap figure and offer the exact matrix it shows as CSV (values as float32 prints them)."""
+def heatmap(
+    fig: go.Figure,
+    z,
+    rows: Sequence[str],
+    cols: Sequence[str] | None,
+    key: str,
+    filename: str,
+    checkpoint: str | None = None,
+    texts: tuple | None = None,
+    **kwargs,
+):
+    """Draw a heatmap figure and offer the exact matrix it shows as CSV (values as float32 prints them); the CSV is
+    named by `csv_download`."""
     event = chart(fig, key, **kwargs)
     z, rows, cols = as_array(z), tuple(rows), None if cols is None else tuple(cols)
-    csv_download(lambda: matrix_frame(z, rows, cols).to_csv(), key=f"csv_{key}", filename=filename)
+    csv_download(
+        lambda: matrix_frame(z, rows, cols).to_csv(), key=f"csv_{key}", filename=filename, checkpoint=checkpoint, texts=texts
+    )
     return event
 
 
-def csv_download(make_csv, key: str, filename: str) -> None:
-    """A "Download CSV" button whose data `make_csv()` builds only when clicked (a 512×512 CSV is megabytes)."""
+NAME_CHARS = 48  # the most a file name takes from a checkpoint's name (or the view's)
+
+
+def safe_name(value: str, max_chars: int = NAME_CHARS) -> str:
+    """`value` as a piece of a file name: only [A-Za-z0-9._-] (runs of anything else become one "_"), no leading dot, cut."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", value).strip("._")[:max_chars].strip("._")
+    return name or "model"
+
+
+def text_hash(*texts: str | None) -> str:
+    """Six hex digits of the text (and target) a view shows: the same text, the same digits, in any session."""
+    data = "\x00".join("" if t is None else t for t in texts).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()[:6]
+
+
+def download_name(checkpoint: str, view: str, *texts: str | None) -> str:
+    """A CSV's file name: checkpoint, view and a hash of the text, e.g. translator_weights_cross_L1_H1_3f2a9c.csv.
+
+    Downloads of different checkpoints or texts never share a name; the checkpoint's name (a user's, for an upload
+    or a found model) is reduced to safe characters.
+    """
+    return f"{safe_name(checkpoint)}_{safe_name(view, 2 * NAME_CHARS)}_{text_hash(*texts)}.csv"
+
+
+def checkpoint_name(ctx: session.Context | None) -> str:
+    """The checkpoint's name for a file name: the catalogue name, or an upload's file names."""
+    if ctx is None:
+        return "model"
+    return ctx.label.removeprefix("Uploaded: ") if ctx.name == session.UPLOAD else ctx.name
+
+
+def csv_download(make_csv, key: str, filename: str, checkpoint: str | None = None, texts: tuple | None = None) -> None:
+    """A "Download CSV" button whose data `make_csv()` builds only when clicked (a 512×512 CSV is megabytes).
+
+    `filename` names the view; the file is named after the checkpoint and the text too (`download_name`): this
+    session's, unless `checkpoint` or `texts` name others (the Compare page's B).
+    """
+    ctx = st.session_state.get("_ctx")
+    if checkpoint is None:
+        checkpoint = checkpoint_name(ctx)
+    if texts is None:
+        texts = (None, None) if ctx is None else (ctx.text, ctx.target)
     st.download_button(
         "Download CSV",
         make_csv,
-        file_name=f"{filename}.csv",
+        file_name=download_name(checkpoint, filename, *texts),
         mime="text/csv",
         key=key,
         icon=":material/download:",
@@ -50,25 +105,37 @@ def csv_download(make_csv, key: str, filename: str) -> None:
     )
 
 
-def pooled_frame(pooled, layers: Sequence[int], n_queries: int, n_keys: int, block: tuple[int, int]) -> pd.DataFrame:
-    """Thumbnails (L, H, r, c) as a long table: layer, head, the query and key positions each cell covers, weight."""
+def pooled_frame(
+    pooled,
+    layers: Sequence[int],
+    n_queries: int,
+    n_keys: int,
+    block: tuple[int, int],
+    query_tokens: Sequence[str] | None = None,
+    key_tokens: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Thumbnails (L, H, r, c) as a long table: layer, head, the query and key positions each cell covers (and their
+    tokens, when given: one token, or the block's tokens joined by spaces), weight."""
     z = as_array(pooled)
     n_l, n_h, r, c = z.shape
     bq, bk = block
     li, hi, ri, ci = (
         a.reshape(-1) for a in np.meshgrid(np.arange(n_l), np.arange(n_h), np.arange(r), np.arange(c), indexing="ij")
     )
-    return pd.DataFrame(
-        {
-            "layer": np.asarray(layers)[li],
-            "head": hi,
-            "query_from": ri * bq,
-            "query_to": np.minimum((ri + 1) * bq, n_queries) - 1,
-            "key_from": ci * bk,
-            "key_to": np.minimum((ci + 1) * bk, n_keys) - 1,
-            "weight": z.reshape(-1),  # the largest weight of the block (the weight itself when a block is one cell)
-        }
-    )
+    table = {
+        "layer": np.asarray(layers)[li],
+        "head": hi,
+        "query_from": ri * bq,
+        "query_to": np.minimum((ri + 1) * bq, n_queries) - 1,
+        "key_from": ci * bk,
+        "key_to": np.minimum((ci + 1) * bk, n_keys) - 1,
+    }
+    for side, tokens, rows, size, n in (("query", query_tokens, ri, bq, n_queries), ("key", key_tokens, ci, bk, n_keys)):
+        if tokens is not None:  # one label per block, then looked up per cell
+            labels = np.array([" ".join(tokens[b * size : min((b + 1) * size, n)]) for b in range(-(-n // size))], dtype=object)
+            table[f"{side}_tokens"] = labels[rows]
+    table["weight"] = z.reshape(-1)  # the largest weight of the block (the weight itself when a block is one cell)
+    return pd.DataFrame(table)
 
 
 def layer_head_controls(ctx: session.Context, n_layers: int, n_heads: int, prefix: str) -> None:

@@ -1,0 +1,217 @@
+"""A switch of checkpoint keeps the user's text; a link holds every option a page shows; CSV files are named by
+checkpoint, view and text (issue 18, items 2, 9 and 12). AppTests on the shipped checkpoints."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+from streamlit.runtime.media_file_manager import MediaFileManager
+from test_app import charts, no_errors, start
+from test_modern_pages import TEXT as MODERN_TEXT
+from test_modern_pages import env, modern_assets  # noqa: F401  (a grouped-query model: the Model view's grouping)
+
+from server import shared, urlstate, widgets
+from server.literal import md
+
+pytestmark = pytest.mark.numerics
+
+OWN = "my grandmother bakes bread every sunday ."
+
+
+def pick_checkpoint(at, name: str):
+    at.sidebar.selectbox(key="w_checkpoint").set_value(name)
+    return at.run()
+
+
+def buttons(at) -> dict[str, object]:
+    return {b.label: b for b in at.sidebar.button}
+
+
+# -- item 2: the typed text survives a switch of checkpoint -----------------------------------------------
+
+
+def test_typed_text_survives_a_checkpoint_switch_and_the_example_is_a_button(shipped):
+    at = start({"text": OWN})
+    no_errors(at)
+    assert "Use this model's example" in buttons(at)  # the text is not one of the Translator's examples
+    at = pick_checkpoint(at, "lm")
+    no_errors(at)
+    assert at.session_state["sel_text"] == OWN and at.sidebar.text_area(key="w_text").value == OWN
+    assert at.query_params["checkpoint"] == "lm" and at.query_params["text"] == OWN
+    buttons(at)["Use this model's example"].click()
+    at.run()
+    first = shared.examples_for("lm")[0]["text"]
+    assert at.session_state["sel_text"] == first and at.sidebar.text_area(key="w_text").value == first
+    assert "Use this model's example" not in buttons(at)  # it is the example now
+
+
+def test_an_untouched_example_becomes_the_new_models_example(shipped):
+    at = start()  # the Translator's first example, as opened
+    assert at.session_state["sel_text"] == shared.examples_for("translator")[0]["text"]
+    at = pick_checkpoint(at, "reverse")
+    no_errors(at)
+    assert at.session_state["sel_text"] == shared.examples_for("reverse")[0]["text"]
+
+
+def test_a_kept_text_longer_than_the_new_model_reads_is_cut_with_the_message(shipped):
+    long = " ".join(["the big dog sees the cats ."] * 200)
+    at = start({"text": long, "checkpoint": "lm"})
+    at = pick_checkpoint(at, "classifier")
+    no_errors(at)
+    assert any("longer than this model reads" in w.value for w in at.warning)
+    kept = at.session_state["sel_text"]
+    assert long.startswith(kept) and 0 < len(kept) < len(long)
+
+
+# -- item 9: every option in the link, both ways ----------------------------------------------------------
+
+
+def test_stretch_and_first_token_options_come_from_the_link_and_go_back_into_it(shipped):
+    at = start({"page": "attention", "stretch": "1", "skip_first": "1"})
+    no_errors(at)
+    assert at.toggle(key="attn_stretch").value is True
+    assert at.toggle(key="attn_skip_first").value is True
+    assert (at.query_params["stretch"], at.query_params["skip_first"]) == ("1", "1")
+    at.toggle(key="attn_stretch").set_value(False).run()
+    at.toggle(key="attn_skip_first").set_value(False).run()
+    no_errors(at)
+    assert "stretch" not in at.query_params and "skip_first" not in at.query_params
+    at.toggle(key="attn_stretch").set_value(True).run()
+    assert at.query_params["stretch"] == "1"
+
+
+def test_model_view_colours_come_from_the_link_and_go_back_into_it(shipped):
+    at = start({"page": "model_view", "scale": "sqrt", "skip_first": "1"})
+    no_errors(at)
+    assert at.radio(key="mv_scale").value == "sqrt" and at.toggle(key="mv_skip_first").value is True
+    assert (at.query_params["scale"], at.query_params["skip_first"]) == ("sqrt", "1")
+    at.radio(key="mv_scale").set_value("stretch").run()
+    no_errors(at)
+    assert at.query_params["scale"] == "stretch"
+    at.radio(key="mv_scale").set_value("linear").run()
+    assert "scale" not in at.query_params  # the default leaves the link short
+
+
+def test_model_view_grouping_comes_from_the_link_and_goes_back_into_it(env):  # noqa: F811
+    at = start({"checkpoint": "lm", "page": "model_view", "text": MODERN_TEXT, "group": "1"})
+    no_errors(at)
+    assert at.toggle(key="mv_group").value is True and at.query_params["group"] == "1"
+    assert charts(at)["mv_grid"]["layout"]["xaxis"]["ticktext"][0] == "H0 · kv0"  # the grouped view is drawn
+    at.toggle(key="mv_group").set_value(False).run()
+    no_errors(at)
+    assert "group" not in at.query_params
+
+
+@pytest.mark.parametrize(("name", "value"), [("stretch", "yes<b>"), ("scale", "cubic`x`"), ("skip_first", ":red[2]")])
+def test_bad_option_values_are_ignored_with_a_literal_warning(shipped, name, value):
+    at = start({"page": "model_view", name: value})
+    no_errors(at)
+    assert any(f"Ignored the link's {name} {md(value, 20 if name != 'scale' else 30)}" in w.value for w in at.warning)
+    assert at.radio(key="mv_scale").value == "linear"
+
+
+HOSTILE_NAME = "<b>gpt2</b> :red[x] `x`.safetensors"
+
+
+def test_a_link_to_a_checkpoint_this_server_lacks_says_so_and_keeps_the_text(shipped):
+    at = start({"checkpoint": HOSTILE_NAME, "text": "3 1 2 9 5"})
+    no_errors(at)
+    warning = next(w.value for w in at.warning if "Unknown checkpoint" in w.value)
+    assert md(HOSTILE_NAME, 40) in warning  # literally, in one code span
+    assert "this server does not have it" in warning and "the link's text" in warning
+    assert at.session_state["sel_checkpoint"] == "translator" and at.session_state["sel_text"] == "3 1 2 9 5"
+
+
+def test_a_link_made_on_an_uploaded_model_says_so(shipped):
+    at = start({"uploaded": HOSTILE_NAME, "text": "3 1 2 9 5"})
+    no_errors(at)
+    warning = next(w.value for w in at.warning if "uploaded model" in w.value)
+    assert md(HOSTILE_NAME) in warning and "private to the browser session" in warning and "the link's text" in warning
+    assert at.session_state["sel_checkpoint"] == "translator" and at.session_state["sel_text"] == "3 1 2 9 5"
+
+
+def test_an_uploaded_models_link_names_its_files(shipped, tmp_path):
+    from test_app import write_tiny
+
+    path = write_tiny(tmp_path / "mine.safetensors", "lm")
+    at = start({"checkpoint": "lm"})
+    pick_checkpoint(at, "upload")
+    at.file_uploader(key="upload").upload("mine.safetensors", path.read_bytes()).run()
+    no_errors(at)
+    assert at.query_params["uploaded"] == "mine.safetensors" and "checkpoint" not in at.query_params
+
+
+def test_parse_reads_the_options_and_the_link_writes_them_back():
+    view = urlstate.parse({"stretch": "1", "skip_first": "0", "scale": "sqrt", "group": "1"}, ("lm",))
+    assert (view.stretch, view.skip_first, view.scale, view.group, view.warnings) == (True, False, "sqrt", True, ())
+    assert urlstate.parse({}, ("lm",)).stretch is None
+    assert (urlstate.switch(True), urlstate.switch(False)) == ("1", "0")
+
+
+# -- item 12: CSV names and the Model view's tokens ---------------------------------------------------------
+
+
+@pytest.fixture
+def downloads(monkeypatch) -> dict[str, tuple[str, object]]:
+    """What each Download CSV button hands Streamlit: {button key: (file name, the callable building the CSV)}."""
+    seen: dict[str, tuple[str, object]] = {}
+    add = MediaFileManager.add_deferred
+
+    def record(self, data_callable, mimetype, coordinates, file_name=None, *, element_id=""):
+        seen[element_id.rsplit("-", 1)[-1]] = (file_name, data_callable)
+        return add(self, data_callable, mimetype, coordinates, file_name, element_id=element_id)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", record)
+    return seen
+
+
+def test_csv_names_carry_checkpoint_view_and_text(shipped, downloads):
+    names = {}
+    for checkpoint, text in (
+        ("translator", "the cat sees the dog ."),
+        ("reverse", "the cat sees the dog ."),
+        ("translator", "a dog ."),
+    ):
+        downloads.clear()
+        at = start({"checkpoint": checkpoint, "text": text, "kind": "cross", "layer": "1", "head": "1"})
+        no_errors(at)
+        names[checkpoint, text] = downloads["csv_attn_heatmap"][0]
+        ctx = at.session_state["_ctx"]  # the text as the model read it (the Reverse model reads 16 tokens)
+        assert names[checkpoint, text] == f"{checkpoint}_weights_cross_L1_H1_{widgets.text_hash(ctx.text, ctx.target)}.csv"
+    assert len(set(names.values())) == 3, names  # no two downloads collide
+    again = start({"checkpoint": "translator", "text": "a dog .", "kind": "cross", "layer": "1", "head": "1"})
+    no_errors(again)
+    assert downloads["csv_attn_heatmap"][0] == names["translator", "a dog ."]  # stable: the same view, the same name
+
+
+@pytest.mark.parametrize(
+    "hostile", ["../../etc/passwd", "<script>alert(1)</script>", "名前 with spaces", "x" * 500, "...", 'a"b\\c\n:d']
+)
+def test_csv_names_are_sanitised(hostile):
+    name = widgets.download_name(hostile, "weights_cross_L1_H1", "text", None)
+    stem, ext = name.rsplit(".", 1)
+    assert ext == "csv" and all(c.isascii() and (c.isalnum() or c in "._-") for c in stem), name
+    assert not name.startswith(".") and "/" not in name and len(name) <= 2 * widgets.NAME_CHARS + 40
+
+
+def test_model_view_csv_carries_query_and_key_tokens(shipped, downloads):
+    text = "the big dog near the old tables sees the cats ."
+    at = start({"page": "model_view", "checkpoint": "lm", "text": text})
+    no_errors(at)
+    name, make = downloads["csv_mv_grid"]
+    assert name.startswith("lm_model_view_decoder_self_") and name.endswith(f"_{widgets.text_hash(text, None)}.csv")
+    table = pd.read_csv(io.StringIO(make()), keep_default_na=False)
+    tokens = shared.tokens_for(at.session_state["_ctx"].identity, text, None, at.session_state["_ctx"].ckpt)[0].tokens
+    one = table[(table["layer"] == 0) & (table["head"] == 0)]
+    assert (one["query_from"] == one["query_to"]).all()  # a short text: one token per cell
+    for row in one.itertuples():
+        assert (row.query_tokens, row.key_tokens) == (tokens[row.query_from], tokens[row.key_from])
+
+
+def test_compare_csv_of_b_names_checkpoint_b(shipped, downloads):
+    at = start({"page": "compare", "cmp": "checkpoints", "checkpoint2": "reverse", "text": "the cat ."})
+    no_errors(at)
+    assert downloads["csv_cmp_heatmap_a"][0].startswith("translator_compare_a_")
+    assert downloads["csv_cmp_heatmap_b"][0].startswith("reverse_compare_b_")
