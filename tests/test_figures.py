@@ -241,12 +241,13 @@ def test_model_view_payload_at_128_tokens():
     assert (data["zmin"], data["zmax"]) == (0, 1)
     bar = data["colorbar"]
     assert bar["title"]["text"] == "weight" and bar["ticktext"] == ["0", "0.25", "0.5", "0.75", "1"]
-    assert data["hovertemplate"].startswith("layer %{y:.0f} · head %{x:.0f}<br>weight %{z:.9~g} (largest of 2 × 2 weights)")
-    # Every cell's x and y round to its thumbnail's head and layer (what the hover text shows).
-    heads = np.round(np.asarray(data["x"])).astype(int)
-    layers = np.round(np.asarray(data["y"])).astype(int)
+    assert data["hovertemplate"].startswith("%{y}%{x}<br>weight %{z:.9~g} (largest of 2 × 2 weights)")
+    # Every cell's x and y name its thumbnail's head and layer and the tokens it pools (what the hover text shows).
+    heads = [int(x.split("<br>")[0].removeprefix("head ")) for x in data["x"]]
+    layers = [int(y.split("<br>layer ")[1].removesuffix(" · ")) for y in data["y"]]
     np.testing.assert_array_equal(heads, np.repeat(np.arange(12), 64))
     np.testing.assert_array_equal(layers, np.repeat(np.arange(6), 64))
+    assert data["x"][5 * 64 + 1] == "head 5<br>keys 2·t2 … 3·t3" and data["y"][2 * 64] == "queries 0·t0 … 1·t1<br>layer 2 · "
 
 
 def test_model_view_csv_names_the_positions_each_cell_covers():

@@ -10,6 +10,7 @@ float32 values apart): a 6 × 12 model view is about 1.6 MB whatever the text le
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from transformer.model.attention import block_max, pool_blocks
 from transformer.model.trace import AttentionMaps, Trace
 from viz.figures import LEFT_OUT, WEIGHTS_SCALE, font_size
-from viz.labels import head_labels
+from viz.labels import head_labels, plotly_text, raw_note, unique_labels
 
 MAX_CELLS = 64
 EXACT = ".9~g"  # hover format: 9 significant digits tell every float32 apart (trailing zeros dropped)
@@ -80,7 +81,17 @@ def head_grid(
     """Every head of the given layers (default: all) as thumbnails; click a thumbnail's centre to pick that head."""
     layers = list(range(maps.n_layers(kind))) if layers is None else list(layers)
     return pooled_grid(
-        maps.maps[kind][layers], layers, kind, maps.block(kind), selected, presentation, title, scale, group_size, skip_first
+        maps.maps[kind][layers],
+        layers,
+        kind,
+        maps.block(kind),
+        selected,
+        presentation,
+        title,
+        scale,
+        group_size,
+        skip_first,
+        tokens=(maps.query_tokens(kind), maps.key_tokens(kind)),
     )
 
 
@@ -104,6 +115,42 @@ def colour_range(image: np.ndarray, cols: int, scale: str, skip_first: bool) -> 
     return 1.0
 
 
+HOVER_TOKEN_CHARS = 24  # a token longer than this is cut in the hover ("…"): 4 608 columns at most carry one or two
+
+
+def block_names(tokens: Sequence[str], block: int, n_cells: int, what: str, plural: str) -> list[str]:
+    """Per pooled cell along one axis, the tokens it covers: "key 3·␣cat (raw Ġcat)" or "keys 4·a … 7·b" (Plotly-escaped)."""
+    labels, raw = unique_labels(tokens), raw_note(tokens)
+
+    def one(i: int) -> str:
+        label = labels[i] + raw[i]
+        return label if len(label) <= HOVER_TOKEN_CHARS else label[: HOVER_TOKEN_CHARS - 1] + "…"
+
+    out = []
+    for cell in range(n_cells):
+        first, last = cell * block, min((cell + 1) * block, len(tokens)) - 1
+        out.append(plotly_text(f"{what} {one(first)}" if first == last else f"{plural} {one(first)} … {one(last)}"))
+    return out
+
+
+def token_axes(
+    layers: Sequence[int], n_heads: int, r: int, c: int, block: tuple[int, int], tokens: tuple[Sequence[str], Sequence[str]]
+) -> tuple[list[str], list[str]]:
+    """Category names of the grid image's rows and columns, which the hover shows: tokens, layer and head.
+
+    A row reads "query 4·cat<br>layer 1 · " and a column "head 2<br>key 0·the", so the hover "%{y}%{x}" reads
+    "query 4·cat / layer 1 · head 2 / key 0·the". Every name is unique (a category axis merges equal ones).
+    (L·r + H·c) short strings: the cells themselves carry no text (L·H·r·c strings would double the figure).
+    """
+    queries, keys = (
+        block_names(tokens[0], block[0], r, "query", "queries"),
+        block_names(tokens[1], block[1], c, "key", "keys"),
+    )
+    rows = [f"{q}<br>layer {layer} · " for layer in layers for q in queries]
+    cols = [f"head {h}<br>{k}" for h in range(n_heads) for k in keys]
+    return rows, cols
+
+
 def pooled_grid(
     pooled: torch.Tensor,
     layers: Sequence[int],
@@ -115,6 +162,7 @@ def pooled_grid(
     scale: str = "linear",
     group_size: int = 1,
     skip_first: bool = False,
+    tokens: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> go.Figure:
     """The thumbnails of `pooled` (len(layers), H, r, c), whose rows are the model's layers `layers`.
 
@@ -126,6 +174,8 @@ def pooled_grid(
     g·k … g·k + k − 1 read key/value head g, so each group is already side by side; the axis names each
     head "H5 · kv1" and a dark line separates the groups. `skip_first`: the first column of every thumbnail
     (the first key token's, with the keys pooled with it) is left out of the colour scale.
+    `tokens` = (query tokens, key tokens): hovering a cell then names the tokens of its row and column
+    (`token_axes`); the layers must then be consecutive (one row band each, as the category axis places them).
     """
     layers = list(layers)
     image = grid_image(pooled)
@@ -141,10 +191,24 @@ def pooled_grid(
     ticks = tuple(zmax * t for t in COLORBAR_TICKS.get(scale, (0.0, 0.25, 0.5, 0.75, 1.0)))
     capped = scale == "stretch" or (skip_first and c > 1)  # cells above the top colour exist
     bar_title = SCALE_TITLES[scale] + (f"<br>({LEFT_OUT})" if skip_first and c > 1 else "")
+    hover_where = "layer %{y:.0f} · head %{x:.0f}"  # %{x:.0f} rounds a cell's x to its thumbnail's head; same for y
+    axes: dict = {}
+    if tokens is not None:
+        assert list(layers) == list(range(layers[0], layers[0] + len(layers))), f"layers not consecutive: {layers}"
+        # The image on hidden category axes laid exactly over the numeric ones (cell j at j, the numeric
+        # axes' thumbnails at ±0.5 of each head): the cells' names are their tokens, the frames stay numeric.
+        y, x = token_axes(layers, n_heads, r, c, block, tokens)
+        hover_where = "%{y}%{x}"
+        axes = dict(
+            xaxis2=dict(type="category", overlaying="x", visible=False, range=[-0.5, n_heads * c - 0.5]),
+            yaxis2=dict(type="category", overlaying="y", visible=False, range=[len(layers) * r - 0.5, -0.5]),
+        )
     heatmap = go.Heatmap(
         z=image,
         x=x,
         y=y,
+        xaxis="x2" if axes else "x",
+        yaxis="y2" if axes else "y",
         zmin=0.0,
         zmax=zmax,
         colorscale=sqrt_colorscale() if scale == "sqrt" else WEIGHTS_SCALE,
@@ -155,8 +219,7 @@ def pooled_grid(
             ticktext=[f"{t:.3g}" for t in ticks[:-1]] + [("≥ " if capped else "") + f"{ticks[-1]:.3g}"],
             tickfont=dict(size=size),
         ),
-        # %{x:.0f} rounds a cell's x to its thumbnail's head (cells sit within ±0.5 of it); same for y.
-        hovertemplate=f"layer %{{y:.0f}} · head %{{x:.0f}}<br>weight %{{z:{EXACT}}} ({what})<extra></extra>",
+        hovertemplate=f"{hover_where}<br>weight %{{z:{EXACT}}} ({what})<extra></extra>",
     )
     # One clickable point per head at its thumbnail's centre (heatmaps have no point selection).
     hh, ll = np.meshgrid(np.arange(n_heads), np.asarray(layers))
@@ -208,7 +271,7 @@ def pooled_grid(
                 title="layer",
                 tickmode="array",
                 tickvals=layers,
-                autorange="reversed",
+                range=[layers[-1] + 0.5, layers[0] - 0.5],  # reversed: layer 0 at the top
                 showgrid=False,
                 zeroline=False,
                 tickfont=dict(size=size),
@@ -220,13 +283,24 @@ def pooled_grid(
             font=dict(size=size),
             clickmode="event+select",
             dragmode=False,
+            **axes,
         ),
     )
 
 
 def pick_from_selection(points: Sequence[dict]) -> tuple[int, int] | None:
-    """(layer, head) from a Streamlit plotly selection on a head grid, or None."""
+    """(layer, head) from a Streamlit plotly selection on a head grid, or None.
+
+    A thumbnail's centre gives numbers (x = head, y = layer); a cell of the token-named image its names
+    ("…<br>layer 1 · ", "head 2<br>…", see `token_axes`).
+    """
     for p in points:
         if "x" in p and "y" in p:
-            return int(round(float(p["y"]))), int(round(float(p["x"])))
+            x, y = p["x"], p["y"]
+            if isinstance(x, str) or isinstance(y, str):
+                head, layer = re.match(r"head (\d+)<br>", str(x)), re.search(r"<br>layer (\d+) · $", str(y))
+                if head and layer:
+                    return int(layer.group(1)), int(head.group(1))
+                continue
+            return int(round(float(y))), int(round(float(x)))
     return None

@@ -13,10 +13,13 @@ import numpy as np
 import plotly.graph_objects as go
 
 from viz.figures import as_array, font_size, layers_by_heads
-from viz.labels import SEP, plotly_text, text_px, unique_labels
+from viz.labels import SEP, looks_byte_level, plotly_text, raw_note, shown_token, text_px, unique_labels
 
 EFFECT_SCALE = "Reds"  # 0 (no effect) is white, bigger effects darker
-SCORE_COLOURS = ("#3b528b", "#21918c", "#e4002b", "#fde725")
+# Dark enough on white to read as thin bars on a projector (contrast ≥ 4.5:1): no light yellow at the end.
+SCORE_COLOURS = ("#3b528b", "#1b6f6b", "#c0002a", "#5b2a86")
+# Values as small as 3e-7 (a saliency, a far rollout weight): powers of ten, not SI prefixes ("300n", "2µ").
+EXPONENT_FORMAT = "power"
 
 
 def head_effect_figure(
@@ -77,13 +80,22 @@ def lens_figure(
     n_rows, n_pos, k = probs.shape
     size = font_size(presentation)
     columns = range(len(positions)) if columns is None else columns
-    x = [plotly_text(f"{p}{SEP}{t}") for p, t in zip(columns, positions)]
+    # A byte-level tokenizer's tokens with visible spaces ("␣cat"), the tokenizer's own text in the hover too.
+    byte_level = looks_byte_level(positions)
+
+    def shown(token: str) -> str:
+        return shown_token(token) if byte_level else token
+
+    def with_raw(token: str) -> str:
+        return plotly_text(shown(token) + (f" (raw {token})" if shown(token) != token else ""))
+
+    x = [plotly_text(f"{p}{SEP}{shown(t)}") for p, t in zip(columns, positions)]
     y = [plotly_text(r) for r in rows]
     hover = [
-        ["<br>".join(f"{plotly_text(top_tokens[r][t][i])}: {probs[r, t, i]:.4f}" for i in range(k)) for t in range(n_pos)]
+        ["<br>".join(f"{with_raw(top_tokens[r][t][i])}: {probs[r, t, i]:.4f}" for i in range(k)) for t in range(n_pos)]
         for r in range(n_rows)
     ]
-    cell_text = [[plotly_text(top_tokens[r][t][0]) for t in range(n_pos)] for r in range(n_rows)]
+    cell_text = [[plotly_text(shown(top_tokens[r][t][0])) for t in range(n_pos)] for r in range(n_rows)]
     widest = max((text_px(str(t), size) for t in positions), default=0.0)
     return go.Figure(
         data=[
@@ -132,6 +144,7 @@ def token_scores_figure(tokens: Sequence[str], series: Mapping[str, object], tit
 
     size = font_size(presentation)
     x = [plotly_text(t) for t in unique_labels(tokens)]
+    raw = [plotly_text(note) for note in raw_note(tokens)]  # the tokenizer's own text where the label shows another
     names = list(series)
     fig = make_subplots(
         rows=len(names), cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=[plotly_text(n) for n in names]
@@ -144,7 +157,8 @@ def token_scores_figure(tokens: Sequence[str], series: Mapping[str, object], tit
                 y=values,
                 marker_color=SCORE_COLOURS[(i - 1) % len(SCORE_COLOURS)],
                 name=plotly_text(name),
-                hovertemplate=f"{plotly_text(name)}<br>%{{x}}: %{{y:.6g}}<extra></extra>",
+                customdata=raw,
+                hovertemplate=f"{plotly_text(name)}<br>%{{x}}%{{customdata}}: %{{y:.6~g}}<extra></extra>",
                 showlegend=False,
             ),
             row=i,
@@ -152,6 +166,7 @@ def token_scores_figure(tokens: Sequence[str], series: Mapping[str, object], tit
         )
     widest = max((text_px(str(t), size) for t in tokens), default=0.0)
     fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=size))
+    fig.update_yaxes(exponentformat=EXPONENT_FORMAT, showexponent="all", tickfont=dict(size=size))
     fig.update_annotations(font=dict(size=size))
     fig.update_layout(
         title=dict(text=title, font=dict(size=size + 2)),
