@@ -252,7 +252,8 @@ def test_a_shared_link_opens_exactly_that_view(page, served):
     assert page.locator(".st-key-w_query input").input_value() == label
     got = url_params(page)
     assert {k: got[k] for k in ("checkpoint", "text", "kind", "layer", "head", "q")} == {k: str(v) for k, v in params.items()}
-    assert not page.locator("[data-testid=stAlertContentWarning]").count()
+    warnings = page.locator("[data-testid=stAlertContentWarning]")
+    assert not warnings.count(), warnings.all_inner_texts()
 
 
 def test_html_in_the_text_is_shown_literally(page, served, dialogs):
