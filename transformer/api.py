@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from transformer.checkpoints.format import Checkpoint
@@ -30,20 +32,46 @@ def greedy_decode(
     """Translate greedily as the model's own `generate(num_beams=1, do_sample=False)` would (`decoding.py`'s rules).
 
     Returns the tokens after the start token (a forced BOS or language token included), without the EOS.
-    Each step runs only the new position, reading the earlier ones' keys and values (`decode_step`).
     ablate: heads to knock out on every step (a `HeadAblation` with keep rows of batch 1).
     """
+    return greedy_decode_batch(model, [src_ids], decoding, max_new_tokens=max_new_tokens, ablate=ablate)[0]
+
+
+@torch.inference_mode()
+def greedy_decode_batch(
+    model: TransformerModel,
+    sources: Sequence[Sequence[int]],
+    decoding: Decoding,
+    pad_id: int = 0,
+    max_new_tokens: int | None = None,
+    ablate: HeadAblation | None = None,
+) -> list[list[int]]:
+    """`greedy_decode` for many sources at once (right-padded with `pad_id`, masked), row r knocked out by `ablate`'s
+    row r: each row's tokens after the start token, without the end token.
+
+    Each step runs only the new position, reading the earlier ones' keys and values (`decode_step`), and applies the
+    model's generation rules to each row's own sequence (`Decoding.process`), up to `Decoding.limit`. Every row steps
+    until all have ended; a finished row's later tokens are dropped (causal self-attention: they never change its
+    earlier predictions). One source with no padding runs exactly the computation of a batch of one.
+    """
+    device = model.device
+    width = max(len(s) for s in sources)
+    src = torch.tensor([[*s, *[pad_id] * (width - len(s))] for s in sources], dtype=torch.long, device=device)
+    keep = torch.tensor([[True] * len(s) + [False] * (width - len(s)) for s in sources], device=device)
+    memory, _ = model.encode(src, keep, ablate=ablate)
     limit = decoding.limit(model.cfg.max_len, max_new_tokens)
-    memory, _ = model.encode(torch.tensor([src_ids], device=model.device), ablate=ablate)
-    ids = torch.tensor([[decoding.start]], device=model.device)
+    ids = torch.full((len(sources), 1), decoding.start, dtype=torch.long, device=device)  # (B, 1 + steps)
+    ends = torch.tensor(decoding.eos, device=device)
+    done = torch.zeros(len(sources), dtype=torch.bool, device=device)
     cache = None
     while ids.shape[1] < limit:
-        hidden, cache = model.decode_step(ids[:, -1:], ids.shape[1] - 1, memory, cache=cache, ablate=ablate)
-        next_id = decoding.process(ids, model.lm_logits(hidden[:, -1]), limit).argmax(-1, keepdim=True)
-        if int(next_id) in decoding.eos:
+        hidden, cache = model.decode_step(ids[:, -1:], ids.shape[1] - 1, memory, keep, cache=cache, ablate=ablate)
+        nxt = decoding.process(ids, model.lm_logits(hidden[:, -1]), limit).argmax(-1)  # (B,)
+        done |= torch.isin(nxt, ends)
+        if bool(done.all()):
             break
-        ids = torch.cat([ids, next_id], dim=1)
-    return ids[0, 1:].tolist()
+        ids = torch.cat([ids, torch.where(done, decoding.end, nxt)[:, None]], dim=1)
+    return [r[: next((i for i, t in enumerate(r) if t in decoding.eos), len(r))] for r in ids[:, 1:].tolist()]
 
 
 def streams(

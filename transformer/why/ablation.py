@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from transformer.api import greedy_decode_batch
 from transformer.checkpoints.catalog import EXAMPLES_FILE
 from transformer.checkpoints.format import Checkpoint
 from transformer.model.attention import HeadAblation
@@ -149,31 +150,9 @@ def _example_inputs(ckpt: Checkpoint) -> tuple[list[tuple[int, ...]], list[tuple
 
 @torch.inference_mode()
 def greedy_batch(ckpt: Checkpoint, sources: Sequence[Sequence[int]], ablate: HeadAblation | None = None) -> list[tuple[int, ...]]:
-    """`api.greedy_decode` for a batch of sources at once, row r knocked out by `ablate`'s row r: each row's tokens
-    after the decoder's start token (a forced BOS or language token included), without the end token.
-
-    The same steps as `api.greedy_decode`: one new position at a time (`decode_step`, with the keys and values
-    of the earlier ones), the model's generation rules applied to each row's own sequence (`Decoding.process`),
-    up to `Decoding.limit`. Every row steps until all have ended; a finished row's later tokens are dropped.
-    Causal self-attention means they never change a row's earlier predictions.
-    """
-    model, decoding = ckpt.model, ckpt.decoding
-    src, keep = (t.to(model.device) for t in pad_batch(sources, ckpt.config.pad_id))  # padding is masked: any id
-    memory, _ = model.encode(src, keep, ablate=ablate)
-    limit = decoding.limit(model.cfg.max_len)
-    ids = torch.full((len(sources), 1), decoding.start, dtype=torch.long, device=model.device)  # (B, 1 + steps)
-    ends = torch.tensor(decoding.eos, device=model.device)
-    done = torch.zeros(len(sources), dtype=torch.bool, device=model.device)
-    cache = None
-    while ids.shape[1] < limit:
-        hidden, cache = model.decode_step(ids[:, -1:], ids.shape[1] - 1, memory, keep, cache=cache, ablate=ablate)
-        nxt = decoding.process(ids, model.lm_logits(hidden[:, -1]), limit).argmax(-1)  # (B,)
-        done |= torch.isin(nxt, ends)
-        if bool(done.all()):
-            break
-        ids = torch.cat([ids, torch.where(done, decoding.end, nxt)[:, None]], dim=1)
-    rows = ids[:, 1:].tolist()
-    return [tuple(r[: next((i for i, t in enumerate(r) if t in decoding.eos), len(r))]) for r in rows]
+    """`api.greedy_decode_batch` under the checkpoint's own generation rules: row r knocked out by `ablate`'s row r."""
+    rows = greedy_decode_batch(ckpt.model, sources, ckpt.decoding, pad_id=ckpt.config.pad_id, ablate=ablate)
+    return [tuple(r) for r in rows]
 
 
 def knockout_translations(
