@@ -57,6 +57,19 @@ def make_checkpoint():
 
 
 @pytest.fixture
+def serve_assets(monkeypatch):
+    """`serve_assets(folder)`: the app's catalogue is that folder's checkpoints (MiniLM left out), on the CPU."""
+    from transformer.checkpoints import catalog
+
+    def serve(folder) -> None:
+        monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
+        monkeypatch.setenv(catalog.ASSETS_ENV, str(folder))
+        monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+
+    return serve
+
+
+@pytest.fixture
 def shipped(monkeypatch):
     """The app on the shipped checkpoints of assets/ (MiniLM left out), on the CPU: {name: CatalogEntry}."""
     from transformer.checkpoints import catalog

@@ -74,11 +74,9 @@ CASES = [pytest.param(("shipped", n), id=f"shipped-{n}") for n in SHIPPED] + [
 
 
 @pytest.fixture
-def env(monkeypatch, tiny_assets):
+def env(serve_assets, tiny_assets):
     """Point the catalogue at the tiny checkpoints (and force the CPU, so reference traces match exactly)."""
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.setenv(catalog.ASSETS_ENV, str(tiny_assets))
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+    serve_assets(tiny_assets)
     return tiny_assets
 
 

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from test_app import charts, frame, no_errors, start, write_tiny
-from test_import_bart_family import M2M, MBART, build, reference
-from test_languages import MBART_LANGS, folder_tokenizer
+from test_import_bart_family import M2M, MBART, reference
+from test_languages import MBART_LANGS, folder_tokenizer, save_released
 from test_literal import HOSTILE, assert_no_markup
 
 from server import urlstate
 from server.literal import md
 from server.notices import HEADLINE
-from transformer.checkpoints import catalog
 from transformer.checkpoints.format import save_checkpoint
 from transformer.checkpoints.importers import load_hf_dir
 from transformer.decoding import DEFAULT_NEW_TOKENS
@@ -44,13 +43,8 @@ def hf_folders(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("language_pages")
     assets = root / "assets"
     out = {}
-    for name, (cls, langs, fields) in MODELS.items():
-        tok = folder_tokenizer(langs, langs[0])
-        model = build(cls, tok, 1, **fields)
-        model.generation_config.forced_bos_token_id = None
-        model.save_pretrained(root / name)
-        tok.save(str(root / name / "tokenizer.json"))
-        ckpt = load_hf_dir(root / name, device="cpu")
+    for name, spec in MODELS.items():
+        ckpt = load_hf_dir(save_released(root / name, *spec), device="cpu")
         save_checkpoint(assets / f"{name}.safetensors", ckpt.model, ckpt.tokenizer, training=ckpt.training)
         out[name] = root / name
     write_tiny(assets / "lm.safetensors", "lm")
@@ -58,10 +52,8 @@ def hf_folders(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def env(monkeypatch, hf_folders):
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.setenv(catalog.ASSETS_ENV, str(next(iter(hf_folders.values())).parent / "assets"))
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+def env(serve_assets, hf_folders):
+    serve_assets(next(iter(hf_folders.values())).parent / "assets")
     return hf_folders
 
 

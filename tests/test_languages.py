@@ -183,19 +183,22 @@ def folder_tokenizer(langs: tuple[str, ...], source: str) -> HFTokenizer:
     return tokenizer(BART_SPECIALS, f"{source} $A </s>", langs)
 
 
+def save_released(folder: Path, cls, langs: tuple[str, ...], fields: dict) -> Path:
+    """A random-weight `cls` saved into `folder` as such folders are released: its tokenizer marks langs[0] as the
+    source, its generation config forces no target language."""
+    tok = folder_tokenizer(langs, langs[0])
+    model = build(cls, tok, 1, **fields)
+    model.generation_config.forced_bos_token_id = None
+    model.save_pretrained(folder)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
     """Each family's folder as released: no forced_bos_token_id in its generation config (users pass it to generate)."""
     root = tmp_path_factory.mktemp("multilingual")
-    out = {}
-    for name, (cls, langs, fields) in FOLDERS.items():
-        tok = folder_tokenizer(langs, langs[0])
-        model = build(cls, tok, 1, **fields)
-        model.generation_config.forced_bos_token_id = None
-        model.save_pretrained(root / name)
-        tok.save(str(root / name / "tokenizer.json"))
-        out[name] = root / name
-    return out
+    return {name: save_released(root / name, *spec) for name, spec in FOLDERS.items()}
 
 
 def generate(ref, src: list[int], forced: int) -> list[int]:

@@ -134,10 +134,8 @@ def hostile_assets(tmp_path_factory, make_checkpoint) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch, hostile_assets) -> Path:
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.setenv(catalog.ASSETS_ENV, str(hostile_assets))
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+def env(serve_assets, hostile_assets) -> Path:
+    serve_assets(hostile_assets)
     return hostile_assets
 
 

@@ -72,10 +72,8 @@ def modern_assets(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch, modern_assets):
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.setenv(catalog.ASSETS_ENV, str(modern_assets))
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+def env(serve_assets, modern_assets):
+    serve_assets(modern_assets)
     return modern_assets
 
 

@@ -22,7 +22,6 @@ from test_app import charts, frame, no_errors, start
 from test_why_app import naive_rollout, without_heads
 
 from transformer.api import build_model, greedy_decode, streams, trace_text
-from transformer.checkpoints import catalog
 from transformer.checkpoints.format import load_checkpoint, save_checkpoint
 from transformer.checkpoints.tokenizer import train_tokenizer
 from transformer.data.toy_english import generate_corpus
@@ -72,10 +71,8 @@ def translator_assets(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def env(monkeypatch, translator_assets):
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.setenv(catalog.ASSETS_ENV, str(translator_assets))
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+def env(serve_assets, translator_assets):
+    serve_assets(translator_assets)
     return translator_assets
 
 
