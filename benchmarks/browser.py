@@ -137,11 +137,14 @@ def url(base: str, path: str, **params) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def typing(browser, base: str, name: str, texts: list[str]) -> list[float]:
-    """Seconds from Ctrl+Enter in the text area to the new heatmap's data in the page, one per text (each new)."""
+def typing(browser, base: str, name: str, texts: list[str], timeout_ms: int = 60_000, **params) -> list[float]:
+    """Seconds from Ctrl+Enter in the text area to the new heatmap's data in the page, one per text (each new).
+
+    params: more link parameters of the Attention page (e.g. kind="cross"); timeout_ms: for the first page's load.
+    """
     page = browser.new_page(viewport=VIEWPORT)
-    page.goto(url(base, "/attention", checkpoint=name, text=texts[-1]))
-    wait_plot(page, "attn_heatmap")
+    page.goto(url(base, "/attention", checkpoint=name, text=texts[-1], **params))
+    wait_plot(page, "attn_heatmap", timeout_ms=timeout_ms)
     wait_idle(page)
     times = []
     area = page.locator(".st-key-w_text textarea")

@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is built here: never 
 
 import torch  # noqa: E402
 
-from benchmarks.browser import BIG, pct, url  # noqa: E402
+from benchmarks.browser import BIG, pct, typing  # noqa: E402
 from benchmarks.core import machine, paired_seconds  # noqa: E402
 from transformer.data.toy_english import generate_corpus  # noqa: E402
 from transformer.model.device import torch_threads  # noqa: E402
@@ -140,28 +140,6 @@ def in_process(folder: Path) -> list[str]:
     return lines
 
 
-def typing_cross(browser, base: str, name: str, texts: list[str]) -> list[float]:
-    """`benchmarks.browser.typing` on the cross-attention kind: key press to the redrawn cross heatmap."""
-    from tests.browser import VIEWPORT, arm_action, seconds_since_action, signature, wait_changed, wait_idle, wait_plot
-
-    page = browser.new_page(viewport=VIEWPORT)
-    page.goto(url(base, "/attention", checkpoint=name, text=texts[-1], kind="cross"))
-    wait_plot(page, "attn_heatmap", timeout_ms=300_000)
-    wait_idle(page)
-    times = []
-    area = page.locator(".st-key-w_text textarea")
-    for text in texts[:-1]:
-        area.fill(text)
-        before = signature(page, "attn_heatmap")
-        arm_action(page, "keydown", "Enter")
-        area.press("Control+Enter")
-        wait_changed(page, "attn_heatmap", before)
-        times.append(seconds_since_action(page))
-        wait_idle(page)
-    page.close()
-    return times
-
-
 def in_browser(folder: Path, assets: Path) -> list[str]:
     from playwright.sync_api import sync_playwright
 
@@ -181,7 +159,7 @@ def in_browser(folder: Path, assets: Path) -> list[str]:
     env = {catalog.ASSETS_ENV: str(assets), catalog.NO_MINILM_ENV: "1"}
     with serve("app.py", env) as (base, _), sync_playwright() as pw:
         browser = launch_chromium(pw)
-        times = typing_cross(browser, base, BIG, texts)
+        times = typing(browser, base, BIG, texts, timeout_ms=300_000, kind="cross")
         browser.close()
     verdict = "met" if statistics.median(times) <= TARGETS["typing"] else "MISSED"
     version = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
