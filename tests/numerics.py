@@ -19,7 +19,7 @@ the thread count fails on this machine too.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -98,3 +98,20 @@ def app_threads() -> Iterator[None]:
     """Compute a reference the way the app runs its model: on the app's one torch thread."""
     with torch_threads(APP_THREADS):
         yield
+
+
+def assert_same_greedy(model, decoding, src, got: Sequence[int], expected: Sequence[int], ablate=None, why: str = "") -> None:
+    """Two greedy outputs of the same rules from two computations (a batch and one row, a cache and the whole prefix):
+    equal, or parted only where the next token was a tie within float32 rounding. Random weights make near ties, and
+    two computations round the same sums differently, by how much depending on the CPU."""
+    got, expected = tuple(got), tuple(expected)
+    if got == expected:
+        return
+    step = next(i for i in range(min(len(got), len(expected)) + 1) if got[i : i + 1] != expected[i : i + 1])
+    prefix = torch.tensor([[decoding.start, *expected[:step]]])
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([list(src)]), prefix, ablate=ablate)
+    scores = decoding.process(prefix, logits[:, -1], decoding.limit(model.cfg.max_len))[0]
+    picks = [t[step] if step < len(t) else decoding.end for t in (got, expected)]  # a sequence that stopped picked the end
+    gap = float((scores[picks[0]] - scores[picks[1]]).abs())
+    assert gap <= 1e-4 * max(1.0, float(scores[picks].abs().max())), f"{why}: parted at step {step} by {gap:.2e}, no tie"

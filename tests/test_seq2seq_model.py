@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from numerics import assert_close, longest_sum, sublayers
+from numerics import assert_close, assert_same_greedy, longest_sum, sublayers
 
 from transformer.api import greedy_decode
 from transformer.checkpoints import budget as B
@@ -217,7 +217,7 @@ def test_greedy_with_a_cache_equals_recomputing_the_prefix(name):
     src = ids(cfg, 1, 12)[0].tolist()
     decoding = Decoding(start=1, eos=(2,), forced_bos=5, no_repeat_ngram_size=2, min_length=4)
     fast = greedy_decode(model, src, decoding, max_new_tokens=20)
-    assert fast == recomputed_greedy(model, src, decoding, 20)
+    assert_same_greedy(model, decoding, src, fast, recomputed_greedy(model, src, decoding, 20), why=name)
     assert fast[0] == 5 and len(fast) >= 3  # the forced token, then at least min_length − 1 tokens before any EOS
 
 

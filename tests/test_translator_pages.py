@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from numerics import app_threads, assert_close, assert_same_bits, longest_sum, sublayers
+from numerics import app_threads, assert_close, assert_same_bits, assert_same_greedy, longest_sum, sublayers
 from test_app import charts, frame, no_errors, start
 from test_why_app import naive_rollout, without_heads
 
@@ -450,23 +450,6 @@ def test_compare_two_checkpoints_of_different_decoder_depths(env):
     assert not z_of(figs["cmp_diff"]).any(), "text B starts as the sidebar's text: no difference"
 
 
-def assert_same_greedy(ckpt, src, batched: tuple, alone: tuple, ablate, why: str) -> None:
-    """Two greedy outputs of the same rules, one from a batch and one alone: equal, or parted only where the next token
-    was a tie within float32 rounding (a batch rounds the same sums differently; random weights make near ties)."""
-    if batched == alone:
-        return
-    step = next(i for i in range(min(len(batched), len(alone)) + 1) if batched[i : i + 1] != alone[i : i + 1])
-    prefix = torch.tensor([[ckpt.decoding.start, *alone[:step]]])
-    with torch.no_grad():
-        logits, _ = ckpt.model(torch.tensor([src]), prefix, ablate=ablate)
-    limit = ckpt.decoding.limit(ckpt.config.max_len)
-    scores = ckpt.decoding.process(prefix, logits[:, -1], limit)[0]
-    end = ckpt.decoding.end
-    picks = [t[step] if step < len(t) else end for t in (batched, alone)]  # a sequence that stopped picked the end
-    gap = float((scores[picks[0]] - scores[picks[1]]).abs())
-    assert gap <= 1e-4 * max(1.0, float(scores[picks].abs().max())), f"{why}: parted at step {step} by {gap:.2e}, no tie"
-
-
 def test_greedy_batch_is_api_greedy_decode_with_each_models_rules(env):
     """The batched greedy decoding of the Ablation page and the head jobs, row by row, against api.greedy_decode."""
     for name in (T5, BART):
@@ -479,7 +462,7 @@ def test_greedy_batch_is_api_greedy_decode_with_each_models_rules(env):
             one = ablation.head_ablation(ckpt.config, [heads]) if heads else None
             alone = [tuple(greedy_decode(ckpt.model, list(s), ckpt.decoding, ablate=one)) for s in sources]
             for src, b, a in zip(sources, batched, alone, strict=True):
-                assert_same_greedy(ckpt, src, b, a, one, why=f"{name} {heads}")
+                assert_same_greedy(ckpt.model, ckpt.decoding, src, b, a, one, why=f"{name} {heads}")
         if name == BART:  # its rules at work: the forced <s> first, no 3-gram twice
             out = ablation.greedy_batch(ckpt, sources)
             assert all(r[0] == ckpt.tokenizer.bos_id for r in out)
