@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import model_sources, session, shared, training_jobs
+from server import head_jobs, model_sources, session, shared, training_jobs, widgets
 from transformer.checkpoints import catalog
 
 st.set_page_config(page_title="Attention explorer", page_icon=str(catalog.ASSETS / "icon.svg"), layout="wide")
@@ -43,6 +43,9 @@ HOME = st.Page(_home, title="Home", url_path="home", default=True, visibility="h
 # The shipped models, then the server owner's (models folders, the Hugging Face cache), then those trained here.
 entries = {**catalog.available(), **model_sources.entries(), **training_jobs.checkpoint_entries()}
 session.init_session(entries, tuple(PAGES))
+presenting = bool(st.session_state.get("sel_presentation"))
+# Presentation mode folds the sidebar away (its arrow, top left, opens it again), and unfolds it when it ends.
+st.set_page_config(initial_sidebar_state="collapsed" if presenting else "auto")
 training_jobs.read_link()  # the Training page's ?task=…: kept before sync_url rewrites the link
 LOOK = [p for name, p in PAGES.items() if name not in WHY]
 page = st.navigation({"": [HOME, *LOOK], "Ask why": list(WHY.values())}, position="top")
@@ -53,16 +56,22 @@ if goto in PAGES and PAGES[goto].url_path != page.url_path:
 
 # Streamlit pads the page 8rem below a top navigation bar that is 60 px high: keep just a little air.
 CSS = "[data-testid='stMainBlockContainer'] {padding-top: 4.5rem;}"
-if st.session_state.get("sel_presentation"):
-    # Larger text everywhere for a projector (figures enlarge their own fonts).
-    CSS += "html, .stMarkdown, .stText, [data-testid='stWidgetLabel'] p {font-size: 1.15rem !important;}"
+if presenting:
+    # Larger text everywhere for a projector (figures enlarge their own fonts), less padding around the page, and
+    # the main figure as tall as the screen leaves it (widgets.PRESENTED): whole on a 1280×720 or 1920×1080 screen.
+    CSS = (
+        "[data-testid='stMainBlockContainer'] {padding: 4.2rem 2rem 1rem 2rem;}"
+        "html, .stMarkdown, .stText, [data-testid='stWidgetLabel'] p, [role='radiogroup'] p "
+        "{font-size: 1.15rem !important;}"
+        f"{widgets.PRESENTED_CSS}"
+    )
 st.html(f"<style>{CSS}</style>")
 
 if page.url_path == HOME.url_path or page.url_path == "":
     st.switch_page(PAGES["attention"])
 
 shared.use_one_torch_thread()
-ctx = session.sidebar(entries)
+ctx = head_jobs.open_telling(session.sidebar(entries))  # no head chosen yet: the model's most telling one
 shared.freeze_startup_objects()  # once per process, after the first model is loaded
 session.publish(ctx, entries)
 session.sync_url(ctx, page.url_path)

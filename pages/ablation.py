@@ -156,10 +156,10 @@ if cfg.kind == "decoder":
     copies = head_jobs.copy_positions(tokens[0].ids)
     only = st.toggle(
         f"Count only the {len(copies)} positions where copying predicts the next token",
-        key="abl_copies",
         disabled=not copies,
         help="Positions whose next token already followed the same token earlier in the text (A B … A → B): "
         "where an induction head can copy. Repeat a phrase in the text to get some.",
+        **session.bind("sel_abl_copies", "abl_copies"),
     )
     if only and copies:
         positions = copies

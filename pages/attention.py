@@ -16,35 +16,73 @@ ctx = session.context()
 trace = session.require_trace(ctx)
 notices.coverage(ctx, trace)
 kind = ctx.kind
+present = ctx.presentation
+st.session_state.setdefault("sel_autoplay_seconds", session.AUTOPLAY_SECONDS)
+st.session_state.setdefault("sel_tour", session.AUTOPLAY_TOURS[0])
 
-top = st.columns([3, 3, 4, 1.5], vertical_alignment="center")
-with top[0]:
-    widgets.kind_picker(ctx, "attn_kind")
-with top[1]:
+# Presentation mode (sidebar folded away): one row, the kind, autoplay and a ⚙ holding every other option, so that
+# the figure keeps the screen's height and no label is cut. Otherwise the kind and autoplay, then the colour options.
+if present:
+    row = st.columns([6, 2, 1], vertical_alignment="center")
+    where = {"kind": row[0], "play": row[1]}
+    options = row[2].popover("", icon=":material/settings:", help="Colours, and autoplay's speed and tour")
+    where["stretch"] = where["skip"] = options
+else:
+    first, second = st.columns([5, 2], vertical_alignment="center"), st.columns(2, vertical_alignment="center")
+    where = {"kind": first[0], "play": first[1], "stretch": second[0], "skip": second[1]}
+with where["kind"]:
+    widgets.kind_picker(ctx, "attn_kind", on_touch=session.stop_autoplay, compact=present)
+with where["stretch"]:
     stretch = st.toggle(
         "Stretch colours to this head",
-        key="attn_stretch",
+        key=session.STRETCH,
         help="Off: colours span weights 0–1, comparable across heads. On: they span this head's own smallest to largest weight.",
     )
-with top[2]:
+with where["skip"]:
     skip_first = widgets.first_token_switch("attn_skip_first")
 first_token = trace.key_tokens(kind)[0]
-with top[3]:
-    autoplay = st.toggle(
+with where["play"]:
+    on_off, settings = st.columns([2.5, 1], vertical_alignment="center") if not present else (st.container(), options)
+    autoplay = on_off.toggle(
         "Autoplay",
-        key="autoplay",
-        help=f"Steps through every layer and head, one head every {session.AUTOPLAY_SECONDS:g} s.",
+        key=session.AUTOPLAY,
+        help="Steps through the heads by itself, and pauses when you move the layer, the head or the kind. "
+        "The ⚙ sets the speed and the tour.",
     )
+    with settings if present else settings.popover("", icon=":material/settings:", help="Autoplay: speed and tour"):
+        st.segmented_control(
+            "Autoplay: each head stays",
+            session.AUTOPLAY_SPEEDS,
+            format_func=lambda s: f"{s:g} s",
+            **session.bind("sel_autoplay_seconds", "w_autoplay_seconds"),
+        )
+        st.segmented_control("Autoplay's tour", session.AUTOPLAY_TOURS, **session.bind("sel_tour", "w_tour"))
+
+
+def stops() -> list[tuple[str, int, int]]:
+    """Where autoplay goes: every head of every kind, or only the heads with a job (every head when none has one)."""
+    if st.session_state.get("sel_tour") == session.AUTOPLAY_TOURS[1]:
+        tour = head_jobs.tour(ctx)
+        if tour:
+            return tour
+        st.caption("No head has a job above the threshold here: autoplay shows every head.")
+    cfg = ctx.ckpt.config
+    return session.every_head({k: cfg.layers_of(k) for k in cfg.attention_kinds}, cfg.n_heads)
 
 
 def main_view() -> None:
     """Layer and head selectors and the heatmap of the selected head."""
     n_layers, n_heads = trace.n_layers(kind), ctx.n_heads
-    if autoplay:
-        session.advance_autoplay(n_layers, n_heads)
-    widgets.layer_head_controls(ctx, n_layers, n_heads, "attn")
+    if autoplay and not st.session_state.get(session.AUTOPLAY):  # paused by a touch inside this fragment
+        st.rerun(scope="app")
+    if autoplay and session.advance_autoplay(stops(), ctx.ckpt.config.attention_kinds):
+        st.rerun(scope="app")  # another kind: its picker and the page's kind are outside this fragment
+    widgets.layer_head_controls(ctx, n_layers, n_heads, "attn", on_touch=session.stop_autoplay, compact=present)
     layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
-    fig = shared_figures.attention_figure(ctx.trace_key, trace, kind, layer, head, ctx.presentation, stretch, skip_first)
+    says = head_jobs.says(ctx, kind, layer, head)
+    if says:  # what the head does, in one line (plain text: legible on a projector)
+        st.markdown(f"**What this head does** — {says}")  # our own words and numbers: no user text in it
+    fig = shared_figures.attention_figure(ctx.trace_key, trace, kind, layer, head, present, stretch, skip_first)
     if skip_first:
         widgets.first_token_note(fig, first_token)
     widgets.heatmap(
@@ -54,13 +92,11 @@ def main_view() -> None:
         trace.key_tokens(kind),
         key="attn_heatmap",
         filename=f"weights_{kind.replace(' ', '_')}_L{layer}_H{head}",
+        presented=present,
     )
     sharing = kv_sharing(ctx.n_heads, ctx.ckpt.config.kv_heads, head)
     if sharing:
         st.caption(f"{sharing} Its weights are its own: each query head scores the shared keys with its own queries.")
-    label = head_jobs.label(ctx, kind, layer, head)
-    if label:
-        st.caption(f"Head job (from the analysis): {label}")
     session.sync_url(ctx)
 
 
@@ -71,7 +107,7 @@ def layer_view() -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Mean over heads", anchor=False)
-        mean = shared_figures.mean_heads_figure(ctx.trace_key, trace, kind, layer, ctx.presentation, stretch, skip_first)
+        mean = shared_figures.mean_heads_figure(ctx.trace_key, trace, kind, layer, present, stretch, skip_first)
         if skip_first:
             widgets.first_token_note(mean, first_token)
         widgets.heatmap(
@@ -91,10 +127,9 @@ def layer_view() -> None:
             picked = grid.pick_from_selection(st.session_state["attn_layer_grid"].selection.points)
             if picked is not None:
                 session.set_selection(head=picked[1])
+                session.stop_autoplay()
 
-        thumbs = shared_figures.layer_grid(
-            ctx.trace_key, trace, kind, layer, st.session_state["sel_head"], ctx.presentation, skip_first
-        )
+        thumbs = shared_figures.layer_grid(ctx.trace_key, trace, kind, layer, st.session_state["sel_head"], present, skip_first)
         if skip_first:
             block = grid.pool_blocks(len(trace.query_tokens(kind)), len(trace.key_tokens(kind)), grid.MAX_CELLS)
             widgets.grid_first_note(thumbs, first_token, block[1])
@@ -106,10 +141,19 @@ def layer_view() -> None:
         )
         table = head_jobs.table(ctx, kind)
         if table is not None:
-            st.caption("Head-job scores for this layer (from the analysis functions)")
+            st.caption("Head-job scores for this layer (from the analysis functions): click a row to show its head above.")
             if kind == "cross" and head_jobs.note(ctx):
                 st.caption(head_jobs.note(ctx))
-            st.dataframe(table[table.index.get_level_values(0) == layer] if table.index.nlevels > 1 else table)
+            shown = table[table.index.get_level_values(0) == layer] if table.index.nlevels > 1 else table
+            heads = [int(h) for h in shown.index.get_level_values(-1)]
+
+            def _pick_row() -> None:
+                rows = st.session_state["attn_jobs"].selection.rows
+                if rows:
+                    session.set_selection(head=heads[rows[0]])
+                    session.stop_autoplay()
+
+            st.dataframe(shown, key="attn_jobs", on_select=_pick_row, selection_mode="single-row")
 
 
 def page() -> None:
@@ -118,4 +162,4 @@ def page() -> None:
     layer_view()
 
 
-st.fragment(page, run_every=session.AUTOPLAY_SECONDS if autoplay else None)()
+st.fragment(page, run_every=session.autoplay_seconds() if autoplay else None)()

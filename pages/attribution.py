@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from server import notices, session, shared_analyses, widgets
+from server import notices, session, shared_analyses, urlstate, widgets
 from server.literal import md
 from transformer.why import rollout
 from viz import figures, why
@@ -76,10 +76,17 @@ def draw_through_layers(matrix, what: str, key: str) -> None:
 with right:
     draw_through_layers(roll[layer], "rollout", "attr_rollout")
 
+
+def _choose_flow() -> None:
+    st.session_state["sel_attr_flow"] = st.session_state["attr_flow_on"]  # the user's choice from now on
+
+
 flow = None
 cheap = kind != "cross" and layer < 2  # one or two layers: a closed form, no max-flow solver (rollout.max_flows)
+chosen = st.session_state.get("sel_attr_flow")  # None: on where it is cheap
+st.session_state["attr_flow_on"] = cheap if chosen is None else chosen
 flow_col, flow_text = st.columns(2)
-on = flow_text.toggle("Attention flow", value=cheap, key="attr_flow_on")
+on = flow_text.toggle("Attention flow", key="attr_flow_on", on_change=_choose_flow)
 flow_text.caption(rollout.EXPLANATIONS["flow"] + FLOW_LIMITS)
 if on:
     try:
@@ -97,17 +104,16 @@ if cfg.kind == "encoder" and not cfg.n_classes:
     st.info("Saliency needs a prediction to explain, and this encoder has no output head (its output is its hidden states).")
     session.sync_url(ctx, "attribution")
     st.stop()
-methods = ("gradient × input", "integrated gradients")
+methods = tuple(urlstate.SALIENCY_METHODS.values())
 c1, c2 = st.columns([3, 2], vertical_alignment="bottom")
-method = c1.radio("Method", methods, horizontal=True, key="attr_method")
-steps = 64
+method = c1.radio("Method", methods, horizontal=True, **session.bind("sel_attr_method", "attr_method"))
+steps = urlstate.IG_DEFAULT_STEPS
 if method == "integrated gradients":
     steps = c2.select_slider(
         "Steps (midpoint rule)",
-        [16, 32, 64, 128, 256],
-        value=64,
-        key="attr_steps",
+        urlstate.IG_STEPS,
         help="More steps: the scores add up more closely to the change in log-probability (the gap is shown), at more cost.",
+        **session.bind("sel_attr_steps", "attr_steps"),
     )
 
 # Which prediction, and so which position both the attention rows and the saliency below explain:
@@ -119,17 +125,25 @@ decoder_rows = kind in ("decoder self", "cross")
 row_kind = kind
 if cfg.kind == "encoder":
     position, row_at = None, 0
+    st.session_state["sel_attr_dec_pos"] = None  # a link's decoder position: this model has none
 elif decoder_rows:
     position = row_at = query
 else:
     d_labels = unique_labels(trace.query_tokens("cross"))
+    last, picked, clamped = len(d_labels) - 1, st.session_state.get("sel_attr_dec_pos"), []
+    if picked is not None:  # a link's or one picked on another text: this text may have fewer positions
+        picked = urlstate.clamp(int(picked), len(d_labels), "decoder position", clamped)
+    st.session_state["sel_attr_dec_pos"] = last if picked is None else picked
+    for message in clamped:
+        st.warning(message)
     position = row_at = st.selectbox(
         "Decoder position explained (saliency needs a prediction; encoder positions predict nothing)",
         range(len(d_labels)),
-        index=len(d_labels) - 1,
         format_func=d_labels.__getitem__,
-        key="attr_dec_position",
+        **session.bind("sel_attr_dec_pos", "attr_dec_position"),
     )
+    if position == last:
+        st.session_state["sel_attr_dec_pos"] = None  # the default: the last position, whatever the text
     row_kind = "cross"
 row_label = unique_labels(trace.query_tokens(row_kind))[row_at]
 row_layer = min(layer, trace.n_layers(row_kind) - 1)  # an encoder deeper than the decoder: its last layer

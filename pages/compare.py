@@ -12,7 +12,7 @@ from server import notices, session, shared, urlstate, widgets
 from server.literal import md
 from transformer.checkpoints import catalog
 from transformer.checkpoints.format import CheckpointError
-from viz import compare, figures
+from viz import compare, figures, word_swap
 
 ctx = session.require_text(session.context())
 notices.coverage(ctx)
@@ -33,10 +33,32 @@ def stop(message: str) -> None:
     st.stop()
 
 
+AUTO_TEXT2 = "_cmp_auto_text2"  # the B this page chose itself: {"for": (identity, text A), "text2": B, "change": …}
+
+
+def automatic_text_b() -> dict | None:
+    """Text B chosen by the page, so that it opens on a difference: A with one word changed; None when B is the user's.
+
+    A B the user typed, or one a link gave, is never overwritten. The page's own B follows A: another text or
+    checkpoint in the sidebar gives another B. "change" is word_swap's (B, old word, new word), or None when no
+    word could be swapped (B is then A itself).
+    """
+    state = st.session_state
+    made = state.get(AUTO_TEXT2)
+    if state.get("sel_text2") is not None and (made is None or state["sel_text2"] != made["text2"]):
+        return None
+    if made is None or made["for"] != (ctx.identity, ctx.text):
+        examples = [ex["text"] for ex in session.examples(ctx.name)]
+        change = word_swap.one_word_changed(ctx.text, ctx.ckpt.tokenizer, [*examples, ctx.text])
+        made = {"for": (ctx.identity, ctx.text), "text2": change[0] if change else ctx.text, "change": change}
+        state[AUTO_TEXT2] = made
+    state["sel_text2"] = made["text2"]
+    return made
+
+
 def text_panel():
     """B: a second text on the sidebar's checkpoint (decoded greedily for an encoder-decoder)."""
-    if st.session_state.get("sel_text2") is None:  # start from the sidebar's text: change a word and see what moves
-        st.session_state["sel_text2"] = ctx.text
+    made = automatic_text_b()
     st.text_area(
         "Text B",
         help="Change a word or two: when B has as many tokens as A, the difference B − A is drawn below.",
@@ -44,6 +66,11 @@ def text_panel():
         max_chars=urlstate.MAX_TEXT_CHARS,
         **session.bind("sel_text2", "cmp_text2"),
     )
+    if made is not None and made["change"] is not None:
+        _, old, new = made["change"]
+        st.caption(f"B is A with {md(old, 40)} changed to {md(new, 40)}: type in B to compare another sentence.")
+    elif made is not None:
+        st.caption("No word of A could be swapped for another that this model reads whole: type a different sentence in B.")
     text = st.session_state["sel_text2"]
     if not text.strip():
         stop("Text B is empty: type a second sentence to compare with the sidebar's.")
@@ -56,16 +83,44 @@ def text_panel():
     return ctx.trace, "A: the sidebar's text", shared.trace_for(ctx.identity, text, None, ctx.ckpt), f"B: text B{note}"
 
 
-def checkpoint_panel():
-    """B: the sidebar's text on another checkpoint of the catalogue (through that checkpoint's own tokenizer)."""
+KINDS_SEEN = "_cmp_attention_kinds"  # path -> attention kinds of a catalogue checkpoint (None: not known)
+AUTO_CHECKPOINT2 = "_cmp_auto_checkpoint2"  # (A's identity, B's name): the B this page chose itself
+
+
+def attention_kinds(entry: catalog.CatalogEntry) -> tuple[str, ...] | None:
+    """The attention kinds a catalogue checkpoint computes (`catalog.attention_kinds`, read once a session); None when
+    not known: a Hugging Face or nanoGPT folder is known once it has been loaded as B (`checkpoint_panel` notes it)."""
+    seen = st.session_state.setdefault(KINDS_SEEN, {})
+    key = str(entry.path)
+    if key not in seen:
+        seen[key] = catalog.attention_kinds(entry)
+    return seen[key]
+
+
+def partners() -> tuple[dict[str, catalog.CatalogEntry], list[str]]:
+    """The other checkpoints of the catalogue, and their names in the order offered as B (same kinds as A first)."""
     others = {name: entry for name, entry in session.entries().items() if name != ctx.name}
+    kinds = {name: attention_kinds(entry) for name, entry in others.items()}
+    return others, compare.order_partners(ctx.ckpt.config.attention_kinds, kinds, ctx.kind)
+
+
+def checkpoint_panel():
+    """B: the sidebar's text on another checkpoint of the catalogue (through that checkpoint's own tokenizer).
+
+    Until the user picks one (here or in a link), B is the page's choice: one computing the same attention as A,
+    chosen again when A changes.
+    """
+    others, order = partners()
     if not others:
         stop("There is no other checkpoint to compare with.")
-    if st.session_state.get("sel_checkpoint2") not in others:
-        st.session_state["sel_checkpoint2"] = next(iter(others))
+    state = st.session_state
+    chosen, auto = state.get("sel_checkpoint2"), state.get(AUTO_CHECKPOINT2)
+    if chosen not in others or (auto is not None and auto[1] == chosen and auto[0] != ctx.identity):
+        state["sel_checkpoint2"] = order[0]
+        state[AUTO_CHECKPOINT2] = (ctx.identity, order[0])
     st.selectbox(
         "Checkpoint B",
-        list(others),
+        order,
         format_func=lambda n: session.short_label(others[n].label)[0],
         **session.bind("sel_checkpoint2", "cmp_checkpoint2"),
     )
@@ -75,6 +130,7 @@ def checkpoint_panel():
         st.error(error)
         session.sync_url(ctx, "compare")
         st.stop()
+    state[KINDS_SEEN][str(entry.path)] = ckpt.config.attention_kinds
     tokens = shared.tokens_for(identity, ctx.text, None, ckpt)
     if not shared.trace_fits(ckpt, tokens):
         stop("The text is too long for a full trace of checkpoint B on this server: shorten it.")
@@ -120,6 +176,10 @@ kind = ctx.kind
 widgets.layer_head_controls(ctx, trace_a.n_layers(kind), ctx.n_heads, "cmp")
 layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
 missing = compare.has_head(trace_b, kind, layer, head)
+if missing and mode == "checkpoints" and kind not in trace_b.kinds:
+    others, order = partners()
+    same_kind_elsewhere = attention_kinds(others[order[0]]) == ctx.ckpt.config.attention_kinds
+    stop(compare.kinds_differ(missing, trace_a.kinds, trace_b.kinds, same_kind_elsewhere))
 if missing:
     stop(f"B {missing}: pick a kind, layer and head that both have.")
 
@@ -162,6 +222,9 @@ else:
     differ = sorted(set(q_differ) | set(k_differ))
     if differ:
         st.caption(f"The tokens differ at position(s) {', '.join(map(str, differ[:20]))}: the axes show them as A→B.")
+    if not diff.any():
+        same_text = mode == "texts" and st.session_state["sel_text2"] == ctx.text
+        st.caption(compare.SAME_TEXT if same_text else compare.NOTHING_DIFFERS)
     widgets.heatmap(
         widgets.leave_out_first(
             compare.difference_figure(diff, rows, cols, kind, layer, head, ctx.presentation), cols[0], skip_first

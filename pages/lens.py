@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from server import notices, session, shared_analyses, widgets
+from server import notices, session, shared_analyses, urlstate, widgets
 from transformer.why import lens
 from viz import why
 
@@ -27,17 +27,27 @@ n_pos = len(trace.query_tokens("decoder self"))
 n_rows = 1 + cfg.layers_of("decoder self") * (3 if cfg.has_encoder else 2)
 # Every cell costs an unembedding (d_model × vocab multiply-adds): a GPT-2-sized model reads a window of positions.
 fit = max(1, LENS_MACS // (n_rows * cfg.d_model * cfg.vocab_size))
-positions = None
+positions, end = None, st.session_state.get("sel_lens_window")  # None: the window ending at the last position
 if fit < n_pos:
-    end = st.slider("Window of positions, ending at", fit - 1, n_pos - 1, n_pos - 1, key="lens_window_end")
+    clamped = []
+    if end is not None:  # a link's or one chosen on another text: this text may be shorter
+        end = urlstate.clamp(int(end), n_pos, "window end", clamped, low=fit - 1)
+    st.session_state["sel_lens_window"] = n_pos - 1 if end is None else end
+    for message in clamped:
+        st.warning(message)
+    end = st.slider("Window of positions, ending at", fit - 1, n_pos - 1, **session.bind("sel_lens_window", "lens_window_end"))
     positions = tuple(range(end - fit + 1, end + 1))
     st.caption(
         f"This model's vocabulary is large: the lens reads {fit} positions at a time (of {n_pos}), to answer in about a second."
     )
+if positions is None or end == n_pos - 1:
+    st.session_state["sel_lens_window"] = None  # the default: the window ends at the last position, whatever the text
 result = shared_analyses.logit_lens(ctx.trace_key, ctx.ckpt, trace, positions)
 st.caption(f"{lens.EXPLANATION} Applied here: {result.norm}.")
 sublayers = st.toggle(
-    "Every sublayer", value=True, key="lens_sublayers", help="Off: one row per layer (after its feed-forward sublayer)."
+    "Every sublayer",
+    help="Off: one row per layer (after its feed-forward sublayer).",
+    **session.bind("sel_lens_sublayers", "lens_sublayers"),
 )
 rows = [i for i, label in enumerate(result.labels) if sublayers or label == "embed" or label.endswith("feed-forward")]
 where = "the target (decoder input)" if ctx.ckpt.config.kind == "encoder-decoder" else "the text"

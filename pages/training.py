@@ -195,6 +195,7 @@ if latest is not None and latest.state == "done" and latest.checkpoint.is_file()
     def open_it() -> None:
         st.session_state.update(sel_checkpoint=name, sel_text=text, sel_target=None, sel_auto_target=True)
         session.set_selection(kind="", layer=0, head=0)
+        st.session_state[session.PICK_TELLING] = True  # it opens on its most telling head, as any new model does
 
     c_open, c_download = st.columns(2)
     c_open.button("Open it in the sidebar", key="tj_open", on_click=open_it, icon=":material/open_in_new:")
@@ -216,8 +217,9 @@ elif latest is not None and latest.state in ("failed", "cancelled"):
 # ---------------------------------------------------------------------------------------------
 
 st.divider()
-st.subheader("Snapshots of the checkpoint in the sidebar", anchor=False)
 ctx = session.require_text(ctx)
+# Named: under a finished job, "the checkpoint in the sidebar" may well be another model than the one just trained.
+st.subheader(f"Snapshots of the checkpoint in the sidebar: {md(session.short_label(ctx.label)[0], 60)}", anchor=False)
 entry = session.entries().get(ctx.name)  # shipped, found on disk or trained here: snapshots sit beside any
 path = catalog.snapshots_path(entry) if entry is not None else None
 if path is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import streamlit as st
 
@@ -50,6 +52,56 @@ def label(ctx: session.Context, kind: str, layer: int, head: int) -> str | None:
     row = frame.loc[(layer, head)]
     jobs = [f"{job} {score:.2f}" for job, score in row.sort_values(ascending=False).items() if score >= THRESHOLD]
     return " · ".join(jobs) if jobs else "no job above the threshold (0.5)"
+
+
+def says(ctx: session.Context, kind: str, layer: int, head: int) -> str | None:
+    """One line on what the head does, its best job first: "alignment 0.97: each word of the translation looks at the
+    source word it translates (also: focused 0.81)"; None when the jobs cannot be scored for this model."""
+    frame = table(ctx, kind)
+    if frame is None:
+        return None
+    from transformer.why.head_jobs import JOB_MEANINGS
+
+    row = frame.loc[(layer, head)].sort_values(ascending=False)
+    jobs = [(job, float(score)) for job, score in row.items() if score >= THRESHOLD]
+    if not jobs:
+        best, score = next(iter(row.items()))
+        return f"No job above the threshold ({THRESHOLD}) for this head; its best is {best} {score:.2f}."
+    (job, score), others = jobs[0], jobs[1:]
+    also = f" (also: {' · '.join(f'{j} {s:.2f}' for j, s in others)})" if others else ""
+    return f"{job} {score:.2f}: {JOB_MEANINGS.get(job, job)}{also}."
+
+
+def _all_scores(ctx: session.Context) -> dict | None:
+    return _scores(ctx.identity, ctx.ckpt)
+
+
+def telling(ctx: session.Context):
+    """The model's most telling head (`transformer.why.head_jobs.most_telling`), or None."""
+    from transformer.why.head_jobs import most_telling
+
+    scores = _all_scores(ctx)
+    return most_telling(scores, THRESHOLD) if scores else None
+
+
+def tour(ctx: session.Context) -> list[tuple[str, int, int]]:
+    """The heads with a job, in the model's order (the autoplay's "heads with a job" tour); [] when none or unscored."""
+    from transformer.why.head_jobs import tour as heads_with_a_job
+
+    scores = _all_scores(ctx)
+    return heads_with_a_job(scores, ctx.ckpt.config.attention_kinds, THRESHOLD) if scores else []
+
+
+def open_telling(ctx: session.Context | None) -> session.Context | None:
+    """A first view with no head chosen (a new session without one in its link, or a checkpoint switch) opens on the
+    model's most telling head; the context comes back with that selection (or as it was)."""
+    if ctx is None or not st.session_state.pop(session.PICK_TELLING, False):
+        return ctx
+    best = telling(ctx)
+    if best is None:
+        return ctx
+    session.set_selection(kind=best.kind, layer=best.layer, head=best.head)
+    return dataclasses.replace(ctx, kind=best.kind, layer=best.layer, head=best.head)
 
 
 def note(ctx: session.Context) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import shared
+from server import session
 from server.session import Context
 from transformer import coverage as cover
 from transformer.checkpoints import catalog
@@ -52,7 +52,7 @@ def coverage(ctx: Context | None, trace: Trace | None = None) -> None:
     cfg = ctx.ckpt.config
     probs = trace.probs[0] if trace is not None and cfg.kind == "decoder" and trace.probs.dim() == 3 else None
     found = cover.judge(ctx.ckpt.tokenizer, ctx.tokens[0], probs)
-    examples = shared.examples_for(ctx.name if ctx.name in shared.examples() else "generic")
+    examples = session.examples(ctx.name)  # its own, its task's (an upload, a model trained here), or the generic
     if found.ok or ctx.text.strip() in {ex["text"].strip() for ex in examples}:
         return
     with st.container(border=True, key="coverage_notice"):

@@ -30,6 +30,7 @@ UPLOAD = "upload"  # the checkpoint picker's "Upload…" choice
 UPLOAD_TYPES = ["safetensors", "json", "bin", "pt", "pth", "pkl", "zip", "txt", "md", "spm", "model"]
 DEFAULT_CHECKPOINT = "translator"
 AUTOPLAY_SECONDS = 1.5
+PICK_TELLING = "_pick_telling"  # set when no head is chosen yet: the view opens on the model's most telling head
 STRETCH = "attn_stretch"  # the Attention page's "Stretch colours to this head" (its widget key, seeded from a link)
 PASTE_CHARS = 1_000_000  # a paste is cut here before the tokenizer sees it (then to what the model reads)
 
@@ -123,17 +124,54 @@ def set_selection(kind: str | None = None, layer: int | None = None, head: int |
             st.session_state[key] = value
 
 
-def advance_autoplay(n_layers: int, n_heads: int) -> None:
-    """Autoplay tick: next head, then the next layer's first head, around again; at most one step per interval."""
+AUTOPLAY = "autoplay"  # the Attention page's Autoplay switch (its widget key)
+AUTOPLAY_SPEEDS = (0.75, 1.5, 3.0, 5.0)  # seconds a head stays on screen
+AUTOPLAY_TOURS = ("every head", "heads with a job")
+
+
+def autoplay_seconds() -> float:
+    """How long autoplay shows each head (this session's choice; `AUTOPLAY_SECONDS` until one is made)."""
+    seconds = st.session_state.get("sel_autoplay_seconds", AUTOPLAY_SECONDS)
+    return seconds if seconds in AUTOPLAY_SPEEDS else AUTOPLAY_SECONDS
+
+
+def stop_autoplay(*_) -> None:
+    """Widget callback: a teacher who touches the layer, head or kind takes over from autoplay (it pauses)."""
+    st.session_state[AUTOPLAY] = False
+
+
+def next_stop(stops: list[tuple[str, int, int]], at: tuple[str, int, int], order: tuple[str, ...]) -> tuple[str, int, int]:
+    """The stop after `at` in `stops` (a list of (kind, layer, head) in the model's order), around again at the end.
+
+    `at` need not be a stop (the teacher picked another head): the tour goes on from the first stop after it.
+    """
+    if at in stops:
+        return stops[(stops.index(at) + 1) % len(stops)]
+
+    def rank(s: tuple[str, int, int]) -> tuple[int, int, int]:
+        return (order.index(s[0]) if s[0] in order else len(order), s[1], s[2])
+
+    later = [s for s in stops if rank(s) > rank(at)]
+    return later[0] if later else stops[0]
+
+
+def every_head(layers: dict[str, int], n_heads: int) -> list[tuple[str, int, int]]:
+    """Autoplay's "every head" tour: each kind in turn (`layers`: kind -> its layers), each layer, each head."""
+    return [(kind, layer, head) for kind, n in layers.items() for layer in range(n) for head in range(n_heads)]
+
+
+def advance_autoplay(stops: list[tuple[str, int, int]], order: tuple[str, ...]) -> bool:
+    """Autoplay tick: the selection moves to the next stop, at most once per step. True when the kind changed (the
+    page must then rerun whole: the kind picker sits outside the fragment that autoplay reruns)."""
     now = time.monotonic()
-    if now - st.session_state.get("_autoplay_at", 0.0) < AUTOPLAY_SECONDS * 0.8:
-        return
+    if not stops or now - st.session_state.get("_autoplay_at", 0.0) < autoplay_seconds() * 0.8:
+        return False
     st.session_state["_autoplay_at"] = now
-    head = st.session_state["sel_head"] + 1
-    if head >= n_heads:
-        head = 0
-        st.session_state["sel_layer"] = (st.session_state["sel_layer"] + 1) % n_layers
-    st.session_state["sel_head"] = head
+    state = st.session_state
+    at = (state["sel_kind"], state["sel_layer"], state["sel_head"])
+    kind, layer, head = next_stop(stops, at, order)
+    set_selection(kind=kind, layer=layer, head=head)
+    return kind != at[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +188,7 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     default = DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT in entries else next(iter(entries), UPLOAD)
     name = view.checkpoint or default
     st.session_state["sel_checkpoint"] = name
-    st.session_state["sel_text"] = view.text if view.text is not None else shared.examples_for(name)[0]["text"]
+    st.session_state["sel_text"] = view.text if view.text is not None else examples(name, entries)[0]["text"]
     st.session_state["sel_target"] = view.target
     st.session_state["sel_auto_target"] = view.target is None
     st.session_state["sel_src_lang"] = view.source_lang  # checked against the model's languages once it is loaded
@@ -160,6 +198,8 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["sel_layer"] = view.layer or 0
     st.session_state["sel_head"] = view.head or 0
     st.session_state["sel_query"] = view.query or 0
+    # A link that names no head: app.py opens the model's most telling one (head_jobs.open_telling).
+    st.session_state[PICK_TELLING] = view.kind is None and view.layer is None and view.head is None
     # the "Ask why" pages
     st.session_state["sel_cmp"] = view.compare or "texts"
     st.session_state["sel_text2"] = view.text2
@@ -175,13 +215,38 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["sel_skip_first"] = bool(view.skip_first)
     st.session_state["sel_scale"] = view.scale or "linear"
     st.session_state["sel_group"] = bool(view.group)
+    st.session_state["sel_attr_flow"] = view.flow  # None: on where flow is cheap (the page knows where)
+    st.session_state["sel_attr_method"] = view.method or urlstate.SALIENCY_METHODS["gradient-x-input"]
+    st.session_state["sel_attr_steps"] = view.steps or urlstate.IG_DEFAULT_STEPS
+    st.session_state["sel_attr_dec_pos"] = view.dec_pos  # None: the last decoder position, whatever the text
+    st.session_state["sel_lens_sublayers"] = view.sublayers is not False
+    st.session_state["sel_lens_window"] = view.window  # None: the window ending at the text's last position
+    st.session_state["sel_abl_copies"] = bool(view.copies)
     st.session_state["_warnings"] = list(view.warnings)
     st.session_state["_goto"] = view.page
 
 
+UPLOAD_TASK = "_upload_task"  # the training task this session's upload records (None: none of ours)
+
+
+def examples(name: str, entries: dict[str, catalog.CatalogEntry] | None = None) -> list[dict[str, str]]:
+    """The examples offered for checkpoint `name`: a shipped model's own; else those of the task it was trained on
+    (an upload's, once loaded; a trained or found checkpoint's, from its file's header); else the generic ones."""
+    if name == UPLOAD:
+        return shared.examples_for(UPLOAD, st.session_state.get(UPLOAD_TASK))
+    entry = (entries if entries is not None else st.session_state.get("_entries") or {}).get(name)
+    task = None
+    if entry is not None and name not in shared.examples():
+        try:
+            task = shared.entry_task(str(entry.path), shared.identity_of(entry.path))
+        except OSError:  # gone since it was found: loading it says so
+            task = None
+    return shared.examples_for(name, task)
+
+
 def _example_texts(name: str) -> list[str]:
-    """The example sentences the sidebar offers for checkpoint `name` (an upload: the generic ones)."""
-    return [ex["text"] for ex in shared.examples_for(name if name != UPLOAD else "generic")]
+    """The example sentences the sidebar offers for checkpoint `name` (`examples`)."""
+    return [ex["text"] for ex in examples(name)]
 
 
 def _on_checkpoint_change() -> None:
@@ -193,11 +258,14 @@ def _on_checkpoint_change() -> None:
     untouched = not text.strip() or before is None or text in _example_texts(before)
     if name != UPLOAD and untouched:
         state["sel_text"] = _example_texts(name)[0]
+    # An upload's examples are known once it is loaded (`_upload_examples`): until then, remember an untouched text.
+    state["_untouched_text"] = text if name == UPLOAD and untouched else None
     st.session_state["sel_target"] = None
     st.session_state["sel_auto_target"] = True
     st.session_state["sel_src_lang"] = st.session_state["sel_tgt_lang"] = None  # the new model's own
     for key in SELECTION:
         st.session_state[key] = "" if key == "sel_kind" else 0
+    st.session_state[PICK_TELLING] = True  # a new model opens on its most telling head
 
 
 def _on_example() -> None:
@@ -205,7 +273,7 @@ def _on_example() -> None:
     if choice is None:
         return
     name = st.session_state["sel_checkpoint"]
-    for ex in shared.examples_for(name if name != UPLOAD else "generic"):
+    for ex in examples(name):
         if ex["label"] == choice:
             st.session_state["sel_text"] = ex["text"]
             st.session_state["sel_target"] = None
@@ -277,6 +345,34 @@ def _uploaded(files: list) -> tuple[str, Checkpoint | None]:
     return f"upload:{digest}", None
 
 
+def upload_caption(files: list, ckpt: Checkpoint) -> str:
+    """What the sidebar says under an upload: its files' whole names (shown as typed) and what it was trained to do."""
+    names = md(", ".join(f.name for f in files), 300)
+    described = catalog.description(UPLOAD, ckpt.training)
+    if described is None:
+        source, family = ckpt.training.get("source"), ckpt.training.get("model_type")
+        made = {"huggingface": "Hugging Face", "nanogpt": "nanoGPT"}.get(source)
+        origin = (
+            f"a {md(family)} model from {made} files" if made and family else f"a model from {made} files" if made else "a model"
+        )
+        described = f"Uploaded: {origin}, trained elsewhere on texts this app does not know (try your own sentences)."
+    return f"{names} — {described}"
+
+
+def _upload_examples(identity: str, ckpt: Checkpoint) -> None:
+    """A newly loaded upload offers the examples of the task it was trained on (if one of ours), and a text that was
+    still an example (or nothing) becomes its first one: a model trained on letters opens on letters."""
+    state = st.session_state
+    if state.get("_upload_examples_for") == identity:
+        return
+    before = _example_texts(UPLOAD)  # those of the previous upload's task, or the generic ones
+    state["_upload_examples_for"] = identity
+    state[UPLOAD_TASK] = catalog.task_of(ckpt.training)
+    text = state.get("sel_text") or ""
+    if not text.strip() or text in before or text == state.get("_untouched_text"):
+        state["sel_text"] = _example_texts(UPLOAD)[0]
+
+
 def _catalogue_model(entry: catalog.CatalogEntry) -> tuple[str, Checkpoint | None]:
     identity, ckpt, error = load_entry(entry)
     if error is not None:
@@ -325,14 +421,16 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
         else:
             identity, ckpt = _uploaded(files)
             label = f"Uploaded: {', '.join(f.name for f in files)}"  # shown only with st.text (literal)
+            if ckpt is not None:
+                _upload_examples(identity, ckpt)
+                sb.caption(upload_caption(files, ckpt))
     else:
         identity, ckpt = _catalogue_model(entries[name])
         label = entries[name].label
 
-    ex_name = name if name != UPLOAD else "generic"
     sb.selectbox(
         "Examples",
-        [ex["label"] for ex in shared.examples_for(ex_name)],
+        [ex["label"] for ex in examples(name)],
         index=None,
         placeholder="Pick an example sentence…",
         key="example",
@@ -525,8 +623,9 @@ PAGE_PARAMS = {
     "attention": ("stretch", "skip_first"),
     "model_view": ("skip_first", "scale", "group"),
     "qkv": ("q",),
-    "attribution": ("q",),
-    "ablation": ("heads", "ablation", "metric"),
+    "attribution": ("q", "flow", "method", "ig_steps", "dec_pos"),
+    "lens": ("sublayers", "window"),
+    "ablation": ("heads", "ablation", "metric", "copies"),
     "compare": ("cmp", "text2", "checkpoint2", "snap1", "snap2", "skip_first"),
     "training": ("owner",),
 }
@@ -536,13 +635,22 @@ def _page_param(name: str) -> str | None:
     """A page parameter's value for the link (None: left out)."""
     state = st.session_state
     cmp = state.get("sel_cmp", "texts")
+    methods = urlstate.SALIENCY_METHODS
+    method, steps = state.get("sel_attr_method", methods["gradient-x-input"]), state.get("sel_attr_steps")
+    dec_pos = state.get("sel_attr_dec_pos")  # asked for on an encoder-decoder's encoder self only
     values = {
         "q": lambda: str(state["sel_query"]),
         "heads": lambda: urlstate.format_heads(state.get("sel_heads", ())) or None,
         "ablation": lambda: state.get("sel_ablation", "zero"),
         "metric": lambda: state.get("sel_metric", "kl"),
         "cmp": lambda: cmp,
-        "text2": lambda: (state.get("sel_text2") or "")[: urlstate.MAX_TEXT_CHARS] if cmp == "texts" else None,
+        # text2: left out while it is the Compare page's own choice (A with one word changed), which a link's opener
+        # gets again from the same text and checkpoint, and which then follows a new text A
+        "text2": lambda: (
+            (state.get("sel_text2") or "")[: urlstate.MAX_TEXT_CHARS]
+            if cmp == "texts" and state.get("sel_text2") != (state.get("_cmp_auto_text2") or {}).get("text2")
+            else None
+        ),
         "checkpoint2": lambda: state.get("sel_checkpoint2") if cmp == "checkpoints" else None,
         "snap1": lambda: str(state["sel_snap1"]) if cmp == "snapshots" and state.get("sel_snap1") is not None else None,
         "snap2": lambda: str(state["sel_snap2"]) if cmp == "snapshots" and state.get("sel_snap2") is not None else None,
@@ -553,6 +661,16 @@ def _page_param(name: str) -> str | None:
         "skip_first": lambda: urlstate.switch(True) if state.get("sel_skip_first") else None,
         "scale": lambda: None if state.get("sel_scale", "linear") == "linear" else state["sel_scale"],
         "group": lambda: urlstate.switch(True) if state.get("sel_group") else None,
+        "flow": lambda: None if state.get("sel_attr_flow") is None else urlstate.switch(state["sel_attr_flow"]),
+        "method": lambda: None if method == methods["gradient-x-input"] else urlstate.method_word(method),
+        "ig_steps": lambda: (
+            str(steps) if method == methods["integrated-gradients"] and steps != urlstate.IG_DEFAULT_STEPS else None
+        ),
+        # the pages keep these None where their default applies (the last position) or the model has no such choice
+        "dec_pos": lambda: str(dec_pos) if dec_pos is not None and state.get("sel_kind") == "encoder self" else None,
+        "sublayers": lambda: None if state.get("sel_lens_sublayers", True) else urlstate.switch(False),
+        "window": lambda: None if state.get("sel_lens_window") is None else str(state["sel_lens_window"]),
+        "copies": lambda: urlstate.switch(True) if state.get("sel_abl_copies") else None,
     }
     return values[name]()
 

@@ -360,6 +360,31 @@ def examples() -> dict[str, list[dict[str, str]]]:
         return {}
 
 
-def examples_for(name: str) -> list[dict[str, str]]:
+def examples_for(name: str, task: str | None = None) -> list[dict[str, str]]:
+    """The example texts the sidebar offers for checkpoint `name`: its own (a shipped model's), else those of its
+    training `task` (`catalog.task_of`: an upload, a model trained here or found in a folder): the shipped model's of
+    that task, or texts made by the task's generator; else the generic English ones."""
     data = examples()
-    return data.get(name) or data.get("generic") or [{"label": "Example", "text": FALLBACK_TEXT}]
+    if name in data:
+        return data[name]
+    if task is not None:
+        if catalog.TASK_EXAMPLES.get(task) in data:
+            return data[catalog.TASK_EXAMPLES[task]]
+        made = task_examples(task)
+        if made:
+            return made
+    return data.get("generic") or [{"label": "Example", "text": FALLBACK_TEXT}]
+
+
+@st.cache_data(max_entries=32)
+def task_examples(task: str) -> list[dict[str, str]]:
+    """Examples of a task the examples file has none of (copy, sort, addition): its own generator's test texts."""
+    from transformer.data.tasks import example_texts
+
+    return [{"label": f"{task} example {i + 1}: {text}"[:60], "text": text} for i, text in enumerate(example_texts(task))]
+
+
+@st.cache_data(max_entries=256)
+def entry_task(path: str, identity: str) -> str | None:
+    """The training task a catalogue checkpoint's file records (its header; cached per file version, `identity`)."""
+    return catalog.task_of(catalog.training_of(catalog.CatalogEntry("", "", Path(path))))

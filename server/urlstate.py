@@ -26,6 +26,10 @@ MAX_LANGUAGE_CHARS = 16  # the longest language token (NLLB's eng_Latn, M2M-100'
 GRID_SCALES = ("linear", "sqrt", "stretch")  # the Model view's colours (viz.grid.SCALES)
 ON, OFF = "1", "0"  # a switch in a link
 MAX_NAME_CHARS = 200  # an uploaded model's file names, as a link quotes them
+# Rollout & saliency: a link's word for each saliency method -> the method's name (the page's default first)
+SALIENCY_METHODS = {"gradient-x-input": "gradient × input", "integrated-gradients": "integrated gradients"}
+IG_STEPS = (16, 32, 64, 128, 256)  # integrated gradients' steps the page offers
+IG_DEFAULT_STEPS = 64
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,13 @@ class UrlView:
     skip_first: bool | None = None  # every attention heatmap: "Leave the first token out of the colour scale"
     scale: str | None = None  # Model view: one of GRID_SCALES
     group: bool | None = None  # Model view: "Group heads by key/value head"
+    flow: bool | None = None  # Rollout & saliency: "Attention flow" (None: on where it is cheap, one or two layers)
+    method: str | None = None  # Rollout & saliency: a value of SALIENCY_METHODS
+    steps: int | None = None  # Rollout & saliency: integrated gradients' steps, one of IG_STEPS
+    dec_pos: int | None = None  # Rollout & saliency: the decoder position explained (None: the last; clamped to the text later)
+    sublayers: bool | None = None  # Logit lens: "Every sublayer"
+    window: int | None = None  # Logit lens: the last position of its window (None: the text's last; clamped later)
+    copies: bool | None = None  # Ablation: count only the positions where copying predicts the next token
     warnings: tuple[str, ...] = ()
 
 
@@ -98,6 +109,16 @@ def _switch(params: Mapping[str, object], name: str, warnings: list[str]) -> boo
 def switch(on: bool) -> str:
     """An on/off option as a link writes it."""
     return ON if on else OFF
+
+
+def _steps(params: Mapping[str, object], warnings: list[str]) -> int | None:
+    value = _choice(params, "ig_steps", tuple(map(str, IG_STEPS)), warnings)
+    return None if value is None else int(value)
+
+
+def method_word(method: str) -> str:
+    """A saliency method as a link writes it (the inverse of SALIENCY_METHODS)."""
+    return next(word for word, name in SALIENCY_METHODS.items() if name == method)
 
 
 def _language(params: Mapping[str, object], name: str, warnings: list[str]) -> str | None:
@@ -190,6 +211,13 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
         skip_first=_switch(params, "skip_first", warnings),
         scale=_choice(params, "scale", GRID_SCALES, warnings),
         group=_switch(params, "group", warnings),
+        flow=_switch(params, "flow", warnings),
+        method=SALIENCY_METHODS.get(_choice(params, "method", tuple(SALIENCY_METHODS), warnings)),
+        steps=_steps(params, warnings),
+        dec_pos=_index(_one(params, "dec_pos"), "dec_pos", warnings),
+        sublayers=_switch(params, "sublayers", warnings),
+        window=_index(_one(params, "window"), "window", warnings),
+        copies=_switch(params, "copies", warnings),
         warnings=tuple(warnings),
     )
 
@@ -214,10 +242,10 @@ def missing_upload(names: str, has_text: bool) -> str:
     )
 
 
-def clamp(value: int, n: int, name: str, warnings: list[str]) -> int:
-    """`value` forced into 0..n-1, with a warning when it had to move."""
-    if 0 <= value < n:
+def clamp(value: int, n: int, name: str, warnings: list[str], low: int = 0) -> int:
+    """`value` forced into low..n-1, with a warning when it had to move."""
+    if low <= value < n:
         return value
-    fixed = min(max(value, 0), n - 1)
-    warnings.append(f"{name} {value} is out of range (0–{n - 1}); showing {name} {fixed}.")
+    fixed = min(max(value, low), n - 1)
+    warnings.append(f"{name} {value} is out of range ({low}–{n - 1}); showing {name} {fixed}.")
     return fixed

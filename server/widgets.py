@@ -14,7 +14,7 @@ import streamlit as st
 from server import session
 from server.literal import md
 from viz.figures import PNG_CONFIG, as_array, scale_without_first_column
-from viz.labels import unique_labels
+from viz.labels import shown_tokens, unique_labels
 
 
 def matrix_frame(z, rows: Sequence[str], cols: Sequence[str] | None) -> pd.DataFrame:
@@ -24,9 +24,27 @@ def matrix_frame(z, rows: Sequence[str], cols: Sequence[str] | None) -> pd.DataF
     return pd.DataFrame(z, index=pd.Index(unique_labels(rows), name="query"), columns=columns)
 
 
-def chart(fig: go.Figure, key: str, **kwargs):
-    """A Plotly chart with the PNG export button (modebar camera) and a stable key."""
-    return st.plotly_chart(fig, key=key, config=PNG_CONFIG, width="stretch", **kwargs)
+# Presentation mode: the main figure fills the screen's height left under the page's controls (a CSS height on the
+# box `chart(presented=True)` puts it in; the figure's own height is then its least). PRESENTED_TOP is what lies
+# above the figure on the Attention page in presentation mode (navigation bar, controls, the head's one line),
+# measured in Chromium at 1280×720 and 1920×1080 (tests/browser/test_presentation.py holds the figure inside both).
+PRESENTED_TOP_PX = 300
+PRESENTED_MIN_PX = 300
+PRESENTED_CSS = (
+    f"div:has(> [class*='st-key-presented_']) {{height: max({PRESENTED_MIN_PX}px, calc(100vh - {PRESENTED_TOP_PX}px));}}"
+)
+
+
+def chart(fig: go.Figure, key: str, presented: bool = False, **kwargs):
+    """A Plotly chart with the PNG export button (modebar camera) and a stable key.
+
+    presented: the page's main figure in presentation mode, as tall as the screen leaves it (`PRESENTED_CSS`).
+    """
+    if not presented:
+        return st.plotly_chart(fig, key=key, config=PNG_CONFIG, width="stretch", **kwargs)
+    fig.update_layout(height=PRESENTED_MIN_PX)  # the least it takes; the box's height stretches it
+    with st.container(key=f"presented_{key}"):
+        return st.plotly_chart(fig, key=key, config=PNG_CONFIG, width="stretch", height="stretch", **kwargs)
 
 
 def heatmap(
@@ -132,33 +150,58 @@ def pooled_frame(
     }
     for side, tokens, rows, size, n in (("query", query_tokens, ri, bq, n_queries), ("key", key_tokens, ci, bk, n_keys)):
         if tokens is not None:  # one label per block, then looked up per cell
+            tokens = shown_tokens(tokens)  # a byte-level tokenizer's "Ġb" as "␣b", as the figures show it
             labels = np.array([" ".join(tokens[b * size : min((b + 1) * size, n)]) for b in range(-(-n // size))], dtype=object)
             table[f"{side}_tokens"] = labels[rows]
     table["weight"] = z.reshape(-1)  # the largest weight of the block (the weight itself when a block is one cell)
     return pd.DataFrame(table)
 
 
-def layer_head_controls(ctx: session.Context, n_layers: int, n_heads: int, prefix: str) -> None:
-    """Sliders plus previous/next buttons for layer and head (all editing the canonical selection)."""
-    c_layer, c_head = st.columns(2)
-    for col, name, n, what in ((c_layer, "sel_layer", n_layers, "layer"), (c_head, "sel_head", n_heads, "head")):
-        with col:
-            if n > 1:
-                st.slider(what.capitalize(), 0, n - 1, **session.bind(name, f"{prefix}_{what}"))
-            else:
-                st.markdown(f"**{what.capitalize()}:** 0 (the only one)")
-            b1, b2 = st.columns(2)
-            b1.button(
-                f"◀ Previous {what}", key=f"{prefix}_prev_{what}", on_click=session.step, args=(name, -1, n), width="stretch"
-            )
-            b2.button(f"Next {what} ▶", key=f"{prefix}_next_{what}", on_click=session.step, args=(name, 1, n), width="stretch")
+def layer_head_controls(
+    ctx: session.Context, n_layers: int, n_heads: int, prefix: str, on_touch=None, compact: bool = False
+) -> None:
+    """Sliders plus previous/next buttons for layer and head (all editing the canonical selection).
+
+    on_touch: called (no arguments) whenever one of them is used (the Attention page pauses autoplay).
+    compact: one row, the buttons as arrows beside their slider (presentation mode: the figure keeps the height).
+    """
+
+    def stepped(name: str, delta: int, n: int) -> None:
+        session.step(name, delta, n)
+        if on_touch is not None:
+            on_touch()
+
+    if compact:
+        cells = st.columns([4, 1, 1, 4, 1, 1], vertical_alignment="bottom")
+        places = ((cells[0], cells[1], cells[2]), (cells[3], cells[4], cells[5]))
+    else:
+        halves = st.columns(2)
+        places = []
+        for col in halves:
+            with col:
+                slot = st.container()
+                b1, b2 = st.columns(2)
+            places.append((slot, b1, b2))
+    for (slot, b1, b2), name, n, what in zip(places, ("sel_layer", "sel_head"), (n_layers, n_heads), ("layer", "head")):
+        if n > 1:
+            slot.slider(what.capitalize(), 0, n - 1, **session.bind(name, f"{prefix}_{what}", on_touch))
+        else:
+            slot.markdown(f"**{what.capitalize()}:** 0 (the only one)")
+        prev, nxt = ("◀", "▶") if compact else (f"◀ Previous {what}", f"Next {what} ▶")
+        # No help tooltip: Streamlit draws a second, hidden copy of a button that has one (tests would find two).
+        b1.button(prev, key=f"{prefix}_prev_{what}", on_click=stepped, args=(name, -1, n), width="stretch")
+        b2.button(nxt, key=f"{prefix}_next_{what}", on_click=stepped, args=(name, 1, n), width="stretch")
 
 
-def kind_picker(ctx: session.Context, key: str) -> None:
-    """Choose the attention kind (only when the model has more than one)."""
+def kind_picker(ctx: session.Context, key: str, on_touch=None, compact: bool = False) -> None:
+    """Choose the attention kind (only when the model has more than one); `on_touch()` runs when it is used.
+
+    compact: no label line above the choices (presentation mode: the figure keeps the height; the figure's title names
+    the kind)."""
     kinds = list(ctx.ckpt.config.attention_kinds)
     if len(kinds) > 1:
-        st.radio("Attention kind", kinds, horizontal=True, **session.bind("sel_kind", key))
+        visibility = "collapsed" if compact else "visible"
+        st.radio("Attention kind", kinds, horizontal=True, label_visibility=visibility, **session.bind("sel_kind", key, on_touch))
     else:
         st.markdown(f"**Attention kind:** {kinds[0]} (the only one in this model)")
 

@@ -159,9 +159,11 @@ def test_every_page_runs_and_draws_the_trace(case, monkeypatch, tiny_assets):
     text = at.session_state["sel_text"]
     assert text.strip(), "the app opens with an example text"
     ref = reference(entry, text)
-    kind = ref.kinds[0]
+    # It opens on the head the app chose (the model's most telling one; test_opens_on_the_most_telling_head).
+    kind, layer, head = (at.session_state[k] for k in ("sel_kind", "sel_layer", "sel_head"))
+    assert at.query_params["kind"] == kind and at.query_params["layer"] == str(layer) and at.query_params["head"] == str(head)
     fig = charts(at)["attn_heatmap"]
-    assert_heatmap(fig, ref.attention(kind, 0).weights[0, 0].numpy(), ref.query_tokens(kind), ref.key_tokens(kind))
+    assert_heatmap(fig, ref.attention(kind, layer).weights[0, head].numpy(), ref.query_tokens(kind), ref.key_tokens(kind))
     for page in PAGES[1:]:
         at.switch_page(page).run()
         no_errors(at)
@@ -180,9 +182,10 @@ def test_every_page_runs_and_draws_the_trace(case, monkeypatch, tiny_assets):
 @pytest.mark.parametrize("case", CASES)
 def test_changing_head_layer_and_kind_changes_the_figure(case, monkeypatch, tiny_assets):
     entry = _use(monkeypatch, case, tiny_assets)
-    at = start({"checkpoint": entry.name})
+    at = start({"checkpoint": entry.name, "layer": "0", "head": "0"})  # a link naming a head opens on it
     ref = reference(entry, at.session_state["sel_text"])
     kinds = ref.kinds
+    assert at.session_state["sel_kind"] == kinds[0]
     before = charts(at)["attn_heatmap"]["data"][0]["z"]
 
     at.button(key="attn_next_head").click().run()
@@ -212,7 +215,7 @@ def test_changing_head_layer_and_kind_changes_the_figure(case, monkeypatch, tiny
 
 
 def test_opens_on_the_translator_attention_page(env):
-    at = start()
+    at = start({"kind": "encoder self"})
     no_errors(at)
     assert at.session_state["sel_checkpoint"] == "translator"
     assert {"attn_heatmap", "attn_mean", "attn_layer_grid"} <= set(charts(at))
@@ -308,7 +311,7 @@ def test_bad_url_values_fall_back_with_warnings(env):
 
 
 def test_translator_target_is_greedy_by_default_and_editable(env):
-    at = start()
+    at = start({"layer": "0", "head": "0"})
     ref = reference(catalog.available()["translator"], at.session_state["sel_text"])
     assert "target" not in at.query_params
     at.toggle(key="w_auto_target").set_value(False).run()

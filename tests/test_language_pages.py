@@ -24,7 +24,7 @@ from server.notices import HEADLINE
 from transformer.checkpoints.format import save_checkpoint
 from transformer.checkpoints.importers import load_hf_dir
 from transformer.decoding import DEFAULT_NEW_TOKENS
-from viz.labels import plotly_text, unique_labels
+from viz.labels import plotly_text, shown_tokens, unique_labels
 
 pytestmark = pytest.mark.numerics
 
@@ -111,7 +111,7 @@ def test_the_sidebar_offers_the_languages_and_the_translation_follows_the_choice
     no_errors(at)
     fig = charts(at)["attn_heatmap"]
     source = folder_tokenizer(M2M_LANGS, "__fr__").encode(TEXT).tokens
-    assert fig["layout"]["xaxis"]["ticktext"] == [plotly_text(t) for t in source]
+    assert fig["layout"]["xaxis"]["ticktext"] == [plotly_text(t) for t in shown_tokens(source)]  # "Ġ" ticked "␣"
     assert fig["layout"]["yaxis"]["ticktext"][:2] == [plotly_text("</s>"), "__de__"]
 
 
@@ -134,7 +134,7 @@ def test_the_link_restores_the_languages(env):
     at.radio(key="attn_kind").set_value("cross").run()
     no_errors(at)
     target = folder_tokenizer(MBART_LANGS, "en_XX").encode("a dog", add_special_tokens=False).tokens
-    expected = [plotly_text(t) for t in ("</s>", "de_DE", *target)]
+    expected = [plotly_text(t) for t in shown_tokens(("</s>", "de_DE", *target))]
     assert charts(at)["attn_heatmap"]["layout"]["yaxis"]["ticktext"] == expected
     # Another model: its own languages, from its own defaults.
     at.selectbox(key="w_checkpoint").set_value("translator").run()

@@ -14,6 +14,12 @@ from test_modern_pages import env, modern_assets  # noqa: F401  (a grouped-query
 
 from server import shared, urlstate, widgets
 from server.literal import md
+from transformer.api import build_model
+from transformer.checkpoints.format import save_checkpoint
+from transformer.checkpoints.tokenizer import train_tokenizer
+from transformer.data.toy_english import generate_corpus
+from transformer.model.config import ModelConfig
+from viz.labels import SEP
 
 pytestmark = pytest.mark.numerics
 
@@ -104,12 +110,153 @@ def test_model_view_grouping_comes_from_the_link_and_goes_back_into_it(env):  # 
     assert "group" not in at.query_params
 
 
-@pytest.mark.parametrize(("name", "value"), [("stretch", "yes<b>"), ("scale", "cubic`x`"), ("skip_first", ":red[2]")])
+BAD_OPTIONS = [
+    ("stretch", "yes<b>"),
+    ("scale", "cubic`x`"),
+    ("skip_first", ":red[2]"),
+    ("flow", "on**"),
+    ("method", "ig<script>"),
+    ("ig_steps", "100`x`"),
+    ("dec_pos", "-1"),
+    ("sublayers", "[no](x)"),
+    ("window", "9e9"),
+    ("copies", ":blue[1]"),
+]
+CHOICES = ("scale", "method", "ig_steps")  # one of a list: the warning quotes up to 30 characters (a number or switch: 20)
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_OPTIONS)
 def test_bad_option_values_are_ignored_with_a_literal_warning(shipped, name, value):
     at = start({"page": "model_view", name: value})
     no_errors(at)
-    assert any(f"Ignored the link's {name} {md(value, 20 if name != 'scale' else 30)}" in w.value for w in at.warning)
-    assert at.radio(key="mv_scale").value == "linear"
+    warned = [w.value for w in at.warning if f"Ignored the link's {name} {md(value, 30 if name in CHOICES else 20)}" in w.value]
+    assert len(warned) == 1, [w.value for w in at.warning]
+    assert at.radio(key="mv_scale").value == "linear" and name not in at.query_params
+
+
+def test_parse_reads_the_why_pages_options():
+    link = {"flow": "0", "method": "integrated-gradients", "ig_steps": "128", "dec_pos": "3", "sublayers": "0", "window": "7"}
+    view = urlstate.parse({**link, "copies": "1"}, ("lm",))
+    assert (view.flow, view.method, view.steps, view.dec_pos) == (False, "integrated gradients", 128, 3)
+    assert (view.sublayers, view.window, view.copies, view.warnings) == (False, 7, True, ())
+    empty = urlstate.parse({}, ("lm",))
+    assert (empty.flow, empty.method, empty.steps, empty.dec_pos, empty.sublayers, empty.window, empty.copies) == (None,) * 7
+    for word, method in urlstate.SALIENCY_METHODS.items():
+        assert urlstate.method_word(method) == word
+    bad = urlstate.parse({name: value for name, value in BAD_OPTIONS}, ("lm",))
+    assert len(bad.warnings) == len(BAD_OPTIONS)
+    assert (bad.flow, bad.method, bad.steps, bad.dec_pos, bad.sublayers, bad.window, bad.copies) == (None,) * 7
+
+
+def test_clamp_keeps_a_value_within_a_range_that_starts_above_zero():
+    warnings: list[str] = []
+    assert urlstate.clamp(12, 24, "window end", warnings, low=19) == 19
+    assert urlstate.clamp(99, 24, "window end", warnings, low=19) == 23
+    assert urlstate.clamp(20, 24, "window end", warnings, low=19) == 20
+    assert warnings == [
+        "window end 12 is out of range (19–23); showing window end 19.",
+        "window end 99 is out of range (19–23); showing window end 23.",
+    ]
+
+
+def test_rollout_and_saliency_options_come_from_the_link_and_go_back_into_it(shipped):
+    link = {"flow": "0", "method": "integrated-gradients", "ig_steps": "128", "dec_pos": "1"}
+    at = start({"page": "attribution", "checkpoint": "translator", "kind": "encoder self", "layer": "0", **link})
+    no_errors(at)
+    assert at.toggle(key="attr_flow_on").value is False and "attr_flow" not in charts(at)  # off, though cheap here
+    assert at.radio(key="attr_method").value == "integrated gradients"
+    assert at.select_slider(key="attr_steps").value == 128
+    assert at.selectbox(key="attr_dec_position").value == 1
+    assert any("128 steps from the all-zero token vectors" in c.value for c in at.caption)  # the saliency drawn used them
+    assert {name: at.query_params[name] for name in link} == link
+    # Back to each default: the option leaves the link.
+    at.select_slider(key="attr_steps").set_value(64).run()
+    assert "ig_steps" not in at.query_params and at.query_params["method"] == "integrated-gradients"
+    at.radio(key="attr_method").set_value("gradient × input").run()
+    last = len(at.selectbox(key="attr_dec_position").options) - 1
+    at.selectbox(key="attr_dec_position").set_value(last).run()
+    no_errors(at)
+    assert not {"method", "ig_steps", "dec_pos"} & set(at.query_params)
+    at.toggle(key="attr_flow_on").set_value(True).run()
+    no_errors(at)
+    assert "attr_flow" in charts(at) and at.query_params["flow"] == "1"  # a choice, kept as the layer changes
+
+
+def test_attention_flow_follows_the_layer_until_it_is_chosen(shipped):
+    at = start({"page": "attribution", "checkpoint": "translator", "kind": "encoder self", "layer": "0"})
+    assert at.toggle(key="attr_flow_on").value is True and "flow" not in at.query_params  # cheap: on by default
+    at = start({"page": "attribution", "checkpoint": "translator", "kind": "cross", "layer": "0"})
+    assert at.toggle(key="attr_flow_on").value is False and "flow" not in at.query_params  # costly: off by default
+    at = start({"page": "attribution", "checkpoint": "translator", "kind": "cross", "layer": "0", "flow": "1"})
+    no_errors(at)
+    assert at.toggle(key="attr_flow_on").value is True and at.query_params["flow"] == "1"
+
+
+def test_a_decoder_position_past_the_text_is_clamped_with_one_warning(shipped):
+    at = start({"page": "attribution", "checkpoint": "translator", "kind": "encoder self", "dec_pos": "999"})
+    no_errors(at)
+    last = len(at.selectbox(key="attr_dec_position").options) - 1
+    assert at.selectbox(key="attr_dec_position").value == last
+    expected = f"decoder position 999 is out of range (0–{last}); showing decoder position {last}."
+    assert [w.value for w in at.warning] == [expected]
+    assert "dec_pos" not in at.query_params  # the last position is the default
+    at.run()
+    assert not at.warning  # said once
+
+
+def test_logit_lens_sublayers_come_from_the_link_and_go_back_into_it(shipped):
+    at = start({"page": "lens", "checkpoint": "lm", "sublayers": "0"})
+    no_errors(at)
+    assert at.toggle(key="lens_sublayers").value is False and at.query_params["sublayers"] == "0"
+    rows = charts(at)["lens_grid"]["data"][0]["y"]
+    assert not any("attention" in str(row) for row in rows), rows  # one row per layer
+    at.toggle(key="lens_sublayers").set_value(True).run()
+    no_errors(at)
+    assert "sublayers" not in at.query_params
+
+
+def test_ablation_copies_come_from_the_link_and_go_back_into_it(shipped):
+    text = "the dog sees the cat . the dog sees the cat ."  # repeated: copying predicts some next tokens
+    at = start({"page": "ablation", "checkpoint": "lm", "text": text, "copies": "1"})
+    no_errors(at)
+    assert at.toggle(key="abl_copies").value is True and at.query_params["copies"] == "1"
+    assert any(c.value.startswith("Counted positions:") for c in at.caption)
+    at.toggle(key="abl_copies").set_value(False).run()
+    no_errors(at)
+    assert "copies" not in at.query_params
+
+
+@pytest.fixture(scope="module")
+def wide_vocab(tmp_path_factory):
+    """A language model whose logit lens reads a window of positions: a vocabulary of 300 000 (its tokenizer uses
+    150 of them) unembedded from 81 rows, 20 positions at a time of the 24 it reads."""
+    texts = [s.text for s in generate_corpus(200, 0)]
+    tok = train_tokenizer(texts, "decoder", vocab_size=150, min_frequency=1)
+    cfg = ModelConfig(kind="decoder", vocab_size=300_000, n_layers=40, n_heads=2, d_model=16, d_ff=32, max_len=24)
+    folder = tmp_path_factory.mktemp("wide")
+    save_checkpoint(folder / "lm.safetensors", build_model(cfg, seed=0), tok, {"task": "lm"})
+    return folder
+
+
+LONG = "the big dog near the old tables sees the cats . the small cat sees the big dog ."  # past 24 tokens
+
+
+def test_logit_lens_window_comes_from_the_link_is_clamped_and_goes_back_into_it(serve_assets, wide_vocab):
+    serve_assets(wide_vocab)
+    at = start({"page": "lens", "checkpoint": "lm", "text": LONG, "window": "20"})
+    no_errors(at)
+    slider = at.slider(key="lens_window_end")
+    assert (slider.min, slider.max, slider.value) == (19, 23, 20)
+    columns = [x.split(SEP)[0] for x in charts(at)["lens_grid"]["data"][0]["x"]]
+    assert columns == [str(p) for p in range(1, 21)] and at.query_params["window"] == "20"  # 20 positions, ending at 20
+    slider.set_value(23).run()
+    no_errors(at)
+    assert "window" not in at.query_params  # the default: the window ends at the last position
+    at = start({"page": "lens", "checkpoint": "lm", "text": LONG, "window": "3"})
+    no_errors(at)
+    assert at.slider(key="lens_window_end").value == 19 and at.query_params["window"] == "19"
+    clamped = [w.value for w in at.warning if "window end" in w.value]
+    assert clamped == ["window end 3 is out of range (19–23); showing window end 19."]
 
 
 HOSTILE_NAME = "<b>gpt2</b> :red[x] `x`.safetensors"

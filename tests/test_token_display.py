@@ -234,8 +234,18 @@ def test_gpt2_pages_show_space_markers_and_keep_the_raw_tokens(gpt2_app):
     at = start({"checkpoint": "lm", "text": text})
     no_errors(at)
     heat = charts(at)["attn_heatmap"]
-    # The heatmap's category values (what its hover names) carry the marker (its tick text is viz/figures.py's own).
+    # The heatmap's category values (what its hover names) and its tick labels carry the marker.
     assert heat["data"][0]["x"][i] == f"{i}·␣dog" and heat["data"][0]["y"][i] == f"{i}·␣dog"
+    for axis in ("xaxis", "yaxis"):
+        ticks = dict(zip(heat["layout"][axis]["tickvals"], heat["layout"][axis]["ticktext"]))
+        assert ticks[f"{i}·␣dog"] == "␣dog" and not any("Ġ" in t for t in ticks.values())
+    # The Model view's CSV names each cell's tokens the same way.
+    from server.widgets import pooled_frame
+
+    table = pooled_frame(
+        np.ones((1, 1, len(tokens), len(tokens)), np.float32), [0], len(tokens), len(tokens), (1, 1), tokens, tokens
+    )
+    assert "␣dog" in set(table["key_tokens"]) and not table["key_tokens"].str.contains("Ġ").any()
     at = start({"checkpoint": "lm", "page": "model_view", "text": text})
     no_errors(at)
     assert f"key {i}·␣dog (raw Ġdog)" in charts(at)["mv_grid"]["data"][0]["x"][i]

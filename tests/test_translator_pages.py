@@ -442,12 +442,12 @@ def test_compare_two_checkpoints_of_different_decoder_depths(env):
     )
     no_errors(at)
     assert any("B has 1 layers (no layer 2)" in i.value for i in at.info)
-    at = start({"checkpoint": T5, "page": "compare", "text": TEXT, "kind": "cross", "layer": "2", "head": "3"})
+    at = start({"checkpoint": T5, "page": "compare", "text": TEXT, "text2": TEXT, "kind": "cross", "layer": "2", "head": "3"})
     no_errors(at)
     _, ref = reference(env, T5, target=None)
     figs = charts(at)
     assert_same_bits(z_of(figs["cmp_heatmap_a"]), ref.head("cross", 2, 3)["weights"], why="panel A is the trace's")
-    assert not z_of(figs["cmp_diff"]).any(), "text B starts as the sidebar's text: no difference"
+    assert not z_of(figs["cmp_diff"]).any(), "the link's text B is the sidebar's text: no difference"
 
 
 def test_greedy_batch_is_api_greedy_decode_with_each_models_rules(env):

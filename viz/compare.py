@@ -23,6 +23,10 @@ EXPLANATION = (
 )
 
 
+SAME_TEXT = "A and B are the same text: nothing differs. Change a word in text B to see what moves."
+NOTHING_DIFFERS = "B − A is 0 in every cell: nothing differs for this head."
+
+
 def has_head(trace: Trace, kind: str, layer: int, head: int) -> str | None:
     """None when the trace has this kind, layer and head; otherwise what is missing, in words."""
     if kind not in trace.kinds:
@@ -50,6 +54,41 @@ def mismatch(a: Trace, b: Trace, kind: str) -> str | None:
     return None
 
 
+def kinds_differ(missing: str, kinds_a: Sequence[str], kinds_b: Sequence[str], same_kind_elsewhere: bool) -> str:
+    """Why checkpoint B cannot show the selected attention: what each checkpoint computes, and what to do instead."""
+    what = f"B {missing}: A computes {_listed(kinds_a)} attention; B computes {_listed(kinds_b)}."
+    if same_kind_elsewhere:
+        then = "Pick as B a checkpoint that computes what A does, or a kind both have,"
+    else:
+        then = "No other checkpoint here computes what A does: pick a kind both have,"
+    return f"{what} {then} or compare two texts on this checkpoint (“Two texts, this checkpoint” above)."
+
+
+def _listed(words: Sequence[str]) -> str:
+    """Names joined as in a sentence: "a", "a and b", "a, b and c"."""
+    words = list(words)
+    return " and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def order_partners(kinds_a: Sequence[str], kinds: dict[str, Sequence[str] | None], selected: str) -> list[str]:
+    """The names of `kinds` (checkpoint -> its attention kinds, None when unknown) in the order to offer them as B.
+
+    A checkpoint computing the same attention kinds as A first (a Translator beside a Translator, not beside a
+    language model that has no encoder), then one computing the selected kind, then those not known yet, then
+    the rest; the catalogue's order within each.
+    """
+
+    def rank(name: str) -> int:
+        known = kinds[name]
+        if known is None:
+            return 2
+        if tuple(known) == tuple(kinds_a):
+            return 0
+        return 1 if selected in known else 3
+
+    return sorted(kinds, key=rank)
+
+
 def aligned_tokens(ta: Sequence[str], tb: Sequence[str]) -> tuple[list[str], list[int]]:
     """Axis labels for B − A: the token where both agree, "a→b" where they differ; and the differing positions."""
     labels, differ = [], []
@@ -70,7 +109,8 @@ def difference_figure(
 ) -> go.Figure:
     """B − A on a diverging scale centred on 0 and symmetric, so equal weights are white whatever the range."""
     largest = float(np.abs(diff).max()) if diff.size else 0.0
-    bound = largest if largest > 0 else 1e-6  # identical maps: an all-white figure, not an empty scale
+    # Identical maps: all white on the widest range two weights can differ by (±1), not a scale of millionths.
+    bound = largest if largest > 0 else 1.0
     return token_heatmap(
         diff,
         rows,

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from transformer.model.trace import Trace
-from viz.labels import plotly_text, text_px, tick_step, unique_labels
+from viz.labels import plotly_text, shown_tokens, text_px, tick_step, unique_labels
 from viz.worked import scores_formula
 
 WEIGHTS_SCALE = "Viridis"  # perceptually uniform; attention weights in [0, 1]
@@ -98,7 +98,7 @@ def _token_axis(tokens: Sequence[str], title: str, size: int) -> tuple[list[str]
     and the widest tick label's estimated width in pixels."""
     values = [plotly_text(label) for label in unique_labels(tokens)]
     step = tick_step(len(tokens))
-    shown = list(tokens)[::step]
+    shown = shown_tokens(tokens)[::step]  # a byte-level tokenizer's "Ġb" is ticked "␣b", as the hover says
     axis = dict(
         title=dict(text=title, font=dict(size=size)),
         type="category",

@@ -42,11 +42,17 @@ def url_params(page) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
 
 
-def plotly_ticks(tokens) -> list[str]:
-    """Tick labels as the app writes them (HTML-escaped so Plotly shows them literally)."""
-    from viz.labels import plotly_text
+def shown_head(page) -> tuple[str, int, int]:
+    """The (kind, layer, head) the page shows, as its link says (a first view opens on the model's most telling head)."""
+    params = url_params(page)
+    return params["kind"], int(params["layer"]), int(params["head"])
 
-    return [plotly_text(t) for t in tokens]
+
+def plotly_ticks(tokens) -> list[str]:
+    """Tick labels as the app writes them (a byte-level tokenizer's "Ġ" as "␣"; HTML-escaped so Plotly shows them literally)."""
+    from viz.labels import plotly_text, shown_tokens
+
+    return [plotly_text(t) for t in shown_tokens(tokens)]
 
 
 def shown_text(page) -> str:
@@ -86,12 +92,14 @@ def test_first_screen_is_the_default_checkpoints_heatmap(page, served):
     assert urlparse(page.url).path == "/attention"
     assert url_params(page)["checkpoint"] == served.default
     ref = served.reference(shown_text(page))
-    kind = ref.kinds[0]
+    kind, layer, head = shown_head(page)
     fig = figure(page, "attn_heatmap")
-    assert_shown(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 0].numpy(), "heatmap")
+    assert_shown(fig["data"][0]["z"], ref.attention(kind, layer).weights[0, head].numpy(), "heatmap")
     assert fig["layout"]["yaxis"]["ticktext"] == plotly_ticks(ref.query_tokens(kind))
     assert fig["layout"]["xaxis"]["ticktext"] == plotly_ticks(ref.key_tokens(kind))
-    assert f"{kind} · layer 0 · head 0" in fig["layout"]["title"]["text"]
+    assert f"{kind} · layer {layer} · head {head}" in fig["layout"]["title"]["text"]
+    if served.shipped:  # the translator opens on its showcase: a cross-attention head that aligns words
+        assert kind == "cross" and page.get_by_text("What this head does").count() == 1
 
 
 def test_typing_a_sentence_redraws_the_heatmap_with_its_tokens(page, served):
@@ -102,16 +110,16 @@ def test_typing_a_sentence_redraws_the_heatmap_with_its_tokens(page, served):
     wait_changed(page, "attn_heatmap", before)
     wait_idle(page)
     ref = served.reference(SENTENCE)
-    kind = ref.kinds[0]
+    kind, layer, head = shown_head(page)
     fig = figure(page, "attn_heatmap")
     assert fig["layout"]["xaxis"]["ticktext"] == plotly_ticks(ref.key_tokens(kind)) != old_ticks
     assert fig["layout"]["yaxis"]["ticktext"] == plotly_ticks(ref.query_tokens(kind))
-    assert_shown(fig["data"][0]["z"], ref.attention(kind, 0).weights[0, 0].numpy(), "heatmap of the typed text")
+    assert_shown(fig["data"][0]["z"], ref.attention(kind, layer).weights[0, head].numpy(), "heatmap of the typed text")
     assert url_params(page)["text"] == SENTENCE
 
 
 def test_next_head_and_next_layer_redraw_and_go_into_the_url(page, served):
-    open_app(page)
+    open_app(page, params={"layer": 0, "head": 0})  # a link that names a head opens on it
     ref = served.reference(shown_text(page))
     kind = ref.kinds[0]
     z0 = figure(page, "attn_heatmap")["data"][0]["z"]
@@ -137,7 +145,7 @@ def test_next_head_and_next_layer_redraw_and_go_into_the_url(page, served):
 
 
 def test_qkv_page_works_a_row_with_the_traces_numbers(page, served):
-    open_app(page)
+    open_app(page, params={"layer": 0, "head": 0})
     text = shown_text(page)
     page.get_by_role("link", name="Q, K, V").click()
     wait_plot(page, "qkv_weights")
@@ -190,9 +198,10 @@ def test_uploading_a_good_checkpoint_draws_it(page, tmp_path):
     assert not exceptions(page)
     ref = trace_text(load_checkpoint(path, device="cpu"), shown_text(page))
     fig = figure(page, "attn_heatmap")
-    assert "encoder self · layer 0 · head 0" in fig["layout"]["title"]["text"]
+    kind, layer, head = shown_head(page)
+    assert kind == "encoder self" and f"encoder self · layer {layer} · head {head}" in fig["layout"]["title"]["text"]
     assert fig["layout"]["xaxis"]["ticktext"][0] == "[CLS]"
-    assert_shown(fig["data"][0]["z"], ref.attention("encoder self", 0).weights[0, 0].numpy(), "uploaded checkpoint's heatmap")
+    assert_shown(fig["data"][0]["z"], ref.attention(kind, layer).weights[0, head].numpy(), "uploaded checkpoint's heatmap")
     assert "checkpoint" not in url_params(page)  # an upload cannot be shared by link
     assert "encoder · 3 layers × 2 heads" in page.locator("[data-testid=stSidebar]").inner_text()
 

@@ -16,7 +16,7 @@ from test_uploads import make_gpt2
 
 from tests.browser import exceptions, figure, remove_uploads, signature, wait_changed, wait_idle, wait_plot
 from tests.browser.conftest import ARTIFACTS
-from tests.browser.test_browser import assert_shown, choose, open_app, plotly_ticks, shown_text
+from tests.browser.test_browser import assert_shown, choose, open_app, plotly_ticks, shown_head, shown_text
 from transformer.api import trace_text
 from transformer.checkpoints.importers import load_hf_dir
 
@@ -43,9 +43,10 @@ def assert_draws(page, folder: Path, what: str) -> None:
     with app_threads():
         ref = trace_text(load_hf_dir(folder, device="cpu"), shown_text(page))
     fig = figure(page, "attn_heatmap")
-    assert "decoder self · layer 0 · head 0" in fig["layout"]["title"]["text"]
+    kind, layer, head = shown_head(page)  # a new model opens on its most telling head
+    assert kind == "decoder self" and f"decoder self · layer {layer} · head {head}" in fig["layout"]["title"]["text"]
     assert fig["layout"]["xaxis"]["ticktext"] == plotly_ticks(ref.key_tokens("decoder self"))
-    assert_shown(fig["data"][0]["z"], ref.attention("decoder self", 0).weights[0, 0].numpy(), what)
+    assert_shown(fig["data"][0]["z"], ref.attention(kind, layer).weights[0, head].numpy(), what)
     assert "decoder · 2 layers × 4 heads" in page.locator("[data-testid=stSidebar]").inner_text()
 
 

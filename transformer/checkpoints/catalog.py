@@ -7,6 +7,7 @@ offered after these.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,25 @@ def task_of(training: dict) -> str | None:
     return TASK_ALIASES.get(task, task) if isinstance(task, str) else None
 
 
+# The examples file's entry for a task's model: a checkpoint trained on the task (uploaded, trained here, found in a
+# folder) is offered the shipped model's examples of that task.
+TASK_EXAMPLES = {"translation": "translator", "lm": "lm", "agreement": "classifier", "reverse": "reverse"}
+
+
+def training_of(entry: CatalogEntry) -> dict:
+    """The training facts one of our checkpoint files records (its header only: no weight is read); {} for another
+    kind of model, or a file that cannot be read (loading it says why)."""
+    if entry.kind != "ours" or entry.path.suffix != ".safetensors":
+        return {}
+    from transformer.checkpoints.format import CheckpointError, read_header
+
+    try:
+        training = json.loads(read_header(entry.path)[0].get("training") or "{}")
+    except (CheckpointError, OSError, ValueError):
+        return {}
+    return training if isinstance(training, dict) else {}
+
+
 def description(name: str, training: dict) -> str | None:
     """One sentence of what this checkpoint was trained to do: from its training task, or MiniLM's; None if unknown."""
     task = task_of(training)
@@ -89,6 +109,23 @@ class CatalogEntry:
     @property
     def hf_dir(self) -> bool:
         return self.kind == "huggingface"
+
+
+def attention_kinds(entry: CatalogEntry) -> tuple[str, ...] | None:
+    """The attention kinds a checkpoint computes, known without loading it; None when not known this way.
+
+    One of ours says so in its file's header (no weight is read); a Hugging Face or nanoGPT folder is known only
+    once it has been loaded. A file that cannot be read gives None: loading it says what is wrong.
+    """
+    if entry.kind != "ours" or entry.path.suffix != ".safetensors":
+        return None
+    from transformer.checkpoints.format import CheckpointError, read_header
+    from transformer.model.config import ConfigError, ModelConfig
+
+    try:
+        return ModelConfig.from_json(read_header(entry.path)[0]["config"]).attention_kinds
+    except (CheckpointError, ConfigError, KeyError, OSError):
+        return None
 
 
 def snapshots_path(entry: CatalogEntry) -> Path | None:

@@ -199,6 +199,19 @@ TASKS: dict[str, Task] = {t.name: t for t in TASK_LIST}
 ALIASES = {"classifier": "agreement"}
 
 
+EXAMPLE_SEED = 2024  # the test split of this seed: texts a model of the task reads, never ones it was trained on
+
+
+def example_texts(name: str, n: int = 4) -> list[str]:
+    """n input texts of task `name` (what its model reads: a source sentence, a document, a sequence), the same every
+    time; [] for a name that is no task. For a model trained here on a task the catalogue has no examples of."""
+    try:
+        task = get_task(name)
+    except ValueError:
+        return []
+    return [task.texts(example)[0] for example in task.examples("test", n, EXAMPLE_SEED)]
+
+
 def get_task(name: str) -> Task:
     """The task called `name` (also accepts "classifier" for "agreement")."""
     name = ALIASES.get(name, name)

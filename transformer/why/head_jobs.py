@@ -450,3 +450,36 @@ def head_labels(scores: dict[str, Tensor], threshold: float = 0.5) -> list[HeadL
         for layer, head in (table >= threshold).nonzero().tolist():
             labels.append(HeadLabel(kind, layer, head, job, float(table[layer, head])))
     return sorted(labels, key=lambda h: -h.score)
+
+
+# What each job means, in one line a newcomer can read under the heatmap.
+JOB_MEANINGS = {
+    "alignment": "each word of the translation looks at the source word it translates",
+    "agreement": "the verb looks back at its own subject, across the words between them",
+    "induction": "a token looks at whatever followed an earlier copy of itself, to predict it again",
+    "monotone": "the translation reads the source in order, from left to right",
+    "previous-token": "each token looks at the token just before it",
+    "focused": "each word of the translation looks at one source token, not a spread of them",
+    "first-token": "most of the weight parks on the first token (an attention sink, a place to put attention not needed)",
+}
+# The jobs a first screen should show, most telling first: the gold-label jobs (they check what the head is for), then
+# the jobs seen from the weights alone; a sink is shown only when a model has nothing else.
+TELLING_ORDER = ("alignment", "agreement", "induction", "monotone", "previous-token", "focused", "first-token")
+
+
+def most_telling(scores: dict[str, Tensor], threshold: float = 0.5) -> HeadLabel | None:
+    """The head a first screen opens on: the best-scoring head of the first job in `TELLING_ORDER` that some head
+    does at `threshold` or above (ties: the earliest layer, then head); None when no head does any job."""
+    labels = head_labels(scores, threshold)
+    for job in TELLING_ORDER:
+        done = [h for h in labels if h.job == job]
+        if done:
+            return min(done, key=lambda h: (-h.score, h.layer, h.head))
+    return None
+
+
+def tour(scores: dict[str, Tensor], kinds: tuple[str, ...], threshold: float = 0.5) -> list[tuple[str, int, int]]:
+    """Every (kind, layer, head) with some job at `threshold` or above, in the model's order: kind as in `kinds`,
+    then layer, then head (an autoplay tour of the heads with a job)."""
+    heads = {(h.kind, h.layer, h.head) for h in head_labels(scores, threshold)}
+    return sorted(heads, key=lambda h: (kinds.index(h[0]) if h[0] in kinds else len(kinds), h[1], h[2]))
