@@ -35,7 +35,7 @@ with where["kind"]:
 with where["stretch"]:
     stretch = st.toggle(
         "Stretch colours to this head",
-        key=session.STRETCH,
+        **session.bind(session.STRETCH, "attn_stretch"),
         help="Off: colours span weights 0–1, comparable across heads. On: they span this head's own smallest to largest weight.",
     )
 with where["skip"]:

@@ -221,12 +221,15 @@ ctx = session.require_text(ctx)
 # Named: under a finished job, "the checkpoint in the sidebar" may well be another model than the one just trained.
 st.subheader(f"Snapshots of the checkpoint in the sidebar: {md(session.short_label(ctx.label)[0], 60)}", anchor=False)
 entry = session.entries().get(ctx.name)  # shipped, found on disk or trained here: snapshots sit beside any
-path = catalog.snapshots_path(entry) if entry is not None else None
+if ctx.name == session.UPLOAD:  # an upload's, uploaded with it
+    path = shared.upload_snapshots(st.session_state.get(session.UPLOAD_DIGEST))
+else:
+    path = catalog.snapshots_path(entry) if entry is not None else None
 if path is None:
     st.info(
         "This checkpoint ships no training snapshots. The Translator and the Language model do; to record "
         "your own, train with `python -m transformer.train --n-snapshots 9` and keep the `.snapshots.safetensors` "
-        "file next to the checkpoint in the assets folder."
+        "file next to the checkpoint in the assets folder, or upload it together with the checkpoint."
     )
     st.stop()
 

@@ -31,7 +31,7 @@ UPLOAD_TYPES = ["safetensors", "json", "bin", "pt", "pth", "pkl", "zip", "txt", 
 DEFAULT_CHECKPOINT = "translator"
 AUTOPLAY_SECONDS = 1.5
 PICK_TELLING = "_pick_telling"  # set when no head is chosen yet: the view opens on the model's most telling head
-STRETCH = "attn_stretch"  # the Attention page's "Stretch colours to this head" (its widget key, seeded from a link)
+STRETCH = "sel_stretch"  # the Attention page's "Stretch colours to this head" (kept across pages; widget attn_stretch)
 PASTE_CHARS = 1_000_000  # a paste is cut here before the tokenizer sees it (then to what the model reads)
 
 
@@ -187,6 +187,15 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     view = urlstate.parse(st.query_params.to_dict(), tuple(entries), pages)
     default = DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT in entries else next(iter(entries), UPLOAD)
     name = view.checkpoint or default
+    warnings = list(view.warnings)
+    if view.upload is not None or view.uploaded is not None:  # a link made on an uploaded model
+        linked = shared.linked_uploads().get(view.upload) if view.upload is not None else None
+        if linked is not None:  # this server still holds it: open it, as its uploader sees it
+            name = UPLOAD
+            st.session_state[UPLOAD_LINK] = view.upload
+            st.session_state[UPLOAD_TASK] = catalog.task_of(linked[1].training)
+        else:
+            warnings.append(urlstate.missing_upload(view.uploaded or "(no file names given)", view.text is not None))
     st.session_state["sel_checkpoint"] = name
     st.session_state["sel_text"] = view.text if view.text is not None else examples(name, entries)[0]["text"]
     st.session_state["sel_target"] = view.target
@@ -210,8 +219,7 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["sel_ablation"] = view.ablation or "zero"
     st.session_state["sel_metric"] = view.metric or "kl"
     # the options beside the figures
-    if view.stretch is not None:
-        st.session_state[STRETCH] = view.stretch
+    st.session_state[STRETCH] = bool(view.stretch)
     st.session_state["sel_skip_first"] = bool(view.skip_first)
     st.session_state["sel_scale"] = view.scale or "linear"
     st.session_state["sel_group"] = bool(view.group)
@@ -222,11 +230,13 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["sel_lens_sublayers"] = view.sublayers is not False
     st.session_state["sel_lens_window"] = view.window  # None: the window ending at the text's last position
     st.session_state["sel_abl_copies"] = bool(view.copies)
-    st.session_state["_warnings"] = list(view.warnings)
+    st.session_state["_warnings"] = warnings
     st.session_state["_goto"] = view.page
 
 
 UPLOAD_TASK = "_upload_task"  # the training task this session's upload records (None: none of ours)
+UPLOAD_LINK = "sel_upload_link"  # the digest of an upload this session opened from a link (no files of its own)
+UPLOAD_DIGEST = "_upload_digest"  # the digest of the upload shown now (what this session's link carries)
 
 
 def examples(name: str, entries: dict[str, catalog.CatalogEntry] | None = None) -> list[dict[str, str]]:
@@ -337,7 +347,11 @@ def _uploaded(files: list) -> tuple[str, Checkpoint | None]:
     digest = shared.uploads_digest([(f.name, digests[f.file_id]) for f in files])
     what = "file" if len(files) == 1 else "files"
     try:
-        return f"upload:{digest}", shared.load_upload(digest, names, tuple(f.getvalue() for f in files))
+        ckpt = shared.load_upload(digest, names, tuple(f.getvalue() for f in files))
+        shared.linked_uploads().add(digest, names, ckpt)  # this page's link opens it in other sessions too
+        st.session_state[UPLOAD_DIGEST] = digest
+        st.session_state[UPLOAD_LINK] = None  # files of its own replace one opened from a link
+        return f"upload:{digest}", ckpt
     except CheckpointError as e:
         _load_error(f"Could not load the uploaded {what}: {md(e, 400)}")
     except Exception as e:  # anything else the loader hits: a message, never a traceback
@@ -345,9 +359,9 @@ def _uploaded(files: list) -> tuple[str, Checkpoint | None]:
     return f"upload:{digest}", None
 
 
-def upload_caption(files: list, ckpt: Checkpoint) -> str:
+def upload_caption(names: tuple[str, ...], ckpt: Checkpoint) -> str:
     """What the sidebar says under an upload: its files' whole names (shown as typed) and what it was trained to do."""
-    names = md(", ".join(f.name for f in files), 300)
+    names = md(", ".join(names), 300)
     described = catalog.description(UPLOAD, ckpt.training)
     if described is None:
         source, family = ckpt.training.get("source"), ckpt.training.get("model_type")
@@ -406,14 +420,24 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
             accept_multiple_files=True,
             key="upload",
             help=(
-                "One of this project's .safetensors checkpoints; or a Hugging Face folder's files together (config.json, "
+                "One of this project's .safetensors checkpoints (with its .snapshots.safetensors, to replay its "
+                "training on the Training page); or a Hugging Face folder's files together (config.json, "
                 "tokenizer.json (a Marian folder: source.spm and vocab.json) and model.safetensors, or its shards with "
                 "model.safetensors.index.json, or pytorch_model.bin), or one .zip of that folder; or a nanoGPT ckpt.pt "
                 "with its meta.pkl. "
                 f"At most {limit} MB in all."
             ),
         )
-        if not files:
+        linked = shared.linked_uploads().get(st.session_state[UPLOAD_LINK]) if st.session_state.get(UPLOAD_LINK) else None
+        if not files and linked is not None:  # opened from a link made on an upload this server still holds
+            names, ckpt = linked
+            identity, label = f"upload:{st.session_state[UPLOAD_LINK]}", f"Uploaded: {', '.join(names)}"
+            st.session_state[UPLOAD_DIGEST] = st.session_state[UPLOAD_LINK]
+            sb.caption(f"Opened from a link: {upload_caption(names, ckpt)} Upload files above to open another model.")
+        elif not files:
+            if st.session_state.get(UPLOAD_LINK):  # it was let go since this session opened it
+                sb.warning("This server no longer holds the upload the link opened: upload its files again to see it.")
+                st.session_state[UPLOAD_LINK] = None
             sb.info(
                 f"Choose a .safetensors checkpoint, a Hugging Face folder's files (or one .zip of the folder), or a nanoGPT "
                 f"ckpt.pt with its meta.pkl: at most {limit} MB."
@@ -423,7 +447,10 @@ def sidebar(entries: dict[str, catalog.CatalogEntry]) -> Context | None:
             label = f"Uploaded: {', '.join(f.name for f in files)}"  # shown only with st.text (literal)
             if ckpt is not None:
                 _upload_examples(identity, ckpt)
-                sb.caption(upload_caption(files, ckpt))
+                sb.caption(
+                    f"{upload_caption(tuple(f.name for f in files), ckpt)} This page's link opens it for anyone on this "
+                    "server while the server keeps it loaded."
+                )
     else:
         identity, ckpt = _catalogue_model(entries[name])
         label = entries[name].label
@@ -687,7 +714,8 @@ def sync_url(ctx: Context | None, page: str | None = None) -> None:
     params = {"text": ctx.text[: urlstate.MAX_TEXT_CHARS]}
     if ctx.name != UPLOAD:
         params["checkpoint"] = ctx.name
-    else:  # the file names: a link says what it was made on (another session cannot open this session's upload)
+    else:  # the upload's digest (another session on this server opens it while it is held), and its file names
+        params["upload"] = st.session_state.get(UPLOAD_DIGEST) or ""
         params["uploaded"] = ctx.label.removeprefix("Uploaded: ")[: urlstate.MAX_NAME_CHARS]
     if ctx.target is not None:
         params["target"] = ctx.target[: urlstate.MAX_TEXT_CHARS]

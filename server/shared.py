@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -138,6 +139,16 @@ def upload_dir() -> Path:
     return folder
 
 
+@st.cache_resource
+def kept_dir() -> Path:
+    """This server's private folder (mode 0700) for what it keeps of uploads after loading them: their training
+    snapshots, which the Training page reads from a file. Removed at exit (or by the next server, as `upload_dir`)."""
+    upload_dir()  # first: it removes the folders dead servers left
+    folder = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-kept-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def upload_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -168,7 +179,64 @@ def load_upload(digest: str, names: tuple[str, ...], _data: tuple[bytes, ...]) -
             ckpt = importers.load_any(path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    if upload.snapshots is not None:
+        keep_upload_snapshots(digest, upload.snapshots)
     return Checkpoint(model=ckpt.model, tokenizer=ckpt.tokenizer, training=ckpt.training, name=upload.name)
+
+
+KEPT_SNAPSHOTS = 4  # the uploads whose training snapshots this server keeps on disk (the latest ones)
+
+
+def keep_upload_snapshots(digest: str, data: bytes) -> Path:
+    """Keep an upload's training snapshots file in the server's private `kept_dir`, where `shared.snapshots` reads it
+    (as a shipped checkpoint's beside it); only the latest KEPT_SNAPSHOTS uploads' are kept."""
+    folder = kept_dir()
+    path = folder / f"{digest}.snapshots.safetensors"
+    fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=folder)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+    for old in sorted(folder.glob("*.snapshots.safetensors"), key=lambda p: p.stat().st_mtime)[:-KEPT_SNAPSHOTS]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def upload_snapshots(digest: str | None) -> Path | None:
+    """The training snapshots uploaded with upload `digest`, if the server still keeps them."""
+    if not digest:
+        return None
+    path = kept_dir() / f"{digest}.snapshots.safetensors"
+    return path if path.is_file() else None
+
+
+class LinkedUploads:
+    """The uploads a link can reopen in another session of this server: digest -> (file names, the loaded model).
+
+    Weak references only: an upload stays reachable by its link while `load_upload`'s cache or some session still
+    holds its model, and holding a link never keeps a model in memory. The digest (a sha256 of the files' names and
+    contents) is the key: nobody can guess it without the files, and a link's digest opens nothing else.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[tuple[str, ...], weakref.ref]] = {}
+
+    def add(self, digest: str, names: tuple[str, ...], ckpt: Checkpoint) -> None:
+        with self._lock:
+            self._held = {d: v for d, v in self._held.items() if v[1]() is not None}  # forget the ones collected
+            self._held[digest] = (names, weakref.ref(ckpt))
+
+    def get(self, digest: str) -> tuple[tuple[str, ...], Checkpoint] | None:
+        with self._lock:
+            names, ref = self._held.get(digest, ((), lambda: None))
+        ckpt = ref()
+        return None if ckpt is None else (names, ckpt)
+
+
+@st.cache_resource
+def linked_uploads() -> LinkedUploads:
+    """This server's `LinkedUploads`, shared by every session."""
+    return LinkedUploads()
 
 
 def upload_limit_mb() -> int:

@@ -37,6 +37,8 @@ class UrlView:
     """What a shared link asks for; None means "not given" (use the default)."""
 
     checkpoint: str | None = None
+    upload: str | None = None  # a link made on an uploaded model: the upload's digest (`shared.uploads_digest`)
+    uploaded: str | None = None  # and its file names, as the link quotes them (for a message only)
     text: str | None = None
     target: str | None = None
     source_lang: str | None = None  # a multilingual translator's source language token (checked against the model later)
@@ -163,8 +165,13 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
         warnings.append(missing_checkpoint(checkpoint, checkpoints, has_text))
         checkpoint = None
     uploaded = _one(params, "uploaded")  # a link made on an uploaded model: its file names (no checkpoint)
-    if uploaded and checkpoint is None:
-        warnings.append(missing_upload(uploaded[:MAX_NAME_CHARS], has_text))
+    uploaded = None if not uploaded or checkpoint is not None else uploaded[:MAX_NAME_CHARS]
+    upload = _one(params, "upload")  # and the upload's digest: this server may still hold it (session.init_session)
+    if upload is not None and not re.fullmatch(r"[0-9a-f]{64}", upload):
+        warnings.append(f"Ignored the link's upload {md(upload, 20)}: not the digest of an upload (64 hex digits).")
+        upload = None
+    if checkpoint is not None:
+        upload = None
     text, target = _one(params, "text"), _one(params, "target")
     for name, value in (("text", text), ("target", target)):
         if value is not None and len(value) > MAX_TEXT_CHARS:
@@ -189,6 +196,8 @@ def parse(params: Mapping[str, object], checkpoints: Sequence[str], pages: Seque
         page = None
     return UrlView(
         checkpoint=checkpoint,
+        upload=upload,
+        uploaded=uploaded,
         text=text,
         target=target,
         source_lang=_language(params, "src_lang", warnings),
@@ -235,10 +244,12 @@ def missing_checkpoint(name: str, checkpoints: Sequence[str], has_text: bool) ->
 
 
 def missing_upload(names: str, has_text: bool) -> str:
-    """The warning for a link made on an uploaded model (its file names shown literally): no other session has it."""
+    """The warning for a link made on an uploaded model (its file names shown literally) that this server does not hold:
+    it keeps the latest uploads only while some session still has them loaded, and never another server's."""
     return (
-        f"This link was made on an uploaded model, {md(names)}: an upload stays private to the browser session that "
-        f"uploaded it. Upload the file again (Checkpoint: Upload…) to see it. {_default_on(has_text)}."
+        f"This link was made on an uploaded model, {md(names)}, which this server no longer holds (an upload stays "
+        f"open to its link only while the server keeps it loaded), or which was uploaded to another server. Upload the "
+        f"files again (Checkpoint: Upload…) to see it. {_default_on(has_text)}."
     )
 
 

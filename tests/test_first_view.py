@@ -111,3 +111,34 @@ def test_a_model_of_a_task_gets_that_tasks_examples(shipped, monkeypatch, tmp_pa
     assert [ex["text"] for ex in made] == example_texts("sort") and all(
         t.replace(" ", "").isdigit() for t in example_texts("sort")
     )
+
+
+def test_a_checkpoint_uploaded_with_its_snapshots_replays_them_on_the_training_page(shipped, monkeypatch):
+    from test_app import charts
+
+    from server import shared
+    from transformer.checkpoints import uploads
+
+    monkeypatch.setenv("ATTNVIZ_NO_HF_CACHE", "1")
+    monkeypatch.delenv("ATTNVIZ_MODELS", raising=False)
+    shared.load_upload.clear()
+    model = shipped["lm"].path.read_bytes()
+    snaps = shipped["lm"].path.with_name("lm.snapshots.safetensors").read_bytes()
+    judged = uploads.prepare([("my lm.safetensors", model), ("my lm.snapshots.safetensors", snaps)], 2**30)
+    assert judged.kind == "ours" and judged.snapshots == snaps and list(judged.files.values()) == [model]
+
+    text = "the dog runs ."
+    own = start({"checkpoint": "lm", "page": "training", "text": text, "kind": "decoder self", "layer": "1", "head": "0"})
+    no_errors(own)
+    at = uploaded(
+        start({"checkpoint": "lm", "text": text}), [("my lm.safetensors", model), ("my lm.snapshots.safetensors", snaps)]
+    )
+    no_errors(at)
+    at.switch_page("pages/training.py").run()
+    at.session_state["sel_kind"], at.session_state["sel_layer"], at.session_state["sel_head"] = "decoder self", 1, 0
+    at.run()
+    no_errors(at)
+    strip, shipped_strip = charts(at)["tr_strip"], charts(own)["tr_strip"]
+    assert len(strip["data"]) == len(shipped_strip["data"]) >= 2, "every snapshot, as beside the shipped file"
+    for mine, theirs in zip(strip["data"], shipped_strip["data"], strict=True):
+        assert mine["z"] is not None and (mine["z"] == theirs["z"]).all(), "the same snapshots, the same weights"

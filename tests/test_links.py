@@ -3,10 +3,13 @@ checkpoint, view and text (issue 18, items 2, 9 and 12). AppTests on the shipped
 
 from __future__ import annotations
 
+import gc
 import io
+import re
 
 import pandas as pd
 import pytest
+from numerics import assert_same_bits
 from streamlit.runtime.media_file_manager import MediaFileManager
 from test_app import charts, no_errors, start
 from test_modern_pages import TEXT as MODERN_TEXT
@@ -86,6 +89,11 @@ def test_stretch_and_first_token_options_come_from_the_link_and_go_back_into_it(
     assert "stretch" not in at.query_params and "skip_first" not in at.query_params
     at.toggle(key="attn_stretch").set_value(True).run()
     assert at.query_params["stretch"] == "1"
+    # Another page and back: the choice is the session's, not the widget's (which Streamlit drops off its page).
+    at.switch_page("pages/qkv.py").run()
+    at.switch_page("pages/attention.py").run()
+    no_errors(at)
+    assert at.toggle(key="attn_stretch").value is True and at.query_params["stretch"] == "1"
 
 
 def test_model_view_colours_come_from_the_link_and_go_back_into_it(shipped):
@@ -275,7 +283,7 @@ def test_a_link_made_on_an_uploaded_model_says_so(shipped):
     at = start({"uploaded": HOSTILE_NAME, "text": "3 1 2 9 5"})
     no_errors(at)
     warning = next(w.value for w in at.warning if "uploaded model" in w.value)
-    assert md(HOSTILE_NAME) in warning and "private to the browser session" in warning and "the link's text" in warning
+    assert md(HOSTILE_NAME) in warning and "which this server no longer holds" in warning and "the link's text" in warning
     assert at.session_state["sel_checkpoint"] == "translator" and at.session_state["sel_text"] == "3 1 2 9 5"
 
 
@@ -288,6 +296,50 @@ def test_an_uploaded_models_link_names_its_files(shipped, tmp_path):
     at.file_uploader(key="upload").upload("mine.safetensors", path.read_bytes()).run()
     no_errors(at)
     assert at.query_params["uploaded"] == "mine.safetensors" and "checkpoint" not in at.query_params
+    digest = at.query_params["upload"]
+    assert re.fullmatch(r"[0-9a-f]{64}", digest) and at.session_state["_upload_digest"] == digest
+
+
+def test_an_uploads_link_opens_it_in_another_session_while_the_server_holds_it(shipped, tmp_path):
+    from test_app import charts, write_tiny
+
+    from server import shared
+
+    path = write_tiny(tmp_path / "mine.safetensors", "lm")
+    at = start({"checkpoint": "lm"})
+    pick_checkpoint(at, "upload")
+    at.file_uploader(key="upload").upload("mine.safetensors", path.read_bytes()).run()
+    at.text_area(key="w_text").input("the dog runs .").run()
+    no_errors(at)
+    link = dict(at.query_params)
+    # Another browser (another session, no files of its own) opens the link: the same model, text and head.
+    other = start({**link})
+    no_errors(other)
+    assert other.session_state["sel_checkpoint"] == "upload" and other.session_state["sel_text"] == "the dog runs ."
+    assert_same_bits(
+        charts(other)["attn_heatmap"]["data"][0]["z"], charts(at)["attn_heatmap"]["data"][0]["z"], why="one shared trace"
+    )
+    assert any(c.value.startswith(f"Opened from a link: {md('mine.safetensors', 300)}") for c in other.sidebar.caption)
+    assert dict(other.query_params)["upload"] == link["upload"]
+    # A digest the server does not hold (let go, or another server's): the literal warning, the default model.
+    gone = start({**link, "upload": "0" * 64})
+    no_errors(gone)
+    assert gone.session_state["sel_checkpoint"] != "upload"
+    assert any("which this server no longer holds" in w.value and md("mine.safetensors") in w.value for w in gone.warning)
+    # The server lets it go (no cache, no session holds it): the link says so instead of opening it.
+    del at, other
+    shared.load_upload.clear()
+    gc.collect()
+    assert shared.linked_uploads().get(link["upload"]) is None
+    late = start({**link})
+    assert late.session_state["sel_checkpoint"] != "upload"
+    assert any("which this server no longer holds" in w.value for w in late.warning)
+
+
+def test_a_bad_upload_digest_is_ignored_with_a_literal_warning(shipped):
+    at = start({"upload": "<b>x</b>", "uploaded": "a.safetensors"})
+    no_errors(at)
+    assert any("not the digest of an upload" in w.value and md("<b>x</b>", 20) in w.value for w in at.warning)
 
 
 def test_parse_reads_the_options_and_the_link_writes_them_back():

@@ -72,5 +72,5 @@ def test_a_link_made_on_an_uploaded_model_says_so_literally(page, served):
     name = "<b>mine</b> :red[x].safetensors"
     open_app(page, "/attention", {"uploaded": name, "text": TEXT})
     warning = page.locator("[data-testid=stAlertContentWarning]").filter(has_text="uploaded model").inner_text()
-    assert name in warning and "private to the browser session" in warning
+    assert name in warning and "which this server no longer holds" in warning
     assert url_params(page)["checkpoint"] == served.default and url_params(page)["text"] == TEXT

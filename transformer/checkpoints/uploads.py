@@ -1,7 +1,8 @@
 """What a set of uploaded files is, judged before anything is written or a tensor read (pure Python, no Streamlit).
 
 A browser upload is one of
-- one of this project's `.safetensors` checkpoints;
+- one of this project's `.safetensors` checkpoints (with its `.snapshots.safetensors` beside it, if any: the
+  Training page replays them);
 - a Hugging Face folder's files: config.json, tokenizer.json (a Marian folder: its source.spm and vocab.json
   instead) and the weights (model.safetensors, or its shards with model.safetensors.index.json, or
   pytorch_model.bin or its shards), and the two settings files the loader reads when they are there
@@ -21,6 +22,7 @@ says what is wrong and what would work.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -72,6 +74,7 @@ class Upload:
     files: dict[str, bytes]  # file name (fixed by us, or a user's reduced to a safe base name) -> contents
     open: str  # what to load, inside the folder: a file name, or "" for the folder itself
     name: str  # what the loaded model is called in messages: the user's file (or zip) name
+    snapshots: bytes | None = None  # one of our checkpoints' training snapshots, uploaded beside it (the Training page's)
 
 
 def base_name(name: str) -> str:
@@ -117,6 +120,11 @@ def _classify(files: list[tuple[str, bytes]], name: str) -> Upload:
         )
     if len(weights) == 1 and not rest:
         return _ours(weights[0], by_name[weights[0]], name or weights[0].removesuffix(".safetensors"))
+    snapshots = [n for n in weights if safetensors_format(by_name[n]) == SNAPSHOTS_FORMAT]
+    if len(weights) == 2 and len(snapshots) == 1 and not rest:  # a checkpoint and its training snapshots
+        (model,) = set(weights) - set(snapshots)
+        ours = _ours(model, by_name[model], model.removesuffix(".safetensors"))
+        return dataclasses.replace(ours, snapshots=by_name[snapshots[0]])
     if weights and not rest and not any(n.endswith(INDEX) for n in by_name):
         raise UploadError(
             f"{len(weights)} .safetensors files without a config.json: upload one of this project's checkpoints at a "
