@@ -82,7 +82,7 @@ def main_view() -> None:
     says = head_jobs.says(ctx, kind, layer, head)
     if says:  # what the head does, in one line (plain text: legible on a projector)
         st.markdown(f"**What this head does** — {says}")  # our own words and numbers: no user text in it
-    fig = shared_figures.attention_figure(ctx.trace_key, trace, kind, layer, head, present, stretch, skip_first)
+    fig = shared_figures.attention_figure(ctx.trace_key, trace, kind, layer, head, present, stretch, skip_first, present)
     if skip_first:
         widgets.first_token_note(fig, first_token)
     widgets.heatmap(

@@ -15,11 +15,14 @@ ctx = session.require_text(session.context())
 notices.coverage(ctx)
 kind = ctx.kind
 cfg = ctx.ckpt.config
-top = st.columns([5, 5, 6], vertical_alignment="center")
+# Two rows: the kind and the colours, then the switches (one row of three cut their labels beside the sidebar).
+top = st.columns([6, 5], vertical_alignment="center")
+switches = st.columns(2, vertical_alignment="center")
 with top[0]:
     widgets.kind_picker(ctx, "mv_kind")
-with top[2]:
+with switches[0]:
     skip_first = widgets.first_token_switch("mv_skip_first")
+with switches[1]:
     grouped = cfg.group_size > 1 and st.toggle(
         "Group heads by key/value head",
         help=f"Grouped-query attention: this model's {cfg.n_heads} query heads share {cfg.kv_heads} key/value heads, "

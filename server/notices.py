@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import session
+from server import session, widgets
 from server.session import Context
 from transformer import coverage as cover
 from transformer.checkpoints import catalog
@@ -55,19 +55,32 @@ def coverage(ctx: Context | None, trace: Trace | None = None) -> None:
     examples = session.examples(ctx.name)  # its own, its task's (an upload, a model trained here), or the generic
     if found.ok or ctx.text.strip() in {ex["text"].strip() for ex in examples}:
         return
+    if ctx.presentation:  # on a projector the figure keeps the screen: one line, the rest folded under it
+        with st.container(key="coverage_notice"):
+            with st.expander(f":orange[**{HEADLINE}**: its results here mean little.]", icon=":material/translate:"):
+                st.warning(headline(found))
+                _details(ctx, found, examples, cfg)
+        # and the figure below gives the notice its height (a later rule than app.py's)
+        st.html(f"<style>{widgets.presented_css(widgets.PRESENTED_TOP_PX + widgets.NOTICE_PX)}</style>")
+        return
     with st.container(border=True, key="coverage_notice"):
         st.warning(headline(found), icon=":material/translate:")
-        if found.unknown:
-            st.text("Unknown to its tokenizer: " + _listed(found.unknown))
-        if found.broken:
-            st.text("Broken into single letters: " + _listed(found.broken))
-        if found.flat:
-            st.text(f"Its top next-token probability is only {found.peak:.1f} × a uniform guess (1/{cfg.vocab_size}).")
-        described = catalog.description(ctx.name, ctx.ckpt.training)
-        knows = f"{described} " if described else ""
-        st.caption(f"What it knows: {knows}Its vocabulary has {ctx.ckpt.tokenizer.vocab_size:,} tokens. Its examples:")
-        st.code("\n".join(ex["text"] for ex in examples[:N_EXAMPLES]), language=None)
-        entries = st.session_state.get("_entries") or {}
-        minilm = catalog.MINILM in entries and ctx.name != catalog.MINILM
-        also = ", or pick all-MiniLM-L6-v2 for any English sentence" if minilm else ""
-        st.caption(f"Try an example (the sidebar's Examples){also}.")
+        _details(ctx, found, examples, cfg)
+
+
+def _details(ctx: Context, found, examples: list[dict[str, str]], cfg) -> None:
+    """The notice's body: the words found (literal), what the model knows, and where to go instead."""
+    if found.unknown:
+        st.text("Unknown to its tokenizer: " + _listed(found.unknown))
+    if found.broken:
+        st.text("Broken into single letters: " + _listed(found.broken))
+    if found.flat:
+        st.text(f"Its top next-token probability is only {found.peak:.1f} × a uniform guess (1/{cfg.vocab_size}).")
+    described = catalog.description(ctx.name, ctx.ckpt.training)
+    knows = f"{described} " if described else ""
+    st.caption(f"What it knows: {knows}Its vocabulary has {ctx.ckpt.tokenizer.vocab_size:,} tokens. Its examples:")
+    st.code("\n".join(ex["text"] for ex in examples[:N_EXAMPLES]), language=None, wrap_lines=True)
+    entries = st.session_state.get("_entries") or {}
+    minilm = catalog.MINILM in entries and ctx.name != catalog.MINILM
+    also = ", or pick all-MiniLM-L6-v2 for any English sentence" if minilm else ""
+    st.caption(f"Try an example (the sidebar's Examples){also}.")

@@ -40,13 +40,24 @@ def _first_left_out(fig: go.Figure, skip_first: bool) -> go.Figure:
 
 
 def attention_figure(
-    key: tuple, trace: Trace, kind: str, layer: int, head: int, presentation: bool, stretch: bool, skip_first: bool = False
+    key: tuple,
+    trace: Trace,
+    kind: str,
+    layer: int,
+    head: int,
+    presentation: bool,
+    stretch: bool,
+    skip_first: bool = False,
+    presented: bool = False,
 ) -> go.Figure:
-    """`figures.attention_figure` (first token out of the colour scale when `skip_first`), once per its settings."""
-    return _cached(
-        (key, "attention", kind, layer, head, presentation, stretch, skip_first),
-        lambda: _first_left_out(figures.attention_figure(trace, kind, layer, head, presentation, stretch), skip_first),
-    )
+    """`figures.attention_figure` (first token out of the colour scale when `skip_first`; made to stretch to the
+    screen, `figures.fit_to_screen`, when `presented`), once per its settings."""
+
+    def build() -> go.Figure:
+        fig = _first_left_out(figures.attention_figure(trace, kind, layer, head, presentation, stretch), skip_first)
+        return figures.fit_to_screen(fig) if presented else fig
+
+    return _cached((key, "attention", kind, layer, head, presentation, stretch, skip_first, presented), build)
 
 
 def mean_heads_figure(

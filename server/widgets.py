@@ -13,7 +13,7 @@ import streamlit as st
 
 from server import session
 from server.literal import md
-from viz.figures import PNG_CONFIG, as_array, scale_without_first_column
+from viz.figures import PNG_CONFIG, PRESENTED_MIN_PX, as_array, scale_without_first_column
 from viz.labels import shown_tokens, unique_labels
 
 
@@ -25,24 +25,30 @@ def matrix_frame(z, rows: Sequence[str], cols: Sequence[str] | None) -> pd.DataF
 
 
 # Presentation mode: the main figure fills the screen's height left under the page's controls (a CSS height on the
-# box `chart(presented=True)` puts it in; the figure's own height is then its least). PRESENTED_TOP is what lies
-# above the figure on the Attention page in presentation mode (navigation bar, controls, the head's one line),
-# measured in Chromium at 1280×720 and 1920×1080 (tests/browser/test_presentation.py holds the figure inside both).
+# box `chart(presented=True)` puts it in; the figure's own height, `figures.fit_to_screen`, is then its least).
+# PRESENTED_TOP_PX is what lies above the figure on the Attention page in presentation mode (navigation bar,
+# controls, the head's one line), measured in Chromium (tests/browser/test_presentation.py holds the figure inside
+# 1280×720 and 1920×1080 screens).
 PRESENTED_TOP_PX = 300
-PRESENTED_MIN_PX = 300
-PRESENTED_CSS = (
-    f"div:has(> [class*='st-key-presented_']) {{height: max({PRESENTED_MIN_PX}px, calc(100vh - {PRESENTED_TOP_PX}px));}}"
-)
+NOTICE_PX = 70  # what the folded out-of-vocabulary notice adds above it in presentation mode (server/notices.py)
+
+
+def presented_css(top_px: int = PRESENTED_TOP_PX) -> str:
+    """The CSS rule that stretches a presented figure's box to the screen's height under `top_px` of page."""
+    return f"div:has(> [class*='st-key-presented_']) {{height: max({PRESENTED_MIN_PX}px, calc(100vh - {top_px}px));}}"
+
+
+PRESENTED_CSS = presented_css()
 
 
 def chart(fig: go.Figure, key: str, presented: bool = False, **kwargs):
     """A Plotly chart with the PNG export button (modebar camera) and a stable key.
 
-    presented: the page's main figure in presentation mode, as tall as the screen leaves it (`PRESENTED_CSS`).
+    presented: the page's main figure in presentation mode (made by `figures.fit_to_screen`), as tall as the screen
+    leaves it (`PRESENTED_CSS`).
     """
     if not presented:
         return st.plotly_chart(fig, key=key, config=PNG_CONFIG, width="stretch", **kwargs)
-    fig.update_layout(height=PRESENTED_MIN_PX)  # the least it takes; the box's height stretches it
     with st.container(key=f"presented_{key}"):
         return st.plotly_chart(fig, key=key, config=PNG_CONFIG, width="stretch", height="stretch", **kwargs)
 

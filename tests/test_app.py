@@ -495,7 +495,7 @@ def test_training_page_shows_each_snapshot_on_the_same_tokens(monkeypatch):
     no_errors(at)
     big = charts(at)["tr_heatmap"]
     assert_same_bits(big["data"][0]["z"], expected[4].attention("cross", 1).weights[0, 1].numpy(), why=SAME_TRACE)
-    assert big["layout"]["title"]["text"].startswith(f"step {snaps[4][0]} ·")
+    assert big["layout"]["title"]["text"].startswith(f"step {snaps[4][0]}<br>")
     # Step 0 is the random initialisation: near-uniform; the trained head is sharp (the alignment head).
     assert strip[0]["z"].max() < 0.5 < strip[-1]["z"].max()
 

@@ -541,3 +541,11 @@ def test_snapshots_report_the_dtype_they_are_stored_in(tmp_path, lm_ckpt, dtype)
     path = save_snapshots(tmp_path / "s.safetensors", [(0, state)], lm_ckpt.model.cfg, lm_ckpt.tokenizer, dtype=dtype)
     assert stored_dtypes(path) == (str(dtype).removeprefix("torch."),)
     assert next(load_snapshots(path, device="cpu")[0][1].model.parameters()).dtype == torch.float32  # cast on load
+
+
+def test_a_short_grid_keeps_only_its_colour_bars_ends_so_the_numbers_never_overlap():
+    pooled = torch.rand(1, 4, 5, 5)
+    one_layer = grid.pooled_grid(pooled, [1], "cross", presentation=True).data[0].colorbar
+    assert list(one_layer.tickvals) == [0.0, 1.0], "one layer on a projector: 0 and the top of the scale only"
+    four = grid.pooled_grid(torch.rand(4, 4, 5, 5), [0, 1, 2, 3], "cross", presentation=True).data[0].colorbar
+    assert len(four.tickvals) == 5, "four layers: room for every tick"

@@ -90,6 +90,25 @@ def as_array(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+# Presentation mode stretches the main heatmap to the screen's height (server/widgets.PRESENTED_CSS): its own height
+# is then its least, and a 1280×720 screen leaves its rows about 260 px, room for 14 labels of 20 px letters.
+PRESENTED_MIN_PX = 300
+PRESENTED_ROW_LABELS = 10
+
+
+def fit_to_screen(fig: go.Figure, min_height: int = PRESENTED_MIN_PX, max_rows: int = PRESENTED_ROW_LABELS) -> go.Figure:
+    """`fig` (a token heatmap, changed in place) made to stretch to the screen in presentation mode: `min_height`
+    its least height, and at most about `max_rows` row labels (every k-th token, the first always; hover names every
+    row), so that no two labels overlap on a 1280×720 screen."""
+    fig.update_layout(height=min_height)
+    y = fig.layout.yaxis
+    if y.tickvals is not None and len(y.tickvals) > max_rows:
+        # Plotly picks every k-th row for the height the screen gives (its "auto" ticks on a category axis); the
+        # labels are then the rows' own names, position·token.
+        fig.update_yaxes(tickmode="auto", tickvals=None, ticktext=None)
+    return fig
+
+
 MAX_LABEL_PX = 220  # margins never grow past this for one very long token (its label is then clipped)
 
 
@@ -190,15 +209,19 @@ def attention_figure(
     `label` goes before the title (a snapshot's step, a comparison's side), shown literally.
     """
     w = trace.head(kind, layer, head)["weights"]
-    return token_heatmap(
+    fig = token_heatmap(
         w,
         trace.query_tokens(kind),
         trace.key_tokens(kind),
-        title=(f"{plotly_text(label)} · " if label else "") + _layer_head_title(kind, layer, head, "attention weights"),
+        # a label on a line of its own: side-by-side panels are narrow, and one long line ran past their edge
+        title=(f"{plotly_text(label)}<br>" if label else "") + _layer_head_title(kind, layer, head, "attention weights"),
         zmin=None if stretch else 0.0,
         zmax=None if stretch else 1.0,
         presentation=presentation,
     )
+    if label:
+        fig.update_layout(margin_t=fig.layout.margin.t + font_size(presentation) + 10)
+    return fig
 
 
 def mean_heads_figure(trace: Trace, kind: str, layer: int, presentation: bool = False, stretch: bool = False) -> go.Figure:

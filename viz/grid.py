@@ -189,6 +189,15 @@ def pooled_grid(
     what = f"largest of {block[0]} × {block[1]} weights" if pooled_cells else "one query, one key"
     zmax = colour_range(image, c, scale, skip_first) or float(image.max()) or 1.0
     ticks = tuple(zmax * t for t in COLORBAR_TICKS.get(scale, (0.0, 0.25, 0.5, 0.75, 1.0)))
+    # The colour bar is as tall as the thumbnails: one layer's row (presentation mode's large letters most of all)
+    # has room for its two ends only, not for five numbers on top of each other.
+    thumb_px = 90 if presentation else 70
+    grouped_ticks = group_size > 1 and n_heads > 8
+    height = int(max(220, thumb_px * len(layers) + 120))
+    bottom = int((6.5 if grouped_ticks else 3.6) * size + 12)
+    room = (height - 50 - bottom) // int(1.6 * size)  # tick labels that fit along the bar, 1.6 lines apart
+    if len(ticks) > max(room, 2):
+        ticks = (ticks[0], ticks[-1])
     capped = scale == "stretch" or (skip_first and c > 1)  # cells above the top colour exist
     bar_title = SCALE_TITLES[scale] + (f"<br>({LEFT_OUT})" if skip_first and c > 1 else "")
     hover_where = "layer %{y:.0f} · head %{x:.0f}"  # %{x:.0f} rounds a cell's x to its thumbnail's head; same for y
@@ -248,7 +257,6 @@ def pooled_grid(
     if selected is not None and selected[0] in layers:
         sl, sh = selected
         shapes.append(dict(type="rect", x0=sh - 0.5, x1=sh + 0.5, y0=sl - 0.5, y1=sl + 0.5, line=dict(color="#e4002b", width=3)))
-    thumb_px = 90 if presentation else 70
     # One constructor call: Plotly validates data and layout once (update_layout would walk them again).
     return go.Figure(
         data=[heatmap, centres],
@@ -277,9 +285,9 @@ def pooled_grid(
                 tickfont=dict(size=size),
                 automargin=False,
             ),
-            height=int(max(220, thumb_px * len(layers) + 120)),
+            height=height,
             # tick labels + axis title; "H11 · kv3" labels slanted need more room
-            margin=dict(l=int(4 * size + 12), r=10, t=50, b=int((6.5 if grouped and n_heads > 8 else 3.6) * size + 12)),
+            margin=dict(l=int(4 * size + 12), r=10, t=50, b=bottom),
             font=dict(size=size),
             clickmode="event+select",
             dragmode=False,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -31,11 +32,18 @@ def link_value(page, name: str) -> str | None:
     return m[1] if m else None
 
 
-@pytest.mark.parametrize("width,height", SCREENS, ids=[f"{w}x{h}" for w, h in SCREENS])
-def test_presentation_mode_fits_the_main_figure_on_the_screen(browser, app_url, width, height):
-    context, page = open_page(browser, app_url + "/attention?present=1", width, height)
+LONG = "My grandmother bakes bread every Sunday, and my brother eats it."  # everyday English: the notice shows too
+CASES = [(w, h, text) for w, h in SCREENS for text in (None, LONG)]
+
+
+@pytest.mark.parametrize("width,height,text", CASES, ids=[f"{w}x{h}-{'long' if t else 'example'}" for w, h, t in CASES])
+def test_presentation_mode_fits_the_main_figure_on_the_screen(browser, app_url, width, height, text):
+    query = "present=1" + (f"&text={quote(text)}" if text else "")
+    context, page = open_page(browser, app_url + f"/attention?{query}", width, height)
     try:
         assert not exceptions(page), exceptions(page)
+        if text:
+            assert page.locator(".st-key-coverage_notice").count() == 1, "the notice is there, folded"
         box = page.locator(".st-key-attn_heatmap .js-plotly-plot").bounding_box()
         assert box["y"] >= 0 and box["y"] + box["height"] <= height, f"the figure spans {box} on a {width}×{height} screen"
         assert box["x"] >= 0 and box["x"] + box["width"] <= width
@@ -54,6 +62,16 @@ def test_presentation_mode_fits_the_main_figure_on_the_screen(browser, app_url, 
                 .map(e => e.textContent)"""
         )
         assert not cut, f"labels cut at {width}×{height}: {cut}"
+        # The row labels never run into each other (a line of letters apart at least): a long text gets every k-th
+        # row labelled (hover names each row).
+        rows, font_px = page.evaluate(
+            """() => { const t = [...document.querySelectorAll('.st-key-attn_heatmap .yaxislayer-above .ytick text')];
+                return [t.map(e => e.getBoundingClientRect().top).sort((a, b) => a - b),
+                        parseFloat(getComputedStyle(t[0]).fontSize)]; }"""
+        )
+        assert len(rows) >= 2 and font_px >= 18, "large letters on a projector"
+        crowded = [(a, b) for a, b in zip(rows, rows[1:]) if b - a < font_px]
+        assert not crowded, f"{len(crowded)} row labels closer than a line of {font_px} px at {width}×{height}"
     finally:
         context.close()
 
