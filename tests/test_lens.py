@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -153,3 +154,18 @@ def test_encoder_only_models_are_refused(make_checkpoint):
 
 def test_explanation_is_one_sentence():
     assert lens.EXPLANATION.count(". ") == 0 and lens.EXPLANATION.endswith(".")
+
+
+def test_lens_cells_cut_long_tokens_to_their_width_and_the_hover_keeps_them_whole():
+    from viz import why
+
+    n_rows, n_pos = 3, 21
+    tokens = [[["grumpiest", "cat", "dog"] for _ in range(n_pos)] for _ in range(n_rows)]
+    probs = np.full((n_rows, n_pos, 3), 0.3, np.float32)
+    fig = why.lens_figure([f"L{i}" for i in range(n_rows)], ["the"] * n_pos, tokens, probs, "lens")
+    cells = [t for row in fig.data[0].text for t in row]
+    fits = int(why.LENS_PLOT_PX[False] / n_pos / (0.6 * 10))  # 13 px letters less 3 in the cells
+    assert all(len(t) <= fits and t.endswith("…") for t in cells), (fits, cells[:3])
+    assert all("grumpiest" in h for row in fig.data[0].customdata for h in row), "the hover names the whole token"
+    wide = why.lens_figure(["L0"], ["the"] * 4, [[["grumpiest"]] * 4], np.full((1, 4, 1), 0.3, np.float32), "lens")
+    assert wide.data[0].text[0][0] == "grumpiest", "a wide cell shows it whole"

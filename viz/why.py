@@ -61,6 +61,9 @@ def head_effect_figure(
     )
 
 
+LENS_PLOT_PX = {False: 560, True: 880}  # the logit lens's plot width on a 1280-px screen: (normal, presentation)
+
+
 def lens_figure(
     rows: Sequence[str],
     positions: Sequence[str],
@@ -95,7 +98,15 @@ def lens_figure(
         ["<br>".join(f"{with_raw(top_tokens[r][t][i])}: {probs[r, t, i]:.4f}" for i in range(k)) for t in range(n_pos)]
         for r in range(n_rows)
     ]
-    cell_text = [[plotly_text(shown(top_tokens[r][t][0])) for t in range(n_pos)] for r in range(n_rows)]
+    # A cell's token cut to what its width holds (hover names it whole): the plot is about LENS_PLOT_PX wide on a
+    # 1280-px screen (beside the sidebar, or without it in presentation mode), a letter about 0.6 of the font size.
+    text_size = max(9, size - 3)
+    fits = int(LENS_PLOT_PX[presentation] / max(n_pos, 1) / (0.6 * text_size))
+
+    def clipped(token: str) -> str:
+        return token if len(token) <= fits else token[: max(fits - 1, 1)] + "…"
+
+    cell_text = [[plotly_text(clipped(shown(top_tokens[r][t][0]))) for t in range(n_pos)] for r in range(n_rows)]
     widest = max((text_px(str(t), size) for t in positions), default=0.0)
     return go.Figure(
         data=[
@@ -108,8 +119,8 @@ def lens_figure(
                 colorscale="Blues",
                 colorbar=dict(title=dict(text="top-1 probability", font=dict(size=size)), tickfont=dict(size=size)),
                 text=cell_text,
-                texttemplate="%{text}" if n_pos * n_rows <= 1200 else None,
-                textfont=dict(size=max(9, size - 3)),
+                texttemplate="%{text}" if n_pos * n_rows <= 1200 and fits >= 2 else None,
+                textfont=dict(size=text_size),
                 customdata=hover,
                 hovertemplate="%{y} · after %{x}<br>%{customdata}<extra></extra>",
                 xgap=1,
