@@ -142,3 +142,19 @@ def test_a_checkpoint_uploaded_with_its_snapshots_replays_them_on_the_training_p
     assert len(strip["data"]) == len(shipped_strip["data"]) >= 2, "every snapshot, as beside the shipped file"
     for mine, theirs in zip(strip["data"], shipped_strip["data"], strict=True):
         assert mine["z"] is not None and (mine["z"] == theirs["z"]).all(), "the same snapshots, the same weights"
+
+
+def test_a_checkpoint_from_a_models_folder_offers_its_tasks_examples(shipped, monkeypatch, tmp_path):
+    """A model trained on one of our tasks and found on disk (as a model trained here is) opens on that task's texts."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    write_tiny(folder / "my-sorter.safetensors", "reverse")
+    monkeypatch.setenv("ATTNVIZ_MODELS", str(folder))
+    monkeypatch.setenv("ATTNVIZ_NO_HF_CACHE", "1")
+    at = start({"checkpoint": "translator"})
+    name = next(n for n in at.session_state["_entries"] if "my-sorter" in n)
+    at.selectbox(key="w_checkpoint").set_value(name).run()
+    no_errors(at)
+    reverse = json.loads(catalog.EXAMPLES_FILE.read_text())["reverse"]
+    assert at.session_state["sel_text"] == reverse[0]["text"], "the translator's untouched example became the task's"
+    assert at.selectbox(key="example").options == [ex["label"] for ex in reverse]
