@@ -169,3 +169,14 @@ def test_lens_cells_cut_long_tokens_to_their_width_and_the_hover_keeps_them_whol
     assert all("grumpiest" in h for row in fig.data[0].customdata for h in row), "the hover names the whole token"
     wide = why.lens_figure(["L0"], ["the"] * 4, [[["grumpiest"]] * 4], np.full((1, 4, 1), 0.3, np.float32), "lens")
     assert wide.data[0].text[0][0] == "grumpiest", "a wide cell shows it whole"
+
+
+def lens_row_tokens(fig: dict, row: int) -> list[str]:
+    """The top-1 token of each cell of one lens row, as its hover names it whole (a cell's own text may be cut to its
+    width: `lens_figure`), each checked against the cell's text."""
+    out = []
+    for text, hover in zip(fig["text"][row], fig["customdata"][row], strict=True):
+        token = hover.split("<br>")[0].rsplit(": ", 1)[0]
+        assert text == token or (text.endswith("…") and token.startswith(text[:-1])), (text, token)
+        out.append(token)
+    return out

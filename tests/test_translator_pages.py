@@ -19,6 +19,7 @@ import pytest
 import torch
 from numerics import app_threads, assert_close, assert_same_bits, assert_same_greedy, longest_sum, sublayers
 from test_app import charts, frame, no_errors, start
+from test_lens import lens_row_tokens
 from test_why_app import naive_rollout, without_heads
 
 from transformer.api import build_model, greedy_decode, streams, trace_text
@@ -416,7 +417,7 @@ def test_logit_lens_last_row_is_the_models_own_output_through_its_head(env, name
         depth=3,
         why="the lens's end (final norm, head scale, unembedding, logits bias) of the last residual against the forward's",
     )
-    assert list(fig["text"][-1]) == ticks(ckpt.tokenizer.id_to_token(int(i)) for i in top.indices)
+    assert lens_row_tokens(fig, -1) == ticks(ckpt.tokenizer.id_to_token(int(i)) for i in top.indices)
     applied = next(c.value for c in at.caption if "Applied here:" in c.value)
     if name == T5:
         assert applied.endswith(

@@ -15,6 +15,7 @@ import pytest
 import torch
 from numerics import app_threads, assert_close, assert_same_bits, longest_sum, rounding_atol, sublayers
 from test_app import charts, no_errors, start
+from test_lens import lens_row_tokens
 
 from transformer.api import streams, trace_text
 from transformer.checkpoints.format import load_checkpoint
@@ -103,7 +104,7 @@ def test_logit_lens_last_row_is_the_models_prediction(shipped):
         why="the lens's final norm and unembedding of the last residual against the forward's own, softmax over the vocabulary",
     )
     expected = [plotly_text(ckpt.tokenizer.id_to_token(int(i))) for i in top.indices]
-    assert list(fig["text"][-1]) == expected
+    assert lens_row_tokens(fig, -1) == expected
     assert fig["y"][-1] == "L1 feed-forward" and fig["y"][0] == "embed"
 
 
