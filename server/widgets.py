@@ -164,13 +164,15 @@ def pooled_frame(
 
 
 def layer_head_controls(
-    ctx: session.Context, n_layers: int, n_heads: int, prefix: str, on_touch=None, compact: bool = False
+    ctx: session.Context, n_layers: int, n_heads: int, prefix: str, on_touch=None, compact: bool | None = None
 ) -> None:
     """Sliders plus previous/next buttons for layer and head (all editing the canonical selection).
 
     on_touch: called (no arguments) whenever one of them is used (the Attention page pauses autoplay).
-    compact: one row, the buttons as arrows beside their slider (presentation mode: the figure keeps the height).
+    compact: one row, the buttons as arrows beside their slider (default: in presentation mode, where the figures
+    keep the screen's height).
     """
+    compact = ctx.presentation if compact is None else compact
 
     def stepped(name: str, delta: int, n: int) -> None:
         session.step(name, delta, n)
@@ -199,11 +201,12 @@ def layer_head_controls(
         b2.button(nxt, key=f"{prefix}_next_{what}", on_click=stepped, args=(name, 1, n), width="stretch")
 
 
-def kind_picker(ctx: session.Context, key: str, on_touch=None, compact: bool = False) -> None:
+def kind_picker(ctx: session.Context, key: str, on_touch=None, compact: bool | None = None) -> None:
     """Choose the attention kind (only when the model has more than one); `on_touch()` runs when it is used.
 
-    compact: no label line above the choices (presentation mode: the figure keeps the height; the figure's title names
-    the kind)."""
+    compact: no label line above the choices (default: in presentation mode, where the figures keep the height; their
+    titles name the kind)."""
+    compact = ctx.presentation if compact is None else compact
     kinds = list(ctx.ckpt.config.attention_kinds)
     if len(kinds) > 1:
         visibility = "collapsed" if compact else "visible"
