@@ -33,7 +33,7 @@ def stop(message: str) -> None:
     st.stop()
 
 
-AUTO_TEXT2 = "_cmp_auto_text2"  # the B this page chose itself: {"for": (identity, text A), "text2": B, "change": …}
+AUTO_TEXT2 = session.AUTO_TEXT2  # the B this page chose itself (the link leaves it out: session._page_param)
 
 
 def automatic_text_b() -> dict | None:

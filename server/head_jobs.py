@@ -44,16 +44,6 @@ def _table(identity: str, kind: str, _ckpt) -> pd.DataFrame | None:
     return pd.DataFrame({job: t.reshape(-1).float().numpy() for job, t in cols.items()}, index=index)
 
 
-def label(ctx: session.Context, kind: str, layer: int, head: int) -> str | None:
-    """e.g. "previous-token 0.93 · induction 0.71" for heads whose scores reach the threshold, else None."""
-    frame = table(ctx, kind)
-    if frame is None:
-        return None
-    row = frame.loc[(layer, head)]
-    jobs = [f"{job} {score:.2f}" for job, score in row.sort_values(ascending=False).items() if score >= THRESHOLD]
-    return " · ".join(jobs) if jobs else "no job above the threshold (0.5)"
-
-
 def says(ctx: session.Context, kind: str, layer: int, head: int) -> str | None:
     """One line on what the head does, its best job first: "alignment 0.97: each word of the translation looks at the
     source word it translates (also: focused 0.81)"; None when the jobs cannot be scored for this model."""
@@ -72,15 +62,11 @@ def says(ctx: session.Context, kind: str, layer: int, head: int) -> str | None:
     return f"{job} {score:.2f}: {JOB_MEANINGS.get(job, job)}{also}."
 
 
-def _all_scores(ctx: session.Context) -> dict | None:
-    return _scores(ctx.identity, ctx.ckpt)
-
-
 def telling(ctx: session.Context):
     """The model's most telling head (`transformer.why.head_jobs.most_telling`), or None."""
     from transformer.why.head_jobs import most_telling
 
-    scores = _all_scores(ctx)
+    scores = _scores(ctx.identity, ctx.ckpt)
     return most_telling(scores, THRESHOLD) if scores else None
 
 
@@ -88,7 +74,7 @@ def tour(ctx: session.Context) -> list[tuple[str, int, int]]:
     """The heads with a job, in the model's order (the autoplay's "heads with a job" tour); [] when none or unscored."""
     from transformer.why.head_jobs import tour as heads_with_a_job
 
-    scores = _all_scores(ctx)
+    scores = _scores(ctx.identity, ctx.ckpt)
     return heads_with_a_job(scores, ctx.ckpt.config.attention_kinds, THRESHOLD) if scores else []
 
 

@@ -234,6 +234,7 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["_goto"] = view.page
 
 
+AUTO_TEXT2 = "_cmp_auto_text2"  # the Compare page's own text B: {"for": (identity, text A), "text2": B, "change": …}
 UPLOAD_TASK = "_upload_task"  # the training task this session's upload records (None: none of ours)
 UPLOAD_LINK = "sel_upload_link"  # the digest of an upload this session opened from a link (no files of its own)
 UPLOAD_DIGEST = "_upload_digest"  # the digest of the upload shown now (what this session's link carries)
@@ -246,7 +247,7 @@ def examples(name: str, entries: dict[str, catalog.CatalogEntry] | None = None) 
         return shared.examples_for(UPLOAD, st.session_state.get(UPLOAD_TASK))
     entry = (entries if entries is not None else st.session_state.get("_entries") or {}).get(name)
     task = None
-    if entry is not None and name not in shared.examples():
+    if entry is not None and name not in shared.examples() and catalog.has_header(entry):
         try:
             task = shared.entry_task(str(entry.path), shared.identity_of(entry.path))
         except OSError:  # gone since it was found: loading it says so
@@ -675,7 +676,7 @@ def _page_param(name: str) -> str | None:
         # gets again from the same text and checkpoint, and which then follows a new text A
         "text2": lambda: (
             (state.get("sel_text2") or "")[: urlstate.MAX_TEXT_CHARS]
-            if cmp == "texts" and state.get("sel_text2") != (state.get("_cmp_auto_text2") or {}).get("text2")
+            if cmp == "texts" and state.get("sel_text2") != (state.get(AUTO_TEXT2) or {}).get("text2")
             else None
         ),
         "checkpoint2": lambda: state.get("sel_checkpoint2") if cmp == "checkpoints" else None,

@@ -77,16 +77,29 @@ def task_of(training: dict) -> str | None:
 TASK_EXAMPLES = {"translation": "translator", "lm": "lm", "agreement": "classifier", "reverse": "reverse"}
 
 
-def training_of(entry: CatalogEntry) -> dict:
-    """The training facts one of our checkpoint files records (its header only: no weight is read); {} for another
+def has_header(entry: CatalogEntry) -> bool:
+    """Whether the checkpoint is one of our .safetensors files, whose header says what it is without a weight read."""
+    return entry.kind == "ours" and entry.path.suffix == ".safetensors"
+
+
+def header_metadata(entry: CatalogEntry) -> dict[str, str] | None:
+    """One of our checkpoint files' header metadata (config, tokenizer, training; no weight is read); None for another
     kind of model, or a file that cannot be read (loading it says why)."""
-    if entry.kind != "ours" or entry.path.suffix != ".safetensors":
-        return {}
+    if not has_header(entry):
+        return None
     from transformer.checkpoints.format import CheckpointError, read_header
 
     try:
-        training = json.loads(read_header(entry.path)[0].get("training") or "{}")
-    except (CheckpointError, OSError, ValueError):
+        return read_header(entry.path)[0]
+    except (CheckpointError, OSError):
+        return None
+
+
+def training_of(entry: CatalogEntry) -> dict:
+    """The training facts one of our checkpoint files records (`header_metadata`); {} when there are none to read."""
+    try:
+        training = json.loads((header_metadata(entry) or {}).get("training") or "{}")
+    except ValueError:
         return {}
     return training if isinstance(training, dict) else {}
 
@@ -114,17 +127,14 @@ class CatalogEntry:
 def attention_kinds(entry: CatalogEntry) -> tuple[str, ...] | None:
     """The attention kinds a checkpoint computes, known without loading it; None when not known this way.
 
-    One of ours says so in its file's header (no weight is read); a Hugging Face or nanoGPT folder is known only
+    One of ours says so in its file's header (`header_metadata`); a Hugging Face or nanoGPT folder is known only
     once it has been loaded. A file that cannot be read gives None: loading it says what is wrong.
     """
-    if entry.kind != "ours" or entry.path.suffix != ".safetensors":
-        return None
-    from transformer.checkpoints.format import CheckpointError, read_header
     from transformer.model.config import ConfigError, ModelConfig
 
     try:
-        return ModelConfig.from_json(read_header(entry.path)[0]["config"]).attention_kinds
-    except (CheckpointError, ConfigError, KeyError, OSError):
+        return ModelConfig.from_json((header_metadata(entry) or {})["config"]).attention_kinds
+    except (ConfigError, KeyError, ValueError):
         return None
 
 
