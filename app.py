@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import head_jobs, model_sources, session, shared, training_jobs, widgets
+from server import class_screens, classroom, head_jobs, model_sources, session, shared, training_jobs, widgets
 from transformer.checkpoints import catalog
 
 st.set_page_config(page_title="Attention explorer", page_icon=str(catalog.ASSETS / "icon.svg"), layout="wide")
@@ -43,6 +43,8 @@ HOME = st.Page(_home, title="Home", url_path="home", default=True, visibility="h
 # The shipped models, then the server owner's (models folders, the Hugging Face cache), then those trained here.
 entries = {**catalog.available(), **model_sources.entries(), **training_jobs.checkpoint_entries()}
 session.init_session(entries, tuple(PAGES))
+classroom.read_link()  # ?follow=CODE (a student) or ?teach=CODE&key=… (its teacher, after a reload)
+classroom.follow(entries, tuple(PAGES))  # a student following a class takes the teacher's latest view
 presenting = bool(st.session_state.get("sel_presentation"))
 # Presentation mode folds the sidebar away (its arrow, top left, opens it again), and unfolds it when it ends.
 st.set_page_config(initial_sidebar_state="collapsed" if presenting else "auto")
@@ -74,6 +76,10 @@ shared.use_one_torch_thread()
 ctx = head_jobs.open_telling(session.sidebar(entries))  # no head chosen yet: the model's most telling one
 shared.freeze_startup_objects()  # once per process, after the first model is loaded
 session.publish(ctx, entries)
+with st.sidebar:  # a class to teach or join, and lessons: below the model's own controls
+    class_screens.sidebar(ctx)
 session.sync_url(ctx, page.url_path)
 session.show_messages(ctx)
+class_screens.poll()
+class_screens.banner(ctx)
 page.run()

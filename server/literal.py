@@ -28,3 +28,25 @@ def md(value: object, max_chars: int = MAX_CHARS) -> str:
     runs = [len(r) for r in re.findall(r"`+", text)]
     fence = "`" * (max(runs, default=0) + 1)
     return f"{fence} {text} {fence}"
+
+
+def html(value: object, max_chars: int = MAX_CHARS) -> str:
+    """`value` as HTML text that shows it literally in the page's own font (for `st.html`), cut to `max_chars`.
+
+    Every `<`, `>`, `&` and quote becomes an entity, so nothing in it is markup; `st.html` does not read Markdown
+    or emoji short codes. Line breaks are kept by the caller's `white-space: pre-wrap`.
+    """
+    import html as _html
+
+    text = str(value)
+    if len(text) > max_chars:
+        text = text[:max_chars] + "…"
+    return _html.escape(text, quote=True)
+
+
+def text_block(value: object, max_chars: int = MAX_CHARS, size: str = "1rem", bold: bool = False) -> str:
+    """A `st.html` block showing `value` literally, line breaks kept (a prompt, a lesson's title or explanation)."""
+    weight = "600" if bold else "400"
+    return (
+        f"<div style='white-space:pre-wrap;font-size:{size};font-weight:{weight};line-height:1.5'>{html(value, max_chars)}</div>"
+    )

@@ -184,7 +184,13 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     if st.session_state.get("_initialised"):
         return
     st.session_state["_initialised"] = True
-    view = urlstate.parse(st.query_params.to_dict(), tuple(entries), pages)
+    st.session_state["_pages"] = pages
+    seed(urlstate.parse(st.query_params.to_dict(), tuple(entries), pages), entries)
+
+
+def seed(view: urlstate.UrlView, entries: dict[str, catalog.CatalogEntry], presentation: bool | None = None) -> None:
+    """Set this session's whole view (checkpoint, text, page, selection, options) from a parsed link: a session's
+    first link, or the view of the class it follows (`server/classroom.py`). `presentation`: keep this one."""
     default = DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT in entries else next(iter(entries), UPLOAD)
     name = view.checkpoint or default
     warnings = list(view.warnings)
@@ -202,7 +208,7 @@ def init_session(entries: dict[str, catalog.CatalogEntry], pages: tuple[str, ...
     st.session_state["sel_auto_target"] = view.target is None
     st.session_state["sel_src_lang"] = view.source_lang  # checked against the model's languages once it is loaded
     st.session_state["sel_tgt_lang"] = view.target_lang
-    st.session_state["sel_presentation"] = view.presentation
+    st.session_state["sel_presentation"] = view.presentation if presentation is None else presentation
     st.session_state["sel_kind"] = view.kind or ""
     st.session_state["sel_layer"] = view.layer or 0
     st.session_state["sel_head"] = view.head or 0
@@ -733,6 +739,9 @@ def sync_url(ctx: Context | None, page: str | None = None) -> None:
         params.pop("group", None)
     if ctx.presentation:
         params["present"] = "1"
+    from server import classroom  # a teacher's view goes to the class; a follower's link names its class
+
+    params.update(classroom.on_sync(params, page))
     if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)
 

@@ -1,0 +1,352 @@
+"""What a class and a lesson put on screen: the sidebar's "Class and lessons", the banner above a page, the polls.
+
+The rules live in `classroom` (who steers, who follows) and `class_store` (the server's classes); a lesson's file
+is read by `lessons`. Everything a teacher or a file wrote (a prompt, a lesson's words) is shown as literal text.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from server import class_questions, class_store, classroom, lessons, session, urlstate
+from server.class_store import Note
+from server.literal import md, text_block
+from server.session import Context
+from transformer.checkpoints import sources
+
+LOCAL_NOTE = (
+    "This address opens on this computer only. For students' devices, open the app at this machine's network "
+    f"address, or start it with {classroom.PUBLIC_URL_ENV}=http://<address>:8501."
+)
+LESSON, STEP = "_lesson", "_lesson_step"  # this session's lesson (a lessons.Lesson) and its step (0-based)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lessons: a sequence of views; the step a teacher is on is every follower's.
+# ---------------------------------------------------------------------------------------------
+
+
+def _pages() -> tuple[str, ...]:
+    return tuple(st.session_state.get("_pages", ()))
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _shipped(checkpoints: tuple[str, ...], pages: tuple[str, ...]) -> list:
+    return lessons.shipped(checkpoints, pages)
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=16)
+def _found(folders: tuple[str, ...], checkpoints: tuple[str, ...], pages: tuple[str, ...]) -> list:
+    """Lessons in the models folders, each parsed (or its problems): [(path, lesson or None, problems)]."""
+    from pathlib import Path
+
+    out = []
+    for path in lessons.find([Path(f) for f in folders]):
+        try:
+            out.append(
+                (
+                    str(path),
+                    lessons.parse(path.read_bytes()[: lessons.MAX_BYTES + 1], path.name, checkpoints, pages, str(path)),
+                    (),
+                )
+            )
+        except lessons.LessonError as e:
+            out.append((str(path), None, e.problems))
+        except OSError as e:
+            out.append((str(path), None, (f"Could not read it: {md(e)}",)))
+    return out
+
+
+def go_to_step(i: int) -> None:
+    """Button callback: the lesson's step `i` becomes this session's view (and, for a teacher, the class's)."""
+    state = st.session_state
+    lesson = state.get(LESSON)
+    if lesson is None:
+        return
+    i = max(0, min(i, len(lesson.steps) - 1))
+    step = lesson.steps[i]
+    entries = session.entries()
+    view = urlstate.parse(step.link_params(), tuple(entries), _pages())
+    session.seed(view, entries, presentation=bool(state.get("sel_presentation")))
+    state["_goto"] = step.page
+    state[STEP] = i
+    state[classroom.NOTE] = Note(lesson.title, i, len(lesson.steps), step.title, step.explain, step.question is not None)
+    state.pop(class_questions.SOLO, None)
+    if classroom.role() == "student":  # a learner in a class who opens a lesson explores on their own
+        state[classroom.FOLLOWING] = False
+
+
+def start_lesson(lesson) -> None:
+    st.session_state[LESSON] = lesson
+    go_to_step(0)
+
+
+def end_lesson() -> None:
+    for key in (LESSON, STEP, classroom.NOTE, class_questions.SOLO):
+        st.session_state.pop(key, None)
+
+
+def _lesson_picker(sb) -> None:
+    checkpoints, pages = tuple(session.entries()), _pages()
+    choices: dict[str, object] = {}
+    for lesson in _shipped(checkpoints, pages):
+        choices[lesson.title] = lesson
+    folders = tuple(str(f) for f in sources.models_folders())
+    for path, lesson, problems in _found(folders, checkpoints, pages) if folders else ():
+        if lesson is not None:
+            choices[f"{lesson.title} ({path.rsplit('/', 1)[-1]})"] = lesson
+        else:
+            sb.warning(f"The lesson file {md(path)} has mistakes: " + " · ".join(problems[:5]))
+    uploaded = sb.file_uploader(
+        "Your own lesson (.toml or .json)",
+        type=["toml", "json"],
+        key="lesson_file",
+        help="A lesson is a few steps, each a view (checkpoint, text, page, kind, layer, head, options) with a few "
+        "sentences and, if you like, a question. README: Lessons.",
+    )
+    if uploaded is not None:
+        try:
+            mine = lessons.parse(uploaded.getvalue()[: lessons.MAX_BYTES + 1], uploaded.name, checkpoints, pages)
+            choices = {f"{mine.title} (your file)": mine, **choices}
+        except lessons.LessonError as e:
+            sb.error(f"The lesson {md(uploaded.name, 80)} cannot be used:\n\n" + "\n\n".join(f"- {p}" for p in e.problems[:20]))
+    if not choices:
+        return
+    picked = sb.selectbox("Lesson", list(choices), key="lesson_pick")  # titles: plain text in a select box
+    sb.button("Start this lesson", key="lesson_start", on_click=start_lesson, args=(choices[picked],))
+
+
+def lesson_note(ctx: Context | None) -> None:
+    """The current step's words beside the view, with the steps to go (for whoever drives: the teacher, or a learner)."""
+    state = st.session_state
+    lesson, follower = state.get(LESSON), classroom.role() == "student" and state.get(classroom.FOLLOWING)
+    now = classroom.store().state(classroom.code()) if classroom.role() is not None else None
+    note = now.note if follower and now is not None else state.get(classroom.NOTE) if lesson is not None else None
+    if note is None:
+        return
+    with st.container(border=True):
+        head, nav = st.columns([5, 2], vertical_alignment="center")
+        with head:
+            st.caption(f"Lesson · step {note.step + 1} of {note.steps}")
+            st.html(text_block(f"{note.lesson} — {note.title}", 250, "1.1rem", bold=True))
+        if not follower and lesson is not None:
+            a, b, c = nav.columns(3)
+            a.button(
+                "◀", key="lesson_prev", on_click=go_to_step, args=(note.step - 1,), disabled=note.step == 0, help="Previous step"
+            )
+            b.button(
+                "▶",
+                key="lesson_next",
+                on_click=go_to_step,
+                args=(note.step + 1,),
+                disabled=note.step + 1 >= note.steps,
+                help="Next step",
+            )
+            c.button("✕", key="lesson_end", on_click=end_lesson, help="Leave the lesson")
+        if note.asks and not _revealed(now):
+            with st.expander("Explanation: it answers the question, so open it after the reveal"):
+                st.html(text_block(note.explain, class_store.MAX_NOTE_CHARS))
+        else:
+            st.html(text_block(note.explain, class_store.MAX_NOTE_CHARS))
+        step = lesson.steps[note.step] if lesson is not None and not follower else None
+        if step is not None and step.question is not None and ctx is not None:
+            why = class_questions.can_ask(ctx, step.question.type)
+            if why is None:
+                label = "Ask the class" if classroom.role() == "teacher" else "Try the question"
+                st.button(label, key="lesson_ask", on_click=_ask_step, args=(ctx, step.question), type="primary")
+
+
+def _revealed(now) -> bool:
+    """Whether this step's question has been answered: revealed to the class, or answered by a learner alone."""
+    if now is not None:
+        return now.question is not None and now.question.revealed
+    solo = st.session_state.get(class_questions.SOLO)
+    return solo is not None and solo[1] is not None
+
+
+def _ask_step(ctx: Context, spec) -> None:
+    question = _make(ctx, spec.type, ctx.query, spec.prompt)
+    if classroom.role() == "teacher":
+        class_questions.ask(classroom.code(), st.session_state[classroom.TOKEN], question)
+    else:
+        class_questions.ask_solo(question)
+
+
+def _make(ctx: Context, kind: str, position: int, prompt: str | None):
+    if kind == "attend":
+        n = len(ctx.trace.query_tokens(ctx.kind))
+        return class_questions.attend(ctx, min(position, n - 1), prompt)
+    n = len(class_questions.next_positions(ctx))
+    return class_questions.next_token(ctx, min(position, n - 1) if position else n - 1, prompt)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sidebar: teach, join, ask, hand over, end; lessons.
+# ---------------------------------------------------------------------------------------------
+
+
+def _start() -> None:
+    """Button callback: a class starts on the view this session's link shows now (the last run's)."""
+    params = {k: v for k, v in st.query_params.to_dict().items() if isinstance(v, str)}
+    classroom.start(params, st.session_state.get("_link_page") or "attention")
+
+
+def _join() -> None:
+    classroom.join(st.session_state.get("class_join_code") or "")
+
+
+def _leave_class() -> None:
+    classroom._leave("You left the class: the app is yours.")
+
+
+def sidebar(ctx: Context | None) -> None:
+    """The sidebar's class (teach one, join one, or this session's part in one) and its lessons."""
+    who = classroom.role()
+    st.divider()
+    st.markdown("**Class**")
+    if who is None:
+        st.button(
+            "Teach this class",
+            key="class_teach",
+            on_click=_start,
+            type="primary",
+            help="Start a class: every student who opens its link sees what you see, as you change it.",
+        )
+        left, right = st.columns([3, 2], vertical_alignment="bottom")
+        left.text_input("Join a class: its code", key="class_join_code", max_chars=12, placeholder="e.g. K7P2Q")
+        right.button("Join", key="class_join", on_click=_join)
+    elif who == "teacher":
+        _teacher_panel(ctx)
+    else:
+        _student_panel()
+    with st.expander("Lessons", expanded=st.session_state.get(LESSON) is not None):
+        if who == "student":
+            st.caption("Your class's teacher leads its lesson. Leave the class to step through a lesson on your own.")
+        else:
+            _lesson_picker(st)
+
+
+def _teacher_panel(ctx: Context | None) -> None:
+    code = classroom.code()
+    link = classroom.students_link(code)
+    st.markdown(f"Class code: **:blue[{code}]**")  # our own alphabet: nothing to escape
+    st.code(link, language=None)
+    st.image(classroom.qr_png(link), width=180)
+
+    def followers() -> None:
+        now = classroom.store().state(code)
+        st.caption(f"{now.followers if now else 0} following · you steer: they see what you see.")
+
+    st.fragment(followers, run_every=classroom.TEACHER_POLL_SECONDS)()
+    st.toggle("Show the code on the main screen", key="class_show_code", value=True)
+    if ctx is not None and ctx.tokens is not None:
+        with st.popover("Ask the class", icon=":material/help:", use_container_width=True):
+            _ask_form(ctx)
+    a, b = st.columns(2)
+    with a.popover("Hand over"):
+        st.caption("Open this link in the browser that will steer the class; this one then follows it.")
+        st.button("Make the link", key="class_hand_over", on_click=classroom.hand_over)
+    b.button("End class", key="class_end", on_click=classroom.end)
+
+
+def _ask_form(ctx: Context) -> None:
+    types = {"attend": "Where will this head look?", "next": "Which token comes next?"}
+    kind = st.radio("Question", list(types), format_func=types.get, key="ask_type")
+    why = class_questions.can_ask(ctx, kind)
+    if why is not None:
+        st.info(why)
+        return
+    if kind == "attend":
+        tokens = ctx.trace.query_tokens(ctx.kind)
+        label = f"From the query token ({ctx.kind} · layer {ctx.layer} · head {ctx.head})"
+    else:
+        tokens = class_questions.next_positions(ctx)
+        label = "After the token"
+    shown = class_questions.shown_tokens(tokens)
+    # a query picked on the Q, K, V page; else one from the middle of the text (the first is often [BOS] or [CLS])
+    default = (ctx.query or len(tokens) // 2) if kind == "attend" else len(tokens) - 1
+    default = min(default, len(tokens) - 1)
+    position = st.selectbox(label, range(len(tokens)), index=default, format_func=lambda i: f"{i}·{shown[i]}", key="ask_pos")
+    prompt = st.text_input("Your question (optional)", key="ask_prompt", max_chars=class_store.MAX_PROMPT_CHARS)
+
+    def ask() -> None:
+        question = _make(ctx, kind, position, prompt or None)
+        class_questions.ask(classroom.code(), st.session_state[classroom.TOKEN], question)
+
+    st.button("Ask", key="ask_go", type="primary", on_click=ask)
+
+
+def _student_panel() -> None:
+    code = classroom.code()
+    if st.session_state.get(classroom.FOLLOWING):
+        st.markdown(f"Following class **{code}**: your screen shows the teacher's.")
+    else:
+        st.markdown(f"Class **{code}**: you are exploring on your own.")
+        st.button("Back to the class", key="class_back_sb", on_click=classroom.back_to_class, type="primary")
+    handed = st.session_state.get("_class_handed")
+    if handed:
+        st.caption("The link that steers this class now (open it in the other browser):")
+        st.code(classroom.teacher_key_link(code, handed), language=None)
+    st.button("Leave the class", key="class_leave", on_click=_leave_class)
+
+
+# ---------------------------------------------------------------------------------------------
+# Above the page: notices, the code for the projector, "Back to the class", the lesson's words, the question.
+# ---------------------------------------------------------------------------------------------
+
+
+def banner(ctx: Context | None) -> None:
+    state = st.session_state
+    notice = state.pop(classroom.NOTICE, None)
+    if notice:
+        st.info(notice)
+    who = classroom.role()
+    if who == "teacher" and state.get("class_show_code", True):
+        code = classroom.code()
+        link = classroom.students_link(code)
+        with st.container(border=True):
+            left, right = st.columns([4, 1], vertical_alignment="center")
+            left.markdown(f"## Join the class: **:blue[{code}]**")
+            left.markdown(f"Open **{link}** (or scan the code) to follow this screen.")
+            if classroom.is_local(link):
+                left.caption(LOCAL_NOTE)
+            right.image(classroom.qr_png(link), width=130)
+    if who == "student" and not state.get(classroom.FOLLOWING):
+        with st.container(border=True):
+            left, right = st.columns([4, 1], vertical_alignment="center")
+            left.markdown(f"You are exploring on your own; class **{classroom.code()}** goes on without you.")
+            right.button("Back to the class", key="class_back", on_click=classroom.back_to_class, type="primary")
+    lesson_note(ctx)
+    _question(ctx)
+
+
+def _question(ctx: Context | None) -> None:
+    state, who = st.session_state, classroom.role()
+    present = bool(state.get("sel_presentation"))
+    if who in ("teacher", "student"):
+        now = classroom.store().state(classroom.code())
+        if now is None or now.question is None:
+            return
+        with st.container(border=True):
+            (class_questions.teacher if who == "teacher" else class_questions.student)(now.question, present)
+    elif state.get(class_questions.SOLO) is not None:
+        with st.container(border=True):
+            class_questions.student(state[class_questions.SOLO][0], present)
+
+
+def poll() -> None:
+    """A follower's browser asks every POLL_SECONDS whether the class's view changed, and reruns the app if so."""
+    if classroom.role() != "student":
+        return
+    code, state = classroom.code(), st.session_state
+
+    def check() -> None:
+        version = classroom.store().version(code, classroom.browser())
+        if version is None or (state.get(classroom.FOLLOWING) and version != state.get(classroom.APPLIED)):
+            st.rerun(scope="app")
+        seen = state.get("_class_now")
+        if version is not None and seen is not None and version != seen.version:  # a question or reveal
+            st.rerun(scope="app")
+
+    with st.sidebar:
+        st.fragment(check, run_every=classroom.POLL_SECONDS)()
