@@ -112,8 +112,17 @@ def _lesson_picker(sb) -> None:
             sb.error(f"The lesson {md(uploaded.name, 80)} cannot be used:\n\n" + "\n\n".join(f"- {p}" for p in e.problems[:20]))
     if not choices:
         return
-    picked = sb.selectbox("Lesson", list(choices), key="lesson_pick")  # titles: plain text in a select box
-    sb.button("Start this lesson", key="lesson_start", on_click=start_lesson, args=(choices[picked],))
+    sb.selectbox("Lesson", list(choices), key="lesson_pick")  # titles: plain text in a select box
+    st.session_state["_lesson_choices"] = choices
+    sb.button("Start this lesson", key="lesson_start", on_click=_start_picked)
+
+
+def _start_picked() -> None:
+    """Button callback: the lesson chosen in the box at the moment of the click."""
+    choices = st.session_state.get("_lesson_choices") or {}
+    lesson = choices.get(st.session_state.get("lesson_pick"))
+    if lesson is not None:
+        start_lesson(lesson)
 
 
 def lesson_note(ctx: Context | None) -> None:
@@ -131,18 +140,11 @@ def lesson_note(ctx: Context | None) -> None:
             st.html(text_block(f"{note.lesson} — {note.title}", 250, "1.1rem", bold=True))
         if not follower and lesson is not None:
             a, b, c = nav.columns(3)
-            a.button(
-                "◀", key="lesson_prev", on_click=go_to_step, args=(note.step - 1,), disabled=note.step == 0, help="Previous step"
-            )
+            a.button("◀ Back", key="lesson_prev", on_click=go_to_step, args=(note.step - 1,), disabled=note.step == 0)
             b.button(
-                "▶",
-                key="lesson_next",
-                on_click=go_to_step,
-                args=(note.step + 1,),
-                disabled=note.step + 1 >= note.steps,
-                help="Next step",
+                "Next ▶", key="lesson_next", on_click=go_to_step, args=(note.step + 1,), disabled=note.step + 1 >= note.steps
             )
-            c.button("✕", key="lesson_end", on_click=end_lesson, help="Leave the lesson")
+            c.button("✕ End", key="lesson_end", on_click=end_lesson)
         if note.asks and not _revealed(now):
             with st.expander("Explanation: it answers the question, so open it after the reveal"):
                 st.html(text_block(note.explain, class_store.MAX_NOTE_CHARS))
@@ -233,7 +235,9 @@ def _teacher_panel(ctx: Context | None) -> None:
     st.code(link, language=None)
     st.image(classroom.qr_png(link), width=180)
 
-    def followers() -> None:
+    def followers() -> None:  # also the teacher's screen calling in: the class is not idle while it is open
+        if not classroom.store().is_teacher(code, st.session_state.get(classroom.TOKEN, "")):
+            st.rerun(scope="app")  # ended, or handed over from another browser: the next run says so
         now = classroom.store().state(code)
         st.caption(f"{now.followers if now else 0} following · you steer: they see what you see.")
 
@@ -311,6 +315,12 @@ def banner(ctx: Context | None) -> None:
             if classroom.is_local(link):
                 left.caption(LOCAL_NOTE)
             right.image(classroom.qr_png(link), width=130)
+    now = state.get("_class_now") if who == "student" else None
+    if now is not None and now.teacher_away:
+        st.warning(
+            f"The teacher's screen has not been seen for over a minute: class {classroom.code()} may be over. "
+            f"It ends by itself after {class_store.IDLE_SECONDS / 60:.0f} minutes; the app keeps working for you."
+        )
     if who == "student" and not state.get(classroom.FOLLOWING):
         with st.container(border=True):
             left, right = st.columns([4, 1], vertical_alignment="center")
@@ -341,11 +351,14 @@ def poll() -> None:
     code, state = classroom.code(), st.session_state
 
     def check() -> None:
-        version = classroom.store().version(code, classroom.browser())
-        if version is None or (state.get(classroom.FOLLOWING) and version != state.get(classroom.APPLIED)):
+        polled = classroom.store().poll(code, classroom.browser())
+        if polled is None:  # the class has ended: the next run says so
             st.rerun(scope="app")
+        version, asked, away = polled
         seen = state.get("_class_now")
-        if version is not None and seen is not None and version != seen.version:  # a question or reveal
+        if state.get(classroom.FOLLOWING) and version != state.get(classroom.APPLIED):
+            st.rerun(scope="app")  # a new view (or question) to take
+        if seen is not None and (asked != seen.asked or away != seen.teacher_away):  # a question; the teacher gone
             st.rerun(scope="app")
 
     with st.sidebar:

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field, replace
 CODE_ALPHABET = "ACDEFHJKMNPRTUVWXY34679"
 CODE_LENGTH = 5  # 23**5 ≈ 6.4 million codes
 MAX_CLASSES = 40  # classes one server holds at once
-IDLE_SECONDS = 2 * 3600.0  # a class nobody steers for this long ends by itself
+IDLE_SECONDS = 20 * 60.0  # a class whose teacher's screen has not been seen for this long ends by itself
+TEACHER_AWAY_SECONDS = 60.0  # its followers are told the teacher's screen has gone after this long (the teacher's
+# page calls in every few seconds while it is open, so a teacher who only talks is not "away")
 FOLLOWER_SECONDS = 10.0  # a follower not seen for this long is no longer counted
 MAX_FOLLOWERS = 500  # followers counted per class (more still follow; the count stops there)
 MAX_ANSWERS = 500  # answers one question takes
@@ -78,11 +80,14 @@ class ClassState:
 
     code: str
     version: int  # grows with every change a follower must draw (view, note, question, reveal)
+    asked: int  # grows with every change of the question alone (asked, revealed, closed): what a student who
+    # stepped away still follows
     params: Mapping[str, str]  # the teacher's view: the link's query parameters (validated again by each follower)
     page: str
     note: Note | None
     question: Question | None
     followers: int  # seen in the last FOLLOWER_SECONDS
+    teacher_away: bool = False  # the teacher's screen has not called in for TEACHER_AWAY_SECONDS
 
 
 @dataclass
@@ -91,6 +96,7 @@ class _Class:
     token_hash: bytes
     touched: float  # the teacher's last call
     version: int = 0
+    asked: int = 0
     params: dict[str, str] = field(default_factory=dict)
     page: str = "attention"
     note: Note | None = None
@@ -128,12 +134,14 @@ class ClassStore(ABC):
         """The class's state now; None when there is no such class (never was, ended, or idle too long)."""
 
     @abstractmethod
-    def version(self, code: str, browser: str | None = None, now: float | None = None) -> int | None:
-        """The class's version (cheap: what a follower polls), counting `browser` as a follower; None: no class."""
+    def poll(self, code: str, browser: str | None = None, now: float | None = None) -> tuple[int, int, bool] | None:
+        """(version, asked, teacher_away) of the class (cheap: what a follower asks twice a second), counting
+        `browser` as a follower; None when there is no such class."""
 
     @abstractmethod
     def is_teacher(self, code: str, token: str, now: float | None = None) -> bool:
-        """Whether `token` steers class `code` now (False for a forged, cut or stale token, or no class)."""
+        """Whether `token` steers class `code` now (False for a forged, cut or stale token, or no class). A true answer
+        is the teacher's screen calling in: the class is not idle."""
 
     @abstractmethod
     def steer(
@@ -218,9 +226,12 @@ class MemoryStore(ClassStore):
             if room is None:
                 return None
             followers = sum(1 for t in room.seen.values() if now - t <= FOLLOWER_SECONDS)
-            return ClassState(room.code, room.version, dict(room.params), room.page, room.note, room.question, followers)
+            away = now - room.touched > TEACHER_AWAY_SECONDS
+            return ClassState(
+                room.code, room.version, room.asked, dict(room.params), room.page, room.note, room.question, followers, away
+            )
 
-    def version(self, code: str, browser: str | None = None, now: float | None = None) -> int | None:
+    def poll(self, code: str, browser: str | None = None, now: float | None = None) -> tuple[int, int, bool] | None:
         now = self._now(now)
         with self._lock:
             room = self._get(code, now)
@@ -230,7 +241,7 @@ class MemoryStore(ClassStore):
                 room.seen[browser] = now
                 if len(room.seen) >= MAX_FOLLOWERS:  # forget those long gone, so that the count keeps room
                     room.seen = {b: t for b, t in room.seen.items() if now - t <= FOLLOWER_SECONDS}
-            return room.version
+            return room.version, room.asked, now - room.touched > TEACHER_AWAY_SECONDS
 
     def is_teacher(self, code: str, token: str, now: float | None = None) -> bool:
         now = self._now(now)
@@ -274,6 +285,7 @@ class MemoryStore(ClassStore):
             )
             room.question, room.answered = asked, set()
             room.version += 1
+            room.asked += 1
             return asked
 
     def answer(self, code: str, number: int, browser: str, choice: int, now: float | None = None) -> bool:
@@ -302,6 +314,7 @@ class MemoryStore(ClassStore):
                 raise ClassError("There is no question to reveal.")
             room.question = replace(room.question, revealed=True)
             room.version += 1
+            room.asked += 1
             return room.question
 
     def close_question(self, code: str, token: str, now: float | None = None) -> None:
@@ -311,6 +324,7 @@ class MemoryStore(ClassStore):
             if room.question is not None:
                 room.question, room.answered = None, set()
                 room.version += 1
+                room.asked += 1
 
     def hand_over(self, code: str, token: str, now: float | None = None) -> str:
         now = self._now(now)

@@ -38,7 +38,7 @@ def test_a_class_starts_with_a_readable_code_and_the_teachers_view(store):
 
 def test_only_the_teachers_token_steers(store):
     code, token = store.start(VIEW, "attention")
-    v = store.version(code)
+    v = store.poll(code)[0]
     assert store.steer(code, token, {**VIEW, "head": "2"}, "attention") == v + 1
     assert store.steer(code, token, {**VIEW, "head": "2"}, "attention") == v + 1  # nothing changed: same version
     for forged in ("", "x", token[:-1], token + "x", token.upper()):
@@ -68,7 +68,7 @@ def test_hand_over_gives_a_new_token_and_the_old_one_stops(store):
 def test_ending_a_class_leaves_nothing(store):
     code, token = store.start(VIEW, "attention")
     store.end(code, token)
-    assert store.state(code) is None and store.version(code) is None and not store.is_teacher(code, token)
+    assert store.state(code) is None and store.poll(code) is None and not store.is_teacher(code, token)
     with pytest.raises(ClassError, match="ended"):
         store.steer(code, token, VIEW, "attention")
 
@@ -77,17 +77,17 @@ def test_one_answer_per_browser_counted_and_revealed(store):
     code, token = store.start(VIEW, "attention")
     asked = store.ask(code, token, question(3))
     assert asked.number == 1 and asked.counts == (0, 0, 0) and not asked.revealed
-    v = store.version(code)
+    v, asked, _ = store.poll(code)
     assert store.answer(code, 1, "browser-a", 2)
     assert not store.answer(code, 1, "browser-a", 0)  # the same browser again: refused, its first answer kept
     assert store.answer(code, 1, "browser-b", 2) and store.answer(code, 1, "browser-c", 0)
     assert store.state(code).question.counts == (1, 0, 2)
-    assert store.version(code) == v  # answers do not make every follower redraw
+    assert store.poll(code) == (v, asked, False)  # answers do not make every follower redraw
     with pytest.raises(ClassError, match="not one of the choices"):
         store.answer(code, 1, "browser-d", 3)
     assert not store.answer(code, 2, "browser-d", 0)  # a question that is not the current one
     shown = store.reveal(code, token)
-    assert shown.revealed and shown.counts == (1, 0, 2) and store.version(code) == v + 1
+    assert shown.revealed and shown.counts == (1, 0, 2) and store.poll(code)[:2] == (v + 1, asked + 1)
     assert not store.answer(code, 1, "browser-d", 1)  # after the reveal: closed
     again = store.ask(code, token, question(2))  # a new question: new number, nobody has answered it
     assert again.number == 2 and again.counts == (0, 0)
@@ -135,7 +135,27 @@ def test_an_idle_class_ends_by_itself():
     now[0] += class_store.IDLE_SECONDS - 1
     assert store.state(code) is not None
     now[0] += 2
-    assert store.state(code) is None and store.version(code) is None
+    assert store.state(code) is None and store.poll(code) is None
+
+
+def test_a_view_change_is_not_a_question_change(store):
+    code, token = store.start(VIEW, "attention")
+    v, asked, _ = store.poll(code)
+    store.steer(code, token, {**VIEW, "head": "3"}, "attention")
+    assert store.poll(code)[:2] == (v + 1, asked)  # a student who stepped away need not redraw
+    store.ask(code, token, question())
+    store.close_question(code, token)
+    assert store.poll(code)[:2] == (v + 3, asked + 2)
+
+
+def test_followers_are_told_when_the_teachers_screen_has_gone():
+    now = [0.0]
+    store = MemoryStore(clock=lambda: now[0])
+    code, token = store.start(VIEW, "attention")
+    now[0] = class_store.TEACHER_AWAY_SECONDS + 1
+    assert store.poll(code)[2] and store.state(code).teacher_away
+    assert store.is_teacher(code, token)  # the teacher's page calls in
+    assert not store.poll(code)[2] and not store.state(code).teacher_away
 
 
 def test_followers_are_counted_while_they_poll():
@@ -143,10 +163,10 @@ def test_followers_are_counted_while_they_poll():
     store = MemoryStore(clock=lambda: now[0])
     code, _ = store.start(VIEW, "attention")
     for b in ("a", "b", "c", "a"):
-        store.version(code, b)
+        store.poll(code, b)
     assert store.state(code).followers == 3
     now[0] += class_store.FOLLOWER_SECONDS + 1
-    store.version(code, "a")
+    store.poll(code, "a")
     assert store.state(code).followers == 1
 
 
