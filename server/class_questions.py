@@ -10,6 +10,7 @@ this session, and sees the reveal at once.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import streamlit as st
 
@@ -140,20 +141,21 @@ def student(question: Question, presentation: bool) -> None:
     labels = shown_tokens(question.options)
     if question.type == "attend":
         query = question.where.rsplit("from ", 1)[-1]
-        key = f"q_{question.number}_row"
+        row = f"q_{question.number}_row"
         widgets.chart(
             class_figures.hidden_row(question.options, query, presentation),
-            key=key,
-            on_select=lambda: _on_pick(key, question.number, len(labels)),
+            key=row,
+            on_select=partial(_on_pick, row, question.number, len(labels)),
             selection_mode="points",
         )
-    key = f"q_{question.number}_pick"
+    pick = f"q_{question.number}_pick"
     st.pills(
         "Click a word above, or pick it here:" if question.type == "attend" else "Pick the token you expect next:",
         range(len(labels)),
         format_func=lambda i: labels[i],
-        key=key,
-        on_change=lambda: _on_pick(key, question.number, len(labels)),
+        key=pick,
+        on_change=_on_pick,
+        args=(pick, question.number, len(labels)),
     )
 
 
