@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import class_questions, class_store, classroom, lessons, session, urlstate
+from server import class_questions, class_store, classroom, lessons, session, urlstate, widgets
 from server.class_store import Note
 from server.literal import md, text_block
 from server.session import Context
@@ -18,6 +18,7 @@ LOCAL_NOTE = (
     "This address opens on this computer only. For students' devices, open the app at this machine's network "
     f"address, or start it with {classroom.PUBLIC_URL_ENV}=http://<address>:8501."
 )
+BANNER_PX = 40  # the one line a class adds above the page in presentation mode
 LESSON, STEP = "_lesson", "_lesson_step"  # this session's lesson (a lessons.Lesson) and its step (0-based)
 
 
@@ -134,7 +135,7 @@ def lesson_note(ctx: Context | None) -> None:
     if note is None:
         return
     with st.container(border=True):
-        head, nav = st.columns([5, 2], vertical_alignment="center")
+        head, nav = st.columns([3, 2], vertical_alignment="center")
         with head:
             st.caption(f"Lesson · step {note.step + 1} of {note.steps}")
             st.html(text_block(f"{note.lesson} — {note.title}", 250, "1.1rem", bold=True))
@@ -299,22 +300,33 @@ def _student_panel() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _code_box(code: str, link: str) -> None:
+    """The students' link, the code in large type and its QR code, above the page (for the projector)."""
+    with st.container(border=True):
+        left, right = st.columns([4, 1], vertical_alignment="center")
+        left.markdown(f"## Join the class: **:blue[{code}]**")
+        left.markdown(f"Open **{link}** (or scan the code) to follow this screen.")
+        if classroom.is_local(link):
+            left.caption(LOCAL_NOTE)
+        right.image(classroom.qr_png(link), width=130)
+
+
 def banner(ctx: Context | None) -> None:
     state = st.session_state
     notice = state.pop(classroom.NOTICE, None)
     if notice:
         st.info(notice)
     who = classroom.role()
+    state[widgets.ABOVE_PX] = 0
     if who == "teacher" and state.get("class_show_code", True):
         code = classroom.code()
         link = classroom.students_link(code)
-        with st.container(border=True):
-            left, right = st.columns([4, 1], vertical_alignment="center")
-            left.markdown(f"## Join the class: **:blue[{code}]**")
-            left.markdown(f"Open **{link}** (or scan the code) to follow this screen.")
-            if classroom.is_local(link):
-                left.caption(LOCAL_NOTE)
-            right.image(classroom.qr_png(link), width=130)
+        if state.get("sel_presentation"):  # on a projector: one line, and the figure below keeps the screen
+            st.markdown(f"Join the class: **{link}** · code **:blue[{code}]** (the QR code is in the sidebar)")
+            state[widgets.ABOVE_PX] = BANNER_PX
+            st.html(f"<style>{widgets.presented_css(widgets.PRESENTED_TOP_PX + BANNER_PX)}</style>")
+        else:
+            _code_box(code, link)
     now = state.get("_class_now") if who == "student" else None
     if now is not None and now.teacher_away:
         st.warning(
@@ -344,8 +356,11 @@ def _question(ctx: Context | None) -> None:
             class_questions.student(state[class_questions.SOLO][0], present)
 
 
-def poll() -> None:
-    """A follower's browser asks every POLL_SECONDS whether the class's view changed, and reruns the app if so."""
+def poll(pages: dict, current: str) -> None:
+    """A follower's browser asks every POLL_SECONDS whether the class's view changed, and reruns the app if so.
+
+    `pages`: app.py's pages by name; `current`: the url path of this run's page.
+    """
     if classroom.role() != "student":
         return
     code, state = classroom.code(), st.session_state
@@ -357,9 +372,13 @@ def poll() -> None:
         version, asked, away = polled
         seen = state.get("_class_now")
         if state.get(classroom.FOLLOWING) and version != state.get(classroom.APPLIED):
+            now = classroom.store().state(code)
+            if now is not None and now.page in pages and pages[now.page].url_path != current:
+                # Another page: switch to it from here. (A rerun of the app that then switches page from app.py
+                # left the new page's main area empty now and then, in Chromium.)
+                st.switch_page(pages[now.page])
             st.rerun(scope="app")  # a new view (or question) to take
         if seen is not None and (asked != seen.asked or away != seen.teacher_away):  # a question; the teacher gone
             st.rerun(scope="app")
 
-    with st.sidebar:
-        st.fragment(check, run_every=classroom.POLL_SECONDS)()
+    st.fragment(check, run_every=classroom.POLL_SECONDS)()

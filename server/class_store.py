@@ -344,10 +344,24 @@ class MemoryStore(ClassStore):
             return len(self._classes)
 
 
+def _xsrf_token(cookie: str) -> str:
+    """The token inside Streamlit's XSRF cookie, which stays the same in every tab of a browser while the cookie's
+    text does not: it is written "2|mask|masked token|time" with a new random mask on every page load."""
+    parts = cookie.strip("\"'").split("|")
+    if len(parts) == 4 and parts[0] == "2":
+        try:
+            mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+        except ValueError:
+            return cookie
+        if mask:
+            return bytes(b ^ mask[i % len(mask)] for i, b in enumerate(masked)).hex()
+    return cookie
+
+
 def browser_id(secret_cookie: str | None, fallback: str) -> str:
-    """An anonymous id for one browser (one answer per browser): a hash of a cookie the browser keeps across its
-    tabs (Streamlit's XSRF cookie), never the cookie itself; `fallback` (this session's own id) without one."""
-    raw = secret_cookie or f"session:{fallback}"
+    """An anonymous id for one browser (one answer per browser): a hash of the token in a cookie the browser keeps
+    across its tabs (Streamlit's XSRF cookie), never the token itself; `fallback` (this session's own id) without."""
+    raw = f"xsrf:{_xsrf_token(secret_cookie)}" if secret_cookie else f"session:{fallback}"
     return hashlib.sha256(b"attnviz-browser:" + raw.encode("utf-8", "replace")).hexdigest()[:32]
 
 

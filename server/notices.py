@@ -61,7 +61,8 @@ def coverage(ctx: Context | None, trace: Trace | None = None) -> None:
                 st.warning(headline(found))
                 _details(ctx, found, examples, cfg)
         # and the figure below gives the notice its height (a later rule than app.py's)
-        st.html(f"<style>{widgets.presented_css(widgets.PRESENTED_TOP_PX + widgets.NOTICE_PX)}</style>")
+        above = widgets.PRESENTED_TOP_PX + widgets.NOTICE_PX + st.session_state.get(widgets.ABOVE_PX, 0)
+        st.html(f"<style>{widgets.presented_css(above)}</style>")
         return
     with st.container(border=True, key="coverage_notice"):
         st.warning(headline(found), icon=":material/translate:")

@@ -39,6 +39,7 @@ def presented_css(top_px: int = PRESENTED_TOP_PX) -> str:
 
 
 PRESENTED_CSS = presented_css()
+ABOVE_PX = "_presented_above_px"  # what app.py draws above a page this run (a class's one line), in px
 
 
 def chart(fig: go.Figure, key: str, presented: bool = False, **kwargs):

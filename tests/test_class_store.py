@@ -190,4 +190,12 @@ def test_the_lesson_note_travels_with_the_view(store):
 def test_browser_ids_hash_the_cookie():
     a = class_store.browser_id("2|abc|def|123", "s1")
     assert a == class_store.browser_id("2|abc|def|123", "s2") and "abc" not in a  # one browser, any tab
+    # Streamlit re-masks its XSRF cookie on every page load (a new tab): the same token, another text
+    token = bytes(range(16))
+    masks = (b"\x01\x02\x03\x04", b"\xff\x00\xaa\x55")
+    cookies = [f"2|{m.hex()}|{bytes(b ^ m[i % 4] for i, b in enumerate(token)).hex()}|1700000000" for m in masks]
+    assert cookies[0] != cookies[1]
+    assert class_store.browser_id(cookies[0], "s1") == class_store.browser_id(cookies[1], "s2")
+    other = f"2|{masks[0].hex()}|{bytes(16).hex()}|1700000000"
+    assert class_store.browser_id(other, "s1") != class_store.browser_id(cookies[0], "s1")
     assert class_store.browser_id(None, "s1") != class_store.browser_id(None, "s2")  # no cookie: each session its own
