@@ -80,6 +80,6 @@ with st.sidebar:  # a class to teach or join, and lessons: below the model's own
     class_screens.sidebar(ctx)
 session.sync_url(ctx, page.url_path)
 session.show_messages(ctx)
-class_screens.poll(PAGES, page.url_path)  # a student following a class: is there a new view?
+class_screens.poll()  # a student following a class: is there a new view?
 class_screens.banner(ctx)
 page.run()

@@ -6,6 +6,8 @@ is read by `lessons`. Everything a teacher or a file wrote (a prompt, a lesson's
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from server import class_questions, class_store, classroom, lessons, session, urlstate, widgets
@@ -167,7 +169,15 @@ def _revealed(now) -> bool:
     return solo is not None and solo[1] is not None
 
 
+def _on_screen(ctx: Context) -> Context:
+    """`ctx` with the head on screen at the moment of a click: a page's fragment (the Attention page's layer and head)
+    moves the selection without redrawing the sidebar or the lesson box that drew the button."""
+    state = st.session_state
+    return replace(ctx, layer=int(state.get("sel_layer", ctx.layer)), head=int(state.get("sel_head", ctx.head)))
+
+
 def _ask_step(ctx: Context, spec) -> None:
+    ctx = _on_screen(ctx)
     question = _make(ctx, spec.type, ctx.query, spec.prompt)
     if classroom.role() == "teacher":
         class_questions.ask(classroom.code(), st.session_state[classroom.TOKEN], question)
@@ -263,7 +273,7 @@ def _ask_form(ctx: Context) -> None:
         return
     if kind == "attend":
         tokens = ctx.trace.query_tokens(ctx.kind)
-        label = f"From the query token ({ctx.kind} · layer {ctx.layer} · head {ctx.head})"
+        label = f"From the query token ({ctx.kind}, the head on screen)"
     else:
         tokens = class_questions.next_positions(ctx)
         label = "After the token"
@@ -272,10 +282,13 @@ def _ask_form(ctx: Context) -> None:
     default = (ctx.query or len(tokens) // 2) if kind == "attend" else len(tokens) - 1
     default = min(default, len(tokens) - 1)
     position = st.selectbox(label, range(len(tokens)), index=default, format_func=lambda i: f"{i}·{shown[i]}", key="ask_pos")
-    prompt = st.text_input("Your question (optional)", key="ask_prompt", max_chars=class_store.MAX_PROMPT_CHARS)
+    st.text_input("Your question (optional)", key="ask_prompt", max_chars=class_store.MAX_PROMPT_CHARS)
 
     def ask() -> None:
-        question = _make(ctx, kind, position, prompt or None)
+        state = st.session_state  # the choices as they are at the click
+        question = _make(
+            _on_screen(ctx), state.get("ask_type", kind), int(state.get("ask_pos", position)), state.get("ask_prompt") or None
+        )
         class_questions.ask(classroom.code(), st.session_state[classroom.TOKEN], question)
 
     st.button("Ask", key="ask_go", type="primary", on_click=ask)
@@ -356,10 +369,11 @@ def _question(ctx: Context | None) -> None:
             class_questions.student(state[class_questions.SOLO][0], present)
 
 
-def poll(pages: dict, current: str) -> None:
+def poll() -> None:
     """A follower's browser asks every POLL_SECONDS whether the class's view changed, and reruns the app if so.
 
-    `pages`: app.py's pages by name; `current`: the url path of this run's page.
+    Drawn by app.py above every page (a poll drawn by the page itself dies with a page that comes out empty: see
+    the known bug in README, *Teaching a class*).
     """
     if classroom.role() != "student":
         return
@@ -372,13 +386,10 @@ def poll(pages: dict, current: str) -> None:
         version, asked, away = polled
         seen = state.get("_class_now")
         if state.get(classroom.FOLLOWING) and version != state.get(classroom.APPLIED):
-            now = classroom.store().state(code)
-            if now is not None and now.page in pages and pages[now.page].url_path != current:
-                # Another page: switch to it from here. (A rerun of the app that then switches page from app.py
-                # left the new page's main area empty now and then, in Chromium.)
-                st.switch_page(pages[now.page])
-            st.rerun(scope="app")  # a new view (or question) to take
+            st.rerun(scope="app")  # a new view (or question) to take (`classroom.follow`)
+        st.empty()  # the fragment owns one (empty) element in its box
         if seen is not None and (asked != seen.asked or away != seen.teacher_away):  # a question; the teacher gone
             st.rerun(scope="app")
 
-    st.fragment(check, run_every=classroom.POLL_SECONDS)()
+    with st.container(key="class_poll", height=1, border=False):  # the poll's own box (see `poll`'s docstring)
+        st.fragment(check, run_every=classroom.POLL_SECONDS)()

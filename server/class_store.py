@@ -97,6 +97,7 @@ class _Class:
     touched: float  # the teacher's last call
     version: int = 0
     asked: int = 0
+    questions: int = 0  # questions asked so far: a new one is numbered after every one before it, closed or not
     params: dict[str, str] = field(default_factory=dict)
     page: str = "attention"
     note: Note | None = None
@@ -274,7 +275,8 @@ class MemoryStore(ClassStore):
             raise ClassError(f"A question needs 2 to {MAX_OPTIONS} choices, each with the model's number.")
         with self._lock:
             room = self._teacher(code, token, now)
-            number = (room.question.number if room.question else 0) + 1
+            room.questions += 1
+            number = room.questions
             asked = replace(
                 question,
                 number=number,

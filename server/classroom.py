@@ -131,8 +131,11 @@ def follow(entries: dict, pages: tuple[str, ...]) -> None:
         return
     view = urlstate.parse(now.params, tuple(entries), pages)
     session.seed(view, entries, presentation=bool(state.get("sel_presentation")))
-    state["_goto"] = now.page if now.page in pages else None
     state[APPLIED], state[BASELINE] = now.version, None
+    if now.page in pages and now.page != state.get("_link_page"):
+        # Another page: switched to in a run of its own (app.py's `_goto`).
+        state["_goto"] = now.page
+        st.rerun()
 
 
 def back_to_class() -> None:

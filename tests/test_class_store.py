@@ -94,6 +94,9 @@ def test_one_answer_per_browser_counted_and_revealed(store):
     assert store.answer(code, 2, "browser-a", 1)
     store.close_question(code, token)
     assert store.state(code).question is None
+    # numbers never repeat in a class: a browser's answer to question 2 is not taken for a later question's
+    assert store.ask(code, token, question(2)).number == 3
+    assert store.answer(code, 3, "browser-a", 0)
 
 
 def test_answers_are_bounded(store, monkeypatch):
