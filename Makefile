@@ -10,7 +10,7 @@ HOST ?= $(or $(shell hostname -I 2>/dev/null | awk '{print $$1}'),localhost)
 MODELS ?=
 MODELS_ENV := $(if $(MODELS),ATTNVIZ_MODELS='$(MODELS)' )
 
-.PHONY: run dev test lint bench bench-why bench-modern bench-seq2seq classroom checkpoints browser clean
+.PHONY: run dev test lint bench bench-why bench-modern bench-seq2seq classroom follow checkpoints browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,10 @@ bench-why: $(VENV)/.dev
 # Thirty Chromium sessions typing at once on one server, against a bare Streamlit + Plotly app (minutes).
 classroom: $(VENV)/.dev browser
 	$(BIN)/python -m benchmarks.classroom
+
+# A class following its teacher: N Chromium followers (benchmarks/follow.py).
+follow: $(VENV)/.dev browser
+	$(BIN)/python -m benchmarks.follow
 
 checkpoints: $(VENV)/.runtime
 	$(BIN)/python -m transformer.train.make_checkpoints
