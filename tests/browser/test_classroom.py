@@ -76,7 +76,7 @@ def upload(page, path: Path) -> None:
     """Choose "Upload…" in the checkpoint picker and give it `path`, as a user would."""
     page.locator(".st-key-w_checkpoint input").click()
     page.get_by_role("option", name="Upload…", exact=True).click()
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
+    page.locator(".st-key-upload [data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
 
 
 def tokens_of(folder: Path, name: str, text: str) -> list[str]:

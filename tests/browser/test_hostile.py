@@ -185,7 +185,7 @@ def test_uploaded_file_name_and_metadata_stay_text(page, tmp_path, dialogs):
     go(page, "/checkpoint")
     page.locator(".st-key-w_checkpoint input").click()
     page.get_by_role("option", name="Upload…", exact=True).click()
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
+    page.locator(".st-key-upload [data-testid=stFileUploaderDropzoneInput]").set_input_files(str(path))
     page.locator(".st-key-ck_W_Q .js-plotly-plot").wait_for()
     wait_idle(page)
     assert_nothing_rendered(page, "checkpoint")
@@ -209,7 +209,7 @@ def test_uploaded_file_name_and_metadata_stay_text(page, tmp_path, dialogs):
     bad.parent.mkdir()
     bad.write_bytes(b"not a checkpoint at all")
     remove_uploads(page)  # the uploader takes several files: this one replaces the good one
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(bad))
+    page.locator(".st-key-upload [data-testid=stFileUploaderDropzoneInput]").set_input_files(str(bad))
     page.locator("[data-testid=stSidebar] [data-testid=stAlertContentError]").wait_for()
     wait_idle(page)
     assert_nothing_rendered(page, "upload error")

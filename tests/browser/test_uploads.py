@@ -55,7 +55,7 @@ def test_a_folders_three_files_then_a_zip_each_draw_their_model(page, folders):
     open_app(page)
     before = signature(page, "attn_heatmap")
     choose(page, "w_checkpoint", "Upload…")
-    drop = page.locator("[data-testid=stFileUploaderDropzoneInput]")
+    drop = page.locator(".st-key-upload [data-testid=stFileUploaderDropzoneInput]")
     drop.set_input_files([str(files / name) for name in FILES])  # picked together in the file dialog
     wait_changed(page, "attn_heatmap", before)
     wait_idle(page)
