@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 # Letters and digits that cannot be mistaken for each other from the back of a room (no 0/O, 1/I/L, 2/Z, 5/S, 8/B).
@@ -365,8 +365,3 @@ def browser_id(secret_cookie: str | None, fallback: str) -> str:
     across its tabs (Streamlit's XSRF cookie), never the token itself; `fallback` (this session's own id) without."""
     raw = f"xsrf:{_xsrf_token(secret_cookie)}" if secret_cookie else f"session:{fallback}"
     return hashlib.sha256(b"attnviz-browser:" + raw.encode("utf-8", "replace")).hexdigest()[:32]
-
-
-def options_of(labels: Sequence[str]) -> tuple[str, ...]:
-    """Choices as a question keeps them: at most MAX_OPTIONS, each a short plain string."""
-    return tuple(str(label)[:40] for label in labels[:MAX_OPTIONS])

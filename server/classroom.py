@@ -23,6 +23,7 @@ import streamlit as st
 
 from server import class_store, session, urlstate
 from server.class_store import ClassError, ClassStore, MemoryStore
+from server.literal import md
 
 POLL_SECONDS = 0.5  # a follower's check for a new view (the teacher's change shows within this and one rerun)
 TEACHER_POLL_SECONDS = 2.0  # the teacher's count of followers and answers
@@ -98,8 +99,6 @@ def read_link() -> None:
 
 def _code_md(raw: str) -> str:
     """A code as typed (from a link or a box): literal, and cut short."""
-    from server.literal import md
-
     return md(raw, 12)
 
 
