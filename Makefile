@@ -38,14 +38,15 @@ dev: $(VENV)/.runtime
 	$(MODELS_ENV)$(BIN)/streamlit run app.py --server.port $(PORT) --browser.serverAddress $(HOST) --server.fileWatcherType poll --server.runOnSave true
 
 # Debian's Chromium drives the browser tests (Playwright cannot download its own browser here); the
-# colour emoji font lets its screenshots show emoji typed into the app instead of empty boxes.
+# colour emoji font lets its screenshots show emoji typed into the app instead of empty boxes; Debian's redis-server
+# is the shared class store the store tests start (tests/test_class_store.py), one of their own, not the system's.
 EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 browser:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -e $(EMOJI_FONT) ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -e $(EMOJI_FONT) ] || [ ! -x /usr/bin/redis-server ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji) >/dev/null \
-	      || echo "note: apt-get could not install chromium and fonts-noto-color-emoji"; \
-	  else echo "note: chromium or the emoji font missing and not root: browser tests skip without chromium"; fi; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji redis-server) >/dev/null \
+	      || echo "note: apt-get could not install chromium, fonts-noto-color-emoji and redis-server"; \
+	  else echo "note: chromium, the emoji font or redis-server missing and not root: browser tests skip without chromium, Redis store tests without redis-server"; fi; \
 	fi
 
 # The suite, then its numerical tests again with the tests' own computations on 2 torch threads while the

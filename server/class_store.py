@@ -1,9 +1,9 @@
 """The classes this server holds (a teacher's view, its followers, a question and its answers): one small interface.
 
 No Streamlit here. `ClassStore` is what the app asks; `MemoryStore` keeps everything in this process (one server,
-no extra service). A deployment of several app processes puts the same interface over a shared store, so nothing
-above this module knows where a class lives. Every method takes `now` (seconds, `time.monotonic()` by default) so
-that the rules about time can be tested without waiting.
+no extra service). A deployment of several app processes puts the same interface over a shared store
+(`redis_store.RedisStore`), so nothing above this module knows where a class lives. Every method takes `now`
+(seconds, `time.monotonic()` by default) so that the rules about time can be tested without waiting.
 
 Who may do what:
 - a class has a short code (students type it, or scan it) and a secret teacher token (only in the teacher's link);
@@ -19,7 +19,7 @@ import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 # Letters and digits that cannot be mistaken for each other from the back of a room (no 0/O, 1/I/L, 2/Z, 5/S, 8/B).
@@ -42,6 +42,13 @@ QUESTION_TYPES = ("attend", "next")
 
 class ClassError(Exception):
     """A plain message for the person who tried (a wrong code, a stale token, a full server)."""
+
+
+class StoreUnavailable(Exception):
+    """The shared store cannot be reached just now (stopped, restarting, a network fault): classes are unavailable.
+
+    Not a ClassError: that one is a refusal that stands (the class ended, the key was handed over), and the app answers
+    it by leaving the class, which would cost a teacher the class's key over a store that is back a minute later."""
 
 
 @dataclass(frozen=True)
@@ -115,12 +122,132 @@ def normal_code(raw: str) -> str:
     return "".join(ch for ch in str(raw)[:40].upper() if ch not in " -_")
 
 
+# The rules every store applies to one class (`_Class`), whichever way it keeps classes: the caller holds the class
+# (a lock, or a store's transaction) and saves what they change.
+
+ENDED = "This class has ended (or its code is wrong)."
+NOT_TEACHER = "This browser's teacher key does not steer this class (it was handed over, or the link was cut)."
+NOT_A_CHOICE = "That answer is not one of the choices."
+
+
+def _idle(touched: float, now: float) -> bool:
+    """Whether a class whose teacher last called in at `touched` has ended by itself."""
+    return now - touched > IDLE_SECONDS
+
+
+def _away(touched: float, now: float) -> bool:
+    return now - touched > TEACHER_AWAY_SECONDS
+
+
+def _followers(seen: Iterable[float], now: float) -> int:
+    """How many of these last polls count as a follower now."""
+    return sum(1 for t in seen if now - t <= FOLLOWER_SECONDS)
+
+
+def _server_full() -> ClassError:
+    return ClassError(f"This server already holds {MAX_CLASSES} classes, its most: end one (or wait until an idle one ends).")
+
+
+def _question_full() -> ClassError:
+    return ClassError(f"This question has taken its most answers ({MAX_ANSWERS}).")
+
+
 def _checked_view(params: Mapping[str, str], page: str) -> dict[str, str]:
     if len(params) > MAX_PARAMS or any(len(str(k)) > 40 or len(str(v)) > MAX_PARAM_CHARS for k, v in params.items()):
         raise ClassError("This view is too large to share with the class.")
     if len(page) > 40:
         raise ClassError("Unknown page.")
     return {str(k): str(v) for k, v in params.items()}
+
+
+def _checked_note(note: Note | None) -> None:
+    if note is not None and len(note.title) + len(note.explain) + len(note.lesson) > MAX_NOTE_CHARS:
+        raise ClassError("This lesson step's text is too long to share.")
+
+
+def _checked_question(question: Question) -> None:
+    if question.type not in QUESTION_TYPES:
+        raise ClassError(f"Unknown question type {question.type!r}.")
+    if not 2 <= len(question.options) <= MAX_OPTIONS or len(question.model) != len(question.options):
+        raise ClassError(f"A question needs 2 to {MAX_OPTIONS} choices, each with the model's number.")
+
+
+def _new_class(view: dict[str, str], page: str, now: float, taken: Container[str]) -> tuple[_Class, str]:
+    """A new class (a code not in `taken`) showing this view, and its teacher token (the class keeps only its hash)."""
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    while code in taken:
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    token = secrets.token_urlsafe(18)
+    return _Class(code, _hash(token), now, version=1, params=view, page=page), token
+
+
+def _as_teacher(room: _Class | None, token: str, now: float) -> _Class:
+    """The class, when `token` steers it (its teacher's screen calling in: the class is not idle); ClassError if not."""
+    if room is None:
+        raise ClassError(ENDED)
+    if not isinstance(token, str) or not hmac.compare_digest(room.token_hash, _hash(token)):
+        raise ClassError(NOT_TEACHER)
+    room.touched = now
+    return room
+
+
+def _steer(room: _Class, view: dict[str, str], page: str, note: Note | None) -> int:
+    if (view, page, note) != (room.params, room.page, room.note):
+        room.params, room.page, room.note = view, page, note
+        room.version += 1
+    return room.version
+
+
+def _ask(room: _Class, question: Question) -> Question:
+    room.questions += 1
+    asked = replace(
+        question,
+        number=room.questions,
+        prompt=str(question.prompt)[:MAX_PROMPT_CHARS],
+        options=tuple(str(o)[:40] for o in question.options),
+        counts=(0,) * len(question.options),
+        revealed=False,
+    )
+    room.question, room.answered = asked, set()
+    room.version += 1
+    room.asked += 1
+    return asked
+
+
+def _reveal(room: _Class) -> Question:
+    if room.question is None:
+        raise ClassError("There is no question to reveal.")
+    room.question = replace(room.question, revealed=True)
+    room.version += 1
+    room.asked += 1
+    return room.question
+
+
+def _close(room: _Class) -> None:
+    if room.question is not None:
+        room.question, room.answered = None, set()
+        room.version += 1
+        room.asked += 1
+
+
+def _hand_over(room: _Class) -> str:
+    new = secrets.token_urlsafe(18)
+    room.token_hash = _hash(new)
+    return new
+
+
+def _state(room: _Class, followers: int, now: float) -> ClassState:
+    return ClassState(
+        room.code,
+        room.version,
+        room.asked,
+        dict(room.params),
+        room.page,
+        room.note,
+        room.question,
+        followers,
+        _away(room.touched, now),
+    )
 
 
 class ClassStore(ABC):
@@ -188,7 +315,7 @@ class MemoryStore(ClassStore):
         return self._clock() if now is None else now
 
     def _tidy(self, now: float) -> None:
-        for code in [c for c, k in self._classes.items() if now - k.touched > IDLE_SECONDS]:
+        for code in [c for c, k in self._classes.items() if _idle(k.touched, now)]:
             del self._classes[code]
 
     def _get(self, code: str, now: float) -> _Class | None:
@@ -196,13 +323,7 @@ class MemoryStore(ClassStore):
         return self._classes.get(normal_code(code))
 
     def _teacher(self, code: str, token: str, now: float) -> _Class:
-        room = self._get(code, now)
-        if room is None:
-            raise ClassError("This class has ended (or its code is wrong).")
-        if not isinstance(token, str) or not hmac.compare_digest(room.token_hash, _hash(token)):
-            raise ClassError("This browser's teacher key does not steer this class (it was handed over, or the link was cut).")
-        room.touched = now
-        return room
+        return _as_teacher(self._get(code, now), token, now)
 
     def start(self, params: Mapping[str, str], page: str, now: float | None = None) -> tuple[str, str]:
         now = self._now(now)
@@ -210,27 +331,16 @@ class MemoryStore(ClassStore):
         with self._lock:
             self._tidy(now)
             if len(self._classes) >= MAX_CLASSES:
-                raise ClassError(
-                    f"This server already holds {MAX_CLASSES} classes, its most: end one (or wait until an idle one ends)."
-                )
-            code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            while code in self._classes:
-                code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            token = secrets.token_urlsafe(18)
-            self._classes[code] = _Class(code, _hash(token), now, version=1, params=view, page=page)
-            return code, token
+                raise _server_full()
+            room, token = _new_class(view, page, now, self._classes)
+            self._classes[room.code] = room
+            return room.code, token
 
     def state(self, code: str, now: float | None = None) -> ClassState | None:
         now = self._now(now)
         with self._lock:
             room = self._get(code, now)
-            if room is None:
-                return None
-            followers = sum(1 for t in room.seen.values() if now - t <= FOLLOWER_SECONDS)
-            away = now - room.touched > TEACHER_AWAY_SECONDS
-            return ClassState(
-                room.code, room.version, room.asked, dict(room.params), room.page, room.note, room.question, followers, away
-            )
+            return None if room is None else _state(room, _followers(room.seen.values(), now), now)
 
     def poll(self, code: str, browser: str | None = None, now: float | None = None) -> tuple[int, int, bool] | None:
         now = self._now(now)
@@ -242,7 +352,7 @@ class MemoryStore(ClassStore):
                 room.seen[browser] = now
                 if len(room.seen) >= MAX_FOLLOWERS:  # forget those long gone, so that the count keeps room
                     room.seen = {b: t for b, t in room.seen.items() if now - t <= FOLLOWER_SECONDS}
-            return room.version, room.asked, now - room.touched > TEACHER_AWAY_SECONDS
+            return room.version, room.asked, _away(room.touched, now)
 
     def is_teacher(self, code: str, token: str, now: float | None = None) -> bool:
         now = self._now(now)
@@ -258,37 +368,15 @@ class MemoryStore(ClassStore):
     ) -> int:
         now = self._now(now)
         view = _checked_view(params, page)
-        if note is not None and len(note.title) + len(note.explain) + len(note.lesson) > MAX_NOTE_CHARS:
-            raise ClassError("This lesson step's text is too long to share.")
+        _checked_note(note)
         with self._lock:
-            room = self._teacher(code, token, now)
-            if (view, page, note) != (room.params, room.page, room.note):
-                room.params, room.page, room.note = view, page, note
-                room.version += 1
-            return room.version
+            return _steer(self._teacher(code, token, now), view, page, note)
 
     def ask(self, code: str, token: str, question: Question, now: float | None = None) -> Question:
         now = self._now(now)
-        if question.type not in QUESTION_TYPES:
-            raise ClassError(f"Unknown question type {question.type!r}.")
-        if not 2 <= len(question.options) <= MAX_OPTIONS or len(question.model) != len(question.options):
-            raise ClassError(f"A question needs 2 to {MAX_OPTIONS} choices, each with the model's number.")
+        _checked_question(question)
         with self._lock:
-            room = self._teacher(code, token, now)
-            room.questions += 1
-            number = room.questions
-            asked = replace(
-                question,
-                number=number,
-                prompt=str(question.prompt)[:MAX_PROMPT_CHARS],
-                options=tuple(str(o)[:40] for o in question.options),
-                counts=(0,) * len(question.options),
-                revealed=False,
-            )
-            room.question, room.answered = asked, set()
-            room.version += 1
-            room.asked += 1
-            return asked
+            return _ask(self._teacher(code, token, now), question)
 
     def answer(self, code: str, number: int, browser: str, choice: int, now: float | None = None) -> bool:
         now = self._now(now)
@@ -298,9 +386,9 @@ class MemoryStore(ClassStore):
             if question is None or question.number != number or question.revealed or browser in room.answered:
                 return False
             if not isinstance(choice, int) or not 0 <= choice < len(question.options):
-                raise ClassError("That answer is not one of the choices.")
+                raise ClassError(NOT_A_CHOICE)
             if len(room.answered) >= MAX_ANSWERS:
-                raise ClassError(f"This question has taken its most answers ({MAX_ANSWERS}).")
+                raise _question_full()
             room.answered.add(browser)
             counts = list(question.counts)
             counts[choice] += 1
@@ -311,30 +399,17 @@ class MemoryStore(ClassStore):
     def reveal(self, code: str, token: str, now: float | None = None) -> Question:
         now = self._now(now)
         with self._lock:
-            room = self._teacher(code, token, now)
-            if room.question is None:
-                raise ClassError("There is no question to reveal.")
-            room.question = replace(room.question, revealed=True)
-            room.version += 1
-            room.asked += 1
-            return room.question
+            return _reveal(self._teacher(code, token, now))
 
     def close_question(self, code: str, token: str, now: float | None = None) -> None:
         now = self._now(now)
         with self._lock:
-            room = self._teacher(code, token, now)
-            if room.question is not None:
-                room.question, room.answered = None, set()
-                room.version += 1
-                room.asked += 1
+            _close(self._teacher(code, token, now))
 
     def hand_over(self, code: str, token: str, now: float | None = None) -> str:
         now = self._now(now)
         with self._lock:
-            room = self._teacher(code, token, now)
-            new = secrets.token_urlsafe(18)
-            room.token_hash = _hash(new)
-            return new
+            return _hand_over(self._teacher(code, token, now))
 
     def end(self, code: str, token: str) -> None:
         with self._lock:

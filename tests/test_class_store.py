@@ -6,19 +6,100 @@ a shared store for a deployment of several processes) passes the same tests.
 
 from __future__ import annotations
 
+import os
+import random
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
 
 import pytest
 
 from server import class_store
-from server.class_store import ClassError, MemoryStore, Note, Question
+from server.class_store import ClassError, MemoryStore, Note, Question, StoreUnavailable
+from server.redis_store import RedisStore
 
 VIEW = {"checkpoint": "translator", "text": "the cat sees the dog", "kind": "cross", "layer": "1", "head": "1", "q": "0"}
 
 
-@pytest.fixture(params=["memory"])
-def store(request):
-    return MemoryStore(clock=lambda: 1000.0)
+class RedisServer:
+    """A private `redis-server` for the tests (nothing saved to disk), stopped and started again on the same address."""
+
+    def __init__(self, folder, port: int = 0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (Debian: apt-get install redis-server; `make browser` does it)")
+        self.port, self.socket = port, str(folder / "redis.sock")
+        self.url = f"redis://127.0.0.1:{port}" if port else f"unix://{self.socket}"
+        listen = ["--port", str(port), "--bind", "127.0.0.1"] if port else ["--port", "0", "--unixsocket", self.socket]
+        self.command = [binary, *listen, "--save", "", "--appendonly", "no", "--dir", str(folder)]
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> RedisServer:
+        assert self.process is None or self.process.poll() is not None, "already running"
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        for _ in range(100):
+            try:
+                client.ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                assert self.process.poll() is None, f"redis-server exited: {self.command}"
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not answer within 5 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The private server's address, its classes gone."""
+    import redis
+
+    redis.Redis.from_url(redis_server.url).flushdb()
+    return redis_server.url
+
+
+@pytest.fixture(params=["memory", "redis"])
+def make_store(request):
+    """make_store(clock) -> a store of each implementation, with no classes (the Redis ones: all on one server)."""
+    if request.param == "memory":
+        return lambda clock: MemoryStore(clock=clock)
+    url = request.getfixturevalue("redis_url")
+    return lambda clock: RedisStore(url, clock=clock)
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store(lambda: 1000.0)
+
+
+@pytest.fixture
+def replicas(make_store):
+    """Two app processes' stores: two RedisStore on one server; in memory, one process's one store."""
+    first = make_store(lambda: 1000.0)
+    return (first, first) if isinstance(first, MemoryStore) else (first, make_store(lambda: 1000.0))
 
 
 def question(n: int = 3) -> Question:
@@ -129,9 +210,9 @@ def test_a_server_holds_a_bounded_number_of_classes(store, monkeypatch):
         store.start(VIEW, "attention")
 
 
-def test_an_idle_class_ends_by_itself():
+def test_an_idle_class_ends_by_itself(make_store):
     now = [0.0]
-    store = MemoryStore(clock=lambda: now[0])
+    store = make_store(lambda: now[0])
     code, token = store.start(VIEW, "attention")
     now[0] = class_store.IDLE_SECONDS - 1
     store.steer(code, token, VIEW, "qkv")  # the teacher's call keeps it alive
@@ -151,9 +232,9 @@ def test_a_view_change_is_not_a_question_change(store):
     assert store.poll(code)[:2] == (v + 3, asked + 2)
 
 
-def test_followers_are_told_when_the_teachers_screen_has_gone():
+def test_followers_are_told_when_the_teachers_screen_has_gone(make_store):
     now = [0.0]
-    store = MemoryStore(clock=lambda: now[0])
+    store = make_store(lambda: now[0])
     code, token = store.start(VIEW, "attention")
     now[0] = class_store.TEACHER_AWAY_SECONDS + 1
     assert store.poll(code)[2] and store.state(code).teacher_away
@@ -161,9 +242,9 @@ def test_followers_are_told_when_the_teachers_screen_has_gone():
     assert not store.poll(code)[2] and not store.state(code).teacher_away
 
 
-def test_followers_are_counted_while_they_poll():
+def test_followers_are_counted_while_they_poll(make_store):
     now = [0.0]
-    store = MemoryStore(clock=lambda: now[0])
+    store = make_store(lambda: now[0])
     code, _ = store.start(VIEW, "attention")
     for b in ("a", "b", "c", "a"):
         store.poll(code, b)
@@ -202,3 +283,159 @@ def test_browser_ids_hash_the_cookie():
     other = f"2|{masks[0].hex()}|{bytes(16).hex()}|1700000000"
     assert class_store.browser_id(other, "s1") != class_store.browser_id(cookies[0], "s1")
     assert class_store.browser_id(None, "s1") != class_store.browser_id(None, "s2")  # no cookie: each session its own
+
+
+def test_two_replicas_share_classes_views_and_answers(redis_url, monkeypatch):
+    a, b = RedisStore(redis_url, clock=lambda: 1000.0), RedisStore(redis_url, clock=lambda: 1000.0)
+    code, token = a.start(VIEW, "attention")
+    assert b.is_teacher(code, token) and b.state(code).params == VIEW
+    assert b.steer(code, token, {**VIEW, "head": "2"}, "qkv") == 2
+    assert a.state(code).page == "qkv" and a.poll(code)[0] == 2
+    a.ask(code, token, question(2))
+    assert b.answer(code, 1, "browser-a", 1) and not a.answer(code, 1, "browser-a", 0)  # one answer, whichever replica
+    a.poll(code, "browser-a")
+    b.poll(code, "browser-b")
+    assert b.state(code).question.counts == (0, 1) and a.state(code).followers == 2
+    assert b.reveal(code, token).counts == (0, 1) and not a.answer(code, 1, "browser-b", 0)
+    new = a.hand_over(code, token)
+    assert b.is_teacher(code, new) and not b.is_teacher(code, token)
+    monkeypatch.setattr(class_store, "MAX_CLASSES", 2)
+    b.start(VIEW, "attention")
+    with pytest.raises(ClassError, match="already holds 2 classes"):  # the limit is the replicas' together
+        a.start(VIEW, "attention")
+    b.end(code, new)
+    assert a.state(code) is None and a.poll(code) is None
+    a.start(VIEW, "attention")  # the ended class's place is free again
+
+
+def test_answers_at_once_are_all_counted_and_bounded(replicas):
+    code, token = replicas[0].start(VIEW, "attention")
+    replicas[0].ask(code, token, question(4))
+    results = []
+
+    def student(i: int) -> None:
+        for j in range(30):
+            browser = f"b{(i * 30 + j) % 550}"  # 550 browsers, 50 of them answering twice
+            try:
+                results.append(replicas[i % 2].answer(code, 1, browser, j % 4))
+            except ClassError as e:
+                results.append(str(e))
+
+    threads = [threading.Thread(target=student, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 600 and results.count(True) == class_store.MAX_ANSWERS == 500
+    assert sum(replicas[1].state(code).question.counts) == 500
+    assert all(r is True or r is False or "most answers" in r for r in results)
+
+
+def test_teachers_calls_at_once_lose_no_change(replicas):
+    code, token = replicas[0].start(VIEW, "attention")
+    numbers = []
+
+    def teacher(i: int) -> None:
+        replicas[i % 2].steer(code, token, {**VIEW, "head": f"h{i}"}, "attention")  # each one a new view
+        numbers.append(replicas[i % 2].ask(code, token, question()).number)
+
+    threads = [threading.Thread(target=teacher, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(numbers) == list(range(1, 21))  # no number given twice
+    assert replicas[1].poll(code)[:2] == (1 + 20 + 20, 20)  # every change counted once
+
+
+def test_a_stopped_store_fails_fast_and_recovers(tmp_path):
+    server = RedisServer(tmp_path, free_port()).start()
+    try:
+        store = RedisStore(server.url, clock=lambda: 1000.0)
+        code, token = store.start(VIEW, "attention")
+        store.ask(code, token, question())
+        calls = {
+            "start": lambda: store.start(VIEW, "attention"),
+            "state": lambda: store.state(code),
+            "poll": lambda: store.poll(code, "b"),
+            "is_teacher": lambda: store.is_teacher(code, token),
+            "steer": lambda: store.steer(code, token, VIEW, "qkv"),
+            "ask": lambda: store.ask(code, token, question()),
+            "answer": lambda: store.answer(code, 1, "b", 0),
+            "reveal": lambda: store.reveal(code, token),
+            "close_question": lambda: store.close_question(code, token),
+            "hand_over": lambda: store.hand_over(code, token),
+            "end": lambda: store.end(code, token),
+            "len": lambda: len(store),
+        }
+
+        def every_call_fails_fast(names=tuple(calls)) -> None:
+            for name in names:
+                call = calls[name]
+                began = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    call()
+                assert time.monotonic() - began < 2, name
+
+        os.kill(server.process.pid, signal.SIGSTOP)  # a store that hangs: a call gives up after the timeouts
+        every_call_fails_fast(("state", "poll", "steer", "len"))  # one of each way of asking (1 s each)
+        os.kill(server.process.pid, signal.SIGCONT)
+        assert store.state(code).question is not None  # and is used again once it answers
+        server.stop()  # a store that is gone
+        every_call_fails_fast()
+        server.start()  # the same address, nothing kept
+        assert store.state(code) is None
+        code, token = store.start(VIEW, "attention")
+        assert store.is_teacher(code, token) and store.poll(code, "b") == (1, 0, False)
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_redis_answers_a_random_session_as_memory_does(redis_url, monkeypatch):
+    """Both stores given the same calls at the same (fake) times, with small limits: the same answers, every one."""
+    for name, value in (("MAX_CLASSES", 3), ("MAX_FOLLOWERS", 4), ("MAX_ANSWERS", 5)):
+        monkeypatch.setattr(class_store, name, value)
+    now = [0.0]
+    stores = MemoryStore(clock=lambda: now[0]), RedisStore(redis_url, clock=lambda: now[0])
+    classes: list[list[list]] = [[], []]  # per store: [code, token, last question's number] of each class, in order
+    rng = random.Random(7)
+
+    def call(store, mine, op, arg):
+        code, token, number = mine[-1 - arg % min(len(mine), 3)] if mine else ("NOCLS", "", 0)  # one of the last 3
+        if op == "start":
+            mine.append([*store.start({**VIEW, "head": str(arg)}, "attention"), 0])
+            return "started"
+        if op == "steer":
+            return store.steer(code, token, {**VIEW, "head": str(arg % 3)}, ("attention", "qkv")[arg % 2])
+        if op == "ask":
+            asked = store.ask(code, token, question(2 + arg % 3))
+            next(room for room in mine if room[0] == code)[2] = asked.number
+            return asked
+        if op == "answer":
+            return store.answer(code, number - (arg % 5 == 0), f"b{rng.randrange(9)}", rng.randrange(4))
+        if op == "poll":
+            return store.poll(code, f"b{rng.randrange(9)}")
+        if op == "state":
+            state = store.state(code)
+            return state and (*(getattr(state, f) for f in ("version", "asked", "params", "page", "question")), state.followers)
+        if op == "hand_over":
+            new = store.hand_over(code, token)
+            next(room for room in mine if room[0] == code)[1] = new
+            return "handed"
+        return getattr(store, op)(code, token)
+
+    ops = ("start", "steer", "ask", *["answer"] * 6, *["poll"] * 4, "state", "is_teacher", "reveal", "close_question")
+    for step in range(1500):
+        now[0] += class_store.IDLE_SECONDS / 2 if rng.random() < 0.01 else rng.choice((0.0, 0.0, 0.5, 3.0, 11.0, 70.0))
+        op, arg = rng.choice((*ops, "hand_over", "end") if step % 10 == 9 else ops), rng.randrange(12)
+        outcomes = []
+        drawn = rng.getstate()  # both stores get the same random browsers and choices
+        for store, mine in zip(stores, classes):
+            rng.setstate(drawn)
+            try:
+                outcomes.append(call(store, mine, op, arg))
+            except ClassError as e:
+                outcomes.append(str(e))
+        assert outcomes[0] == outcomes[1], (step, op)
