@@ -43,8 +43,10 @@ HOME = st.Page(_home, title="Home", url_path="home", default=True, visibility="h
 # The shipped models, then the server owner's (models folders, the Hugging Face cache), then those trained here.
 entries = {**catalog.available(), **model_sources.entries(), **training_jobs.checkpoint_entries()}
 session.init_session(entries, tuple(PAGES))
-classroom.read_link()  # ?follow=CODE (a student) or ?teach=CODE&key=… (its teacher, after a reload)
-classroom.follow(entries, tuple(PAGES))  # a student following a class takes the teacher's latest view
+st.session_state.pop(classroom.DOWN, None)
+with classroom.unless_unavailable():  # a shared class store that cannot be reached: a message, and the app goes on
+    classroom.read_link()  # ?follow=CODE (a student) or ?teach=CODE&key=… (its teacher, after a reload)
+    classroom.follow(entries, tuple(PAGES))  # a student following a class takes the teacher's latest view
 presenting = bool(st.session_state.get("sel_presentation"))
 # Presentation mode folds the sidebar away (its arrow, top left, opens it again), and unfolds it when it ends.
 st.set_page_config(initial_sidebar_state="collapsed" if presenting else "auto")
@@ -52,9 +54,12 @@ training_jobs.read_link()  # the Training page's ?task=…: kept before sync_url
 LOOK = [p for name, p in PAGES.items() if name not in WHY]
 page = st.navigation({"": [HOME, *LOOK], "Ask why": list(WHY.values())}, position="top")
 
-goto = st.session_state.pop("_goto", None)  # a link's ?page=..., or a click in the model view
+# A link's ?page=..., a click in the model view, the class's page. Kept until that page runs: a rerun the browser asked
+# for meanwhile (a fragment's timer) can take the switch's place, with the page the browser still shows.
+goto = st.session_state.get("_goto")
 if goto in PAGES and PAGES[goto].url_path != page.url_path:
     st.switch_page(PAGES[goto])
+st.session_state.pop("_goto", None)
 
 # Streamlit pads the page 8rem below a top navigation bar that is 60 px high: keep just a little air.
 CSS = "[data-testid='stMainBlockContainer'] {padding-top: 4.5rem;}"
@@ -71,15 +76,17 @@ st.html(f"<style>{CSS}</style>")
 
 if page.url_path == HOME.url_path or page.url_path == "":
     st.switch_page(PAGES["attention"])
+session.page_drawn(page.url_path)  # what a fragment's rerun is checked against (`session.fragment`)
 
 shared.use_one_torch_thread()
 ctx = head_jobs.open_telling(session.sidebar(entries))  # no head chosen yet: the model's most telling one
 shared.freeze_startup_objects()  # once per process, after the first model is loaded
 session.publish(ctx, entries)
-with st.sidebar:  # a class to teach or join, and lessons: below the model's own controls
+with st.sidebar, classroom.unless_unavailable():  # a class to teach or join, and lessons: below the model's controls
     class_screens.sidebar(ctx)
 session.sync_url(ctx, page.url_path)
 session.show_messages(ctx)
 class_screens.poll()  # a student following a class: is there a new view?
-class_screens.banner(ctx)
+with classroom.unless_unavailable():
+    class_screens.banner(ctx)
 page.run()

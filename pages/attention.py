@@ -162,4 +162,4 @@ def page() -> None:
     layer_view()
 
 
-st.fragment(page, run_every=session.autoplay_seconds() if autoplay else None)()
+session.fragment(page, run_every=session.autoplay_seconds() if autoplay else None)()

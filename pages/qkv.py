@@ -219,4 +219,4 @@ def computation() -> None:
     session.sync_url(ctx, "qkv")
 
 
-st.fragment(computation)()
+session.fragment(computation)()

@@ -180,8 +180,8 @@ st.session_state["_tj_seen"] = (latest.id, latest.active) if latest is not None 
 # (benchmarks/train_live.py: 0.2 s drew them sooner but slowed other sessions). Otherwise only a job
 # started from another browser is looked for.
 training = latest is not None and latest.active
-st.fragment(run_every=1.0 if training else None)(progress)()
-st.fragment(run_every=0.3 if training else 3.0)(snapshots)()
+session.fragment(progress, run_every=1.0 if training else None)()
+session.fragment(snapshots, run_every=0.3 if training else 3.0)()
 
 if latest is not None and latest.state == "done" and latest.checkpoint.is_file():
     name = training_jobs.entry_name(latest)

@@ -14,7 +14,7 @@ from functools import partial
 
 import streamlit as st
 
-from server import class_store, classroom, widgets
+from server import class_store, classroom, session, widgets
 from server.class_store import ClassError, Question
 from server.literal import md, text_block
 from server.session import Context
@@ -81,6 +81,7 @@ def ask_solo(question: Question) -> None:
     st.session_state[SOLO] = (question, None)
 
 
+@classroom.needs_store
 def _answer(number: int, choice: int) -> None:
     """A student's click: one answer per browser per question (the store refuses a second)."""
     state = st.session_state
@@ -159,6 +160,7 @@ def student(question: Question, presentation: bool) -> None:
     )
 
 
+@classroom.needs_store
 def _reveal() -> None:
     try:
         classroom.store().reveal(classroom.code(), st.session_state[classroom.TOKEN])
@@ -166,6 +168,7 @@ def _reveal() -> None:
         st.session_state[classroom.NOTICE] = str(e)
 
 
+@classroom.needs_store
 def _close() -> None:
     try:
         classroom.store().close_question(classroom.code(), st.session_state[classroom.TOKEN])
@@ -183,20 +186,25 @@ def teacher(question: Question, presentation: bool) -> None:
         return
 
     def count() -> None:
-        now = classroom.store().state(classroom.code())
+        try:
+            now = classroom.store().state(classroom.code())
+        except class_store.StoreUnavailable:
+            st.caption(classroom.UNAVAILABLE)
+            return
         if now is None or now.question is None or now.question.number != question.number:
             return
         st.markdown(f"**{now.question.answered}** answered · {now.followers} following")
 
     left, right = st.columns([3, 2], vertical_alignment="center")
     with left:
-        st.fragment(count, run_every=classroom.TEACHER_POLL_SECONDS / 2)()
+        session.fragment(count, run_every=classroom.TEACHER_POLL_SECONDS / 2)()
     with right:
         a, b = st.columns(2)
         a.button("Reveal", key="q_reveal", type="primary", on_click=_reveal)
         b.button("Cancel", key="q_cancel", on_click=_close)
 
 
+@classroom.needs_store
 def ask(code: str, token: str, question: Question) -> None:
     try:
         classroom.store().ask(code, token, question)

@@ -204,6 +204,7 @@ def _start() -> None:
     classroom.start(params, st.session_state.get("_link_page") or "attention")
 
 
+@classroom.needs_store
 def _join() -> None:
     classroom.join(st.session_state.get("class_join_code") or "")
 
@@ -247,12 +248,16 @@ def _teacher_panel(ctx: Context | None) -> None:
     st.image(classroom.qr_png(link), width=180)
 
     def followers() -> None:  # also the teacher's screen calling in: the class is not idle while it is open
-        if not classroom.store().is_teacher(code, st.session_state.get(classroom.TOKEN, "")):
-            st.rerun(scope="app")  # ended, or handed over from another browser: the next run says so
-        now = classroom.store().state(code)
+        try:
+            if not classroom.store().is_teacher(code, st.session_state.get(classroom.TOKEN, "")):
+                st.rerun(scope="app")  # ended, or handed over from another browser: the next run says so
+            now = classroom.store().state(code)
+        except class_store.StoreUnavailable:
+            st.caption(classroom.UNAVAILABLE)
+            return
         st.caption(f"{now.followers if now else 0} following · you steer: they see what you see.")
 
-    st.fragment(followers, run_every=classroom.TEACHER_POLL_SECONDS)()
+    session.fragment(followers, run_every=classroom.TEACHER_POLL_SECONDS)()
     st.toggle("Show the code on the main screen", key="class_show_code", value=True)
     if ctx is not None and ctx.tokens is not None:
         with st.popover("Ask the class", icon=":material/help:", use_container_width=True):
@@ -372,15 +377,20 @@ def _question(ctx: Context | None) -> None:
 def poll() -> None:
     """A follower's browser asks every POLL_SECONDS whether the class's view changed, and reruns the app if so.
 
-    Drawn by app.py above every page (a poll drawn by the page itself dies with a page that comes out empty: see
-    the known bug in README, *Teaching a class*).
+    Drawn by app.py above every page, so that it polls on every page. When the class moves to another page, the
+    polls this browser asked for before it heard of the move are run on the page it left: `session.fragment`
+    turns those into a redraw of the new page.
     """
     if classroom.role() != "student":
         return
     code, state = classroom.code(), st.session_state
 
     def check() -> None:
-        polled = classroom.store().poll(code, classroom.browser())
+        try:
+            polled = classroom.store().poll(code, classroom.browser())
+        except class_store.StoreUnavailable:  # polled again in POLL_SECONDS: the class goes on when the store is back
+            st.empty()
+            return
         if polled is None:  # the class has ended: the next run says so
             st.rerun(scope="app")
         version, asked, away = polled
@@ -392,4 +402,4 @@ def poll() -> None:
             st.rerun(scope="app")
 
     with st.container(key="class_poll", height=1, border=False):  # the poll's own box (see `poll`'s docstring)
-        st.fragment(check, run_every=classroom.POLL_SECONDS)()
+        session.fragment(check, run_every=classroom.POLL_SECONDS)()

@@ -14,6 +14,8 @@ validated the same way.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import os
 import re
@@ -22,7 +24,7 @@ import secrets
 import streamlit as st
 
 from server import class_store, session, urlstate
-from server.class_store import ClassError, ClassStore, MemoryStore
+from server.class_store import ClassError, ClassStore, MemoryStore, StoreUnavailable
 from server.literal import md
 
 POLL_SECONDS = 0.5  # a follower's check for a new view (the teacher's change shows within this and one rerun)
@@ -38,10 +40,49 @@ NOTICE = "_class_notice"  # a message for this session about its class (ended, r
 NOTE = "_class_note"  # the lesson note the teacher's session sends with its view
 
 
+REDIS_ENV = "ATTNVIZ_REDIS_URL"  # a shared store for several app processes (`make school`); none: this process's own
+DOWN = "_class_store_down"  # this run has said that the store cannot be reached
+UNAVAILABLE = (
+    "Classes are unavailable just now: this server cannot reach its class store. Everything else works, and your "
+    "class comes back by itself when the store does."
+)
+
+
 @st.cache_resource
 def store() -> ClassStore:
-    """This server's classes: one store shared by every session of this process."""
+    """This server's classes: in the Redis store named by $ATTNVIZ_REDIS_URL (shared by several app processes), else
+    in this process (shared by its sessions)."""
+    url = os.environ.get(REDIS_ENV, "").strip()
+    if url:
+        from server.redis_store import RedisStore
+
+        return RedisStore(url)
     return MemoryStore()
+
+
+@contextlib.contextmanager
+def unless_unavailable() -> None:
+    """Class business that stops where it is, with a plain message, while the shared store cannot be reached (the
+    page around it goes on)."""
+    try:
+        yield
+    except StoreUnavailable:
+        if not st.session_state.get(DOWN):  # said once a run
+            st.warning(UNAVAILABLE, icon=":material/cloud_off:")
+        st.session_state[DOWN] = True
+
+
+def needs_store(callback):
+    """A button's callback that, while the shared store cannot be reached, leaves a message for the next run instead."""
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except StoreUnavailable:
+            st.session_state[NOTICE] = UNAVAILABLE
+
+    return run
 
 
 def role() -> str | None:
@@ -77,16 +118,17 @@ def read_link() -> None:
     state = st.session_state
     if state.get("_class_link_read"):
         return
-    state["_class_link_read"] = True
-    params = st.query_params.to_dict()
+    # The link as first opened: read again on the next run while the store cannot be reached (the URL is rewritten).
+    params = state.setdefault("_class_link", {k: v for k, v in st.query_params.to_dict().items() if k in PRIVATE})
     teach, key, follow = params.get("teach"), params.get("key"), params.get("follow")
     if teach is not None:
         wanted = class_store.normal_code(teach)
         if store().is_teacher(wanted, str(key or "")[:100]):
-            state.update({ROLE: "teacher", CODE: wanted, TOKEN: str(key)})
+            state.update({ROLE: "teacher", CODE: wanted, TOKEN: str(key), "_class_link_read": True})
             return
         if store().state(wanted) is None:
             state[NOTICE] = f"The class {_code_md(wanted)} in this link has ended (or the code is wrong): the app is yours."
+            state["_class_link_read"] = True
             return
         state[NOTICE] = (
             f"This link's teacher key does not steer class {_code_md(wanted)} (it was handed over, or the link was cut): "
@@ -95,6 +137,7 @@ def read_link() -> None:
         follow = wanted
     if follow is not None:
         join(str(follow))
+    state["_class_link_read"] = True
 
 
 def _code_md(raw: str) -> str:
@@ -160,6 +203,8 @@ def on_sync(params: dict[str, str], page: str) -> dict[str, str]:
         except ClassError as e:
             _leave(str(e))
             return {}
+        except StoreUnavailable:  # the class is not lost: the next change reaches it once the store is back
+            pass
         return {"teach": code(), "key": state[TOKEN]}
     if who == "student":
         if state.get(FOLLOWING):
@@ -175,6 +220,7 @@ def on_sync(params: dict[str, str], page: str) -> dict[str, str]:
     return {}
 
 
+@needs_store
 def start(params: dict[str, str], page: str) -> None:
     """Start a class showing this session's view; this session becomes its teacher."""
     try:
@@ -186,6 +232,7 @@ def start(params: dict[str, str], page: str) -> None:
     st.session_state.update({ROLE: "teacher", CODE: new, TOKEN: token})
 
 
+@needs_store
 def end() -> None:
     try:
         store().end(code(), st.session_state[TOKEN])
@@ -194,6 +241,7 @@ def end() -> None:
     _leave("The class has ended: its students keep a working app of their own.")
 
 
+@needs_store
 def hand_over() -> None:
     """A new teacher key for another browser; this browser stops steering (and follows, as a student)."""
     try:

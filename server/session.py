@@ -11,12 +11,14 @@ metadata) enters a Markdown message only through `literal.md`, which shows it as
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from server import shared, urlstate
 from server.literal import md
@@ -172,6 +174,42 @@ def advance_autoplay(stops: list[tuple[str, int, int]], order: tuple[str, ...]) 
     kind, layer, head = next_stop(stops, at, order)
     set_selection(kind=kind, layer=layer, head=head)
     return kind != at[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fragments that survive a page switch made by the server.
+# ---------------------------------------------------------------------------------------------
+
+DRAWN_PAGE = "_drawn_page"  # (Streamlit's hash, our name) of the page this session's last full run drew
+
+
+def page_drawn(name: str) -> None:
+    """app.py, once the page to draw is settled: the page `fragment` checks a fragment's rerun against."""
+    run = get_script_run_ctx()
+    if run is not None:
+        st.session_state[DRAWN_PAGE] = (run.page_script_hash, name)
+
+
+def fragment(body, run_every: float | None = None):
+    """`st.fragment(body, run_every=…)` that redraws the whole page when the browser reruns it for a page it left.
+
+    When the server moves a browser to another page (`st.switch_page`: a class's follower taken to the teacher's
+    page, a click in the model view), the rerun requests the browser sent before it heard of the move (a
+    `run_every` timer, a click) still name the old page. Streamlit runs such a fragment *on the old page* and tells
+    the browser so, and the browser clears the page it has just drawn: an empty main area until a reload (seen in
+    Chromium, mostly with the CPU busy). Here such a run draws nothing and reruns the whole app on the page the last
+    full run drew instead.
+    """
+
+    @functools.wraps(body)  # the same name, so the same fragment id as `body` itself would have
+    def checked():
+        drawn, run = st.session_state.get(DRAWN_PAGE), get_script_run_ctx()
+        if drawn is not None and run is not None and run.page_script_hash != drawn[0]:
+            st.session_state["_goto"] = drawn[1]
+            st.rerun(scope="app")
+        body()
+
+    return st.fragment(checked, run_every=run_every)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -232,3 +232,49 @@ def test_lessons_in_a_models_folder_are_offered_and_a_broken_one_is_explained(tm
     at.button(key="lesson_start").click().run()
     assert view(at)["checkpoint"] == "lm" and view(at)["text"] == "the dog runs ."
     assert any("My &lt;b&gt;own&lt;/b&gt; lesson" in h.value for h in at.get("html"))
+
+
+class Flaky:
+    """A class store that can be taken away and brought back (as a shared store stopped and started again)."""
+
+    def __init__(self) -> None:
+        self.inner, self.down = class_store.MemoryStore(), False
+
+    def __getattr__(self, name):
+        method = getattr(self.inner, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise class_store.StoreUnavailable("the store does not answer")
+            return method(*args, **kwargs)
+
+        return call
+
+
+def test_a_store_that_cannot_be_reached_leaves_a_working_app_and_the_class_resumes(monkeypatch):
+    flaky = Flaky()
+    monkeypatch.setattr(classroom, "store", lambda: flaky)
+    teacher = run()
+    teacher.button(key="class_teach").click().run()
+    code, key = teacher.query_params["teach"], teacher.query_params["key"]
+    student = follow(code)
+
+    flaky.down = True
+    late = run({"follow": code})  # a student who opens the link while the store is away
+    for at in (teacher, student, late):
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        said = [w.value for w in at.warning if w.value == classroom.UNAVAILABLE]
+        assert len(said) == 1, "said once, whoever asked the store in this run"
+        assert at.get("plotly_chart"), "the page itself is drawn"
+    teacher.button(key="attn_next_head").click().run()  # the teacher's own view changes; the class cannot hear it now
+    assert not teacher.exception and teacher.query_params["teach"] == code and teacher.query_params["key"] == key
+    assert student.query_params["follow"] == code
+
+    flaky.down = False  # back: the class goes on where the teacher is, for every follower, the late one too
+    teacher.button(key="attn_next_head").click().run()
+    for at in (student, late):
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert classroom.UNAVAILABLE not in texts(at)
+        assert view(at) == view(teacher) and at.query_params["follow"] == code
