@@ -10,7 +10,7 @@ HOST ?= $(or $(shell hostname -I 2>/dev/null | awk '{print $$1}'),localhost)
 MODELS ?=
 MODELS_ENV := $(if $(MODELS),ATTNVIZ_MODELS='$(MODELS)' )
 
-.PHONY: run dev test lint bench bench-why bench-modern bench-seq2seq classroom follow checkpoints browser clean
+.PHONY: run dev test lint bench bench-why bench-modern bench-seq2seq classroom follow checkpoints browser school clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,21 +32,30 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	MALLOC_ARENA_MAX=2 $(MODELS_ENV)$(BIN)/streamlit run app.py --server.port $(PORT) --browser.serverAddress $(HOST)
 
+# A school: REPLICAS app processes, each as `make run` starts one, behind Debian's nginx on PORT, which keeps each
+# browser on one replica (a cookie); they share classes through a private redis-server. Ctrl+C stops them all
+# (deploy/school.py; its files and logs in .school/).
+REPLICAS ?= 2
+school: $(VENV)/.runtime
+	$(BIN)/python -m deploy.school --replicas $(REPLICAS) --port $(PORT) --host $(HOST) --models '$(MODELS)'
+
 # While editing the code: rerun the app when a source file changes. Polling watches just the app's own
 # modules and pages (Streamlit skips dot-folders such as .venv), not the whole tree as inotify would.
 dev: $(VENV)/.runtime
 	$(MODELS_ENV)$(BIN)/streamlit run app.py --server.port $(PORT) --browser.serverAddress $(HOST) --server.fileWatcherType poll --server.runOnSave true
 
-# Debian's Chromium drives the browser tests (Playwright cannot download its own browser here); the
-# colour emoji font lets its screenshots show emoji typed into the app instead of empty boxes; Debian's redis-server
-# is the shared class store the store tests start (tests/test_class_store.py), one of their own, not the system's.
+# Debian's packages the tests need: Chromium drives the browser tests (Playwright cannot download its own browser
+# here), and its colour emoji font lets screenshots show emoji typed into the app instead of empty boxes; redis-server
+# and nginx are the shared class store and the proxy of `make school` (tests/test_class_store.py, tests/test_school.py
+# start their own). Installing them may start their system services: stopped at once, nothing here uses them.
 EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 browser:
-	@if [ ! -x /usr/bin/chromium ] || [ ! -e $(EMOJI_FONT) ] || [ ! -x /usr/bin/redis-server ]; then \
+	@if [ ! -x /usr/bin/chromium ] || [ ! -e $(EMOJI_FONT) ] || [ ! -x /usr/bin/redis-server ] || [ ! -x /usr/sbin/nginx ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji redis-server) >/dev/null \
-	      || echo "note: apt-get could not install chromium, fonts-noto-color-emoji and redis-server"; \
-	  else echo "note: chromium, the emoji font or redis-server missing and not root: browser tests skip without chromium, Redis store tests without redis-server"; fi; \
+	    (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-noto-color-emoji redis-server nginx) >/dev/null \
+	      || echo "note: apt-get could not install chromium, fonts-noto-color-emoji, redis-server and nginx"; \
+	    (service nginx stop; service redis-server stop) >/dev/null 2>&1 || true; \
+	  else echo "note: chromium, the emoji font, redis-server or nginx missing and not root: the tests that need them skip"; fi; \
 	fi
 
 # The suite, then its numerical tests again with the tests' own computations on 2 torch threads while the
