@@ -5,9 +5,11 @@ N = 30, 100, 300 on the `lm` checkpoint and the floor, 3 rounds each, takes seve
 `--quick` (N = 2, one round, then a class of 3 followers) checks that it all runs, in under a minute.
 `--find-5s` grows N (30, 60, 120, ...) until the app's slowest session passes 5 s; `--replicas 2` does each
 measurement again on two app processes (sessions dealt round robin, no proxy) and prints the ratio of the N at 5 s.
-`--follow --sessions 30,60,100` times a class following its teacher instead. `--server-env NAME=VALUE` sets a
-variable for every server, e.g. STREAMLIT_RUNNER_POST_SCRIPT_GC=false (Streamlit runs a full `gc.collect(2)` after
-every script run by default: with 30 followers polling twice a second that alone saturates this 2-core server).
+`--follow --sessions 30,60,100` times a class following its teacher instead; with `--replicas 2`, on two app processes
+sharing the class through a private redis-server (the teacher on the first, followers dealt round robin). `--server-env
+NAME=VALUE` sets a variable for every server, e.g. STREAMLIT_RUNNER_POST_SCRIPT_GC=true (Streamlit's default, a full
+`gc.collect(2)` after every script run, which .streamlit/config.toml turns off: with 30 followers polling twice a
+second it alone saturated this 2-core server).
 
 Why without browsers: `benchmarks/classroom.py` drives one headless Chromium tab per session, and at 30 sessions the
 tabs need ~7 GB and share the two cores with the server. Here each session is one websocket (the `websockets` package) that sends
@@ -64,6 +66,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,7 +86,7 @@ from benchmarks.browser import pct, toy_texts
 from benchmarks.classroom import TICK, crosstalk, expected_labels, lengths, memory_mb, note, tokens_of
 from benchmarks.core import machine
 from benchmarks.follow import STEP_S, TEXT
-from tests.browser import serve
+from tests.browser import free_port, serve
 from transformer.checkpoints import catalog
 from transformer.checkpoints.format import load_checkpoint
 
@@ -535,6 +538,31 @@ class Follow:
     problems: list[str] = field(default_factory=list)
 
 
+@contextlib.contextmanager
+def private_redis(folder: Path):
+    """A redis-server of this run's own (Debian's, as `make school` runs it), yielding its URL."""
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        import redis
+
+        for _ in range(100):
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 async def teach(base: str) -> tuple[Session, str]:
     """A teacher on the Attention page who has clicked "Teach this class": (its session, the class code)."""
     teacher = (await open_sessions([base], "attention", urlencode({"checkpoint": CHECKPOINT, "text": TEXT}), 1))[0]
@@ -544,15 +572,15 @@ async def teach(base: str) -> tuple[Session, str]:
     return teacher, parse_qs(teacher.query)["teach"][0]
 
 
-async def idle_cpu(pid: int, seconds: float) -> tuple[float, float]:
+async def idle_cpu(pids: list[int], seconds: float) -> tuple[float, float]:
     """(server, harness) CPU seconds over `seconds` of waiting."""
-    cpu, harness = cpu_seconds([pid]), time.process_time()
+    cpu, harness = cpu_seconds(pids), time.process_time()
     await asyncio.sleep(seconds)
-    return cpu_seconds([pid]) - cpu, time.process_time() - harness
+    return cpu_seconds(pids) - cpu, time.process_time() - harness
 
 
-async def steps(teacher: Session, followers: list[Session], n_steps: int, pid: int, r: Follow) -> None:
-    cpu = cpu_seconds([pid])
+async def steps(teacher: Session, followers: list[Session], n_steps: int, pids: list[int], r: Follow) -> None:
+    cpu = cpu_seconds(pids)
     t0, sent = time.perf_counter(), []
     for k in range(n_steps):
         await asyncio.sleep(max(0.0, t0 + k * STEP_S - time.perf_counter()))
@@ -578,7 +606,7 @@ async def steps(teacher: Session, followers: list[Session], n_steps: int, pid: i
             for f in followers
         )
     )
-    r.steps_server_s = cpu_seconds([pid]) - cpu
+    r.steps_server_s = cpu_seconds(pids) - cpu
     for k, (t, view) in enumerate(zip(sent, views)):
         if view is None:
             continue
@@ -625,9 +653,10 @@ def follow_row(r: Follow, alone_s: float, idle_s: float) -> str:
     )
 
 
-async def follow_class(base: str, pid: int, sizes: list[int], n_steps: int, idle_s: float) -> list[str]:
-    note(f"follow: a teacher on {base}")
-    teacher, code = await teach(base)
+async def follow_class(bases: list[str], pids: list[int], sizes: list[int], n_steps: int, idle_s: float) -> list[str]:
+    """The teacher on the first server; followers dealt round robin over all (several: replicas sharing a store)."""
+    note(f"follow: a teacher on {bases[0]}")
+    teacher, code = await teach(bases[0])
     followers: list[Session] = []
     lines = [
         f"class {code}: the teacher steps through heads (next head on the Attention page, `{CHECKPOINT}`, {TEXT!r}) "
@@ -637,18 +666,18 @@ async def follow_class(base: str, pid: int, sizes: list[int], n_steps: int, idle
     ]
     try:
         await asyncio.sleep(2)
-        alone, _ = await idle_cpu(pid, idle_s)
+        alone, _ = await idle_cpu(pids, idle_s)
         note(f"follow: the teacher alone, {alone / idle_s * 100:.1f} % of a core")
         for n in sizes:
             r = Follow(n)
             note(f"follow, N={n}: opening followers ({len(followers)} open)")
-            followers += await open_sessions([base], "", urlencode({"follow": code}), n - len(followers))
+            followers += await open_sessions(bases, "", urlencode({"follow": code}), n - len(followers), len(followers))
             await asyncio.sleep(2)
             runs = sum(len(f.finished) for f in followers)
-            r.idle_server_s, r.idle_harness_s = await idle_cpu(pid, idle_s)
+            r.idle_server_s, r.idle_harness_s = await idle_cpu(pids, idle_s)
             r.idle_runs = sum(len(f.finished) for f in followers) - runs
             note(f"follow, N={n}: {n_steps} steps")
-            await steps(teacher, followers[:n], n_steps, pid, r)
+            await steps(teacher, followers[:n], n_steps, pids, r)
             lines.append(follow_row(r, alone, idle_s))
             if not r.latencies:
                 lines.append(f"     nothing timed: the teacher's session drew {n_steps - r.teacher_late} of its {n_steps} steps")
@@ -656,7 +685,8 @@ async def follow_class(base: str, pid: int, sizes: list[int], n_steps: int, idle
             lines += [f"     {p}" for p in r.problems[:5]]
     finally:
         await asyncio.gather(*(s.close() for s in [teacher, *followers]), return_exceptions=True)
-    lines += ["", FOLLOW_LEGEND, f"the server with the teacher alone: {alone / idle_s * 100:.2f} % of a core"]
+    where = "the server" if len(bases) == 1 else f"the {len(bases)} replicas"
+    lines += ["", FOLLOW_LEGEND, f"{where} with the teacher alone: {alone / idle_s * 100:.2f} % of a core"]
     return lines
 
 
@@ -759,8 +789,13 @@ async def run(args) -> None:
             lines += await load(args, stack, logs, ckpt)
         if args.follow or args.quick:
             sizes = [int(n) for n in (args.sessions if args.follow else "3").split(",")]
-            base, proc = stack.enter_context(serve("app.py", args.env, logs / "follow.log"))
-            lines += ([] if args.follow else [""]) + await follow_class(base, proc.pid, sizes, args.steps, args.idle)
+            env, replicas = args.env, args.replicas if args.follow else 1
+            if replicas > 1:  # replicas share the class through a private redis-server, as under `make school`
+                env = {**env, "ATTNVIZ_REDIS_URL": stack.enter_context(private_redis(logs))}
+                lines.append(f"{replicas} replicas sharing a private redis-server; followers dealt round robin")
+            servers = [stack.enter_context(serve("app.py", env, logs / f"follow{i}.log")) for i in range(replicas)]
+            bases, pids = [b for b, _ in servers], [p.pid for _, p in servers]
+            lines += ([] if args.follow else [""]) + await follow_class(bases, pids, sizes, args.steps, args.idle)
     lines.append(f"load average {os.getloadavg()[0]:.2f} at the end")
     print("\n".join(lines))
 
