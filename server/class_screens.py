@@ -250,7 +250,8 @@ def _teacher_panel(ctx: Context | None) -> None:
     def followers() -> None:  # also the teacher's screen calling in: the class is not idle while it is open
         try:
             if not classroom.store().is_teacher(code, st.session_state.get(classroom.TOKEN, "")):
-                st.rerun(scope="app")  # ended, or handed over from another browser: the next run says so
+                classroom.steers_no_more()  # ended, or handed over from another browser: the next run says so
+                st.rerun(scope="app")
             now = classroom.store().state(code)
         except class_store.StoreUnavailable:
             st.caption(classroom.UNAVAILABLE)
@@ -374,6 +375,9 @@ def _question(ctx: Context | None) -> None:
             class_questions.student(state[class_questions.SOLO][0], present)
 
 
+STORE_LOST = "_class_poll_lost"  # a follower's poll found the store unreachable (and the app has said so)
+
+
 def poll() -> None:
     """A follower's browser asks every POLL_SECONDS whether the class's view changed, and reruns the app if so.
 
@@ -389,8 +393,13 @@ def poll() -> None:
         try:
             polled = classroom.store().poll(code, classroom.browser())
         except class_store.StoreUnavailable:  # polled again in POLL_SECONDS: the class goes on when the store is back
+            if not state.get(STORE_LOST):  # once: a run of the app says that classes are unavailable
+                state[STORE_LOST] = True
+                st.rerun(scope="app")
             st.empty()
             return
+        if state.pop(STORE_LOST, None):  # back: a run of the app takes the class's view and drops the message
+            st.rerun(scope="app")
         if polled is None:  # the class has ended: the next run says so
             st.rerun(scope="app")
         version, asked, away = polled

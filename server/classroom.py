@@ -38,6 +38,7 @@ APPLIED = "_class_applied"  # a student: the class version shown now
 BASELINE = "_class_baseline"  # a student: the view as this session drew it after taking the class's
 NOTICE = "_class_notice"  # a message for this session about its class (ended, refused), shown once
 NOTE = "_class_note"  # the lesson note the teacher's session sends with its view
+ENDED = "The class has ended (its teacher ended it, or it was idle too long). The app stays open: it is yours now."
 
 
 REDIS_ENV = "ATTNVIZ_REDIS_URL"  # a shared store for several app processes (`make school`); none: this process's own
@@ -159,6 +160,13 @@ def join(raw: str) -> bool:
     return True
 
 
+def steers_no_more() -> None:
+    """The teacher's page found that its key no longer steers its class: it leaves the class, saying why (ended by
+    itself, or from elsewhere; or handed over from another tab of the same key)."""
+    now = store().state(code())
+    _leave(ENDED if now is None else f"{class_store.NOT_TEACHER} You follow it no more; the app is yours.")
+
+
 def follow(entries: dict, pages: tuple[str, ...]) -> None:
     """A following student takes the class's view when it has changed (before the page is chosen: it may switch)."""
     state = st.session_state
@@ -166,7 +174,7 @@ def follow(entries: dict, pages: tuple[str, ...]) -> None:
         return
     now = store().state(code())
     if now is None:
-        _leave("The class has ended (its teacher ended it, or it was idle too long). The app stays open: it is yours now.")
+        _leave(ENDED)
         return
     state["_class_now"] = now
     if not state.get(FOLLOWING) or state.get(APPLIED) == now.version:

@@ -278,3 +278,16 @@ def test_a_store_that_cannot_be_reached_leaves_a_working_app_and_the_class_resum
         assert not at.exception, [e.value for e in at.exception]
         assert classroom.UNAVAILABLE not in texts(at)
         assert view(at) == view(teacher) and at.query_params["follow"] == code
+
+
+def test_a_teacher_whose_class_ended_elsewhere_is_told_so(teacher):
+    """Ended from outside this session (idle, another tab with the key, a store that lost it): the teacher's page says
+    so once and leaves the class (it once reran itself without end: its panel's check rerun the app, which drew the
+    panel, which checked again)."""
+    code, key = teacher.query_params["teach"], teacher.query_params["key"]
+    classroom.store().end(code, key)
+    teacher.run()
+    assert not teacher.exception, [e.value for e in teacher.exception]
+    assert classroom.ENDED in texts(teacher)
+    assert "teach" not in teacher.query_params and "key" not in teacher.query_params
+    assert teacher.button(key="class_teach")  # the app is the teacher's own again: a new class can start
