@@ -139,6 +139,9 @@ http {{
     fastcgi_temp_path {run}/nginx-tmp/fastcgi;
     uwsgi_temp_path {run}/nginx-tmp/uwsgi;
     scgi_temp_path {run}/nginx-tmp/scgi;
+    # A large reply (Plotly's script, a figure) streams through instead of spilling to a file: started by root, the
+    # workers run as nobody, who cannot write a run folder under a private directory (pytest's, a home).
+    proxy_max_temp_file_size 0;
     default_type application/octet-stream;
     server_tokens off;
     # The app refuses an upload over {s.upload_mb} MB itself, with a message; the request around the file
