@@ -136,6 +136,50 @@ def wait_idle(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_function(IDLE_JS, timeout=timeout_ms, polling=50)
 
 
+def address(page) -> str:
+    """The page's address as the page itself has it (`location.href`).
+
+    Streamlit writes the view into the address with `history.pushState`. Playwright's `page.url` hears of such a
+    change through an event of its own, and on a busy machine it was seen to keep an older address for more than
+    15 s after the page's had changed (a follower whose page showed the class's new text while `page.url` said the
+    old one).
+    """
+    return page.evaluate("() => location.href")
+
+
+# Counts the script runs the page has seen start (`data-test-script-state` turning to "running"), from the first call.
+COUNT_RUNS_JS = """() => {
+  const app = document.querySelector('[data-testid=stApp]');
+  if (app && !window.__attnvizRunsObserved) {
+    window.__attnvizRunsObserved = true;
+    window.__attnvizRuns = 0;
+    new MutationObserver(() => {
+      if (app.getAttribute('data-test-script-state') === 'running') window.__attnvizRuns++;
+    }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+  }
+  return window.__attnvizRuns || 0;
+}"""
+
+
+def click_and_wait(page, target, started_ms: int = 10_000) -> None:
+    """Click `target` (a locator on `page`) and wait for the run it asks for to finish.
+
+    A widget's click does not change the page's script state by itself: the page reads "not running" until the
+    server starts the run, and on a busy machine that takes longer than `wait_idle`'s quiet spell, which then
+    returns before the run has begun. So first wait until a run has started after the click. A run too short for
+    the page to draw "running" is not seen: after `started_ms` this goes on to `wait_idle` all the same.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    before = page.evaluate(COUNT_RUNS_JS)
+    target.click()
+    try:
+        page.wait_for_function(f"(n) => ({COUNT_RUNS_JS})() > n", arg=before, timeout=started_ms, polling=20)
+    except PlaywrightTimeout:
+        pass
+    wait_idle(page)
+
+
 def wait_plot(page, key: str, timeout_ms: int = 60_000) -> None:
     page.wait_for_selector(PLOT.format(key=key), timeout=timeout_ms)
     page.wait_for_function(

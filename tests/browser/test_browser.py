@@ -15,7 +15,7 @@ import pytest
 from numerics import assert_same_bits
 
 from server.session import short_label
-from tests.browser import exceptions, figure, signature, type_text, wait_changed, wait_idle, wait_plot
+from tests.browser import address, exceptions, figure, signature, type_text, wait_changed, wait_idle, wait_plot
 from tests.browser.conftest import ARTIFACTS, write_tiny
 from transformer.api import trace_text
 from transformer.checkpoints import catalog
@@ -39,7 +39,7 @@ def open_app(page, path: str = "/", params: dict | None = None, chart: str = "at
 
 
 def url_params(page) -> dict[str, str]:
-    return {k: v[-1] for k, v in parse_qs(urlparse(page.url).query).items()}
+    return {k: v[-1] for k, v in parse_qs(urlparse(address(page)).query).items()}
 
 
 def shown_head(page) -> tuple[str, int, int]:
@@ -89,7 +89,7 @@ def table_rows(page, header: str) -> dict[str, list[str]]:
 
 def test_first_screen_is_the_default_checkpoints_heatmap(page, served):
     open_app(page)
-    assert urlparse(page.url).path == "/attention"
+    assert urlparse(address(page)).path == "/attention"
     assert url_params(page)["checkpoint"] == served.default
     ref = served.reference(shown_text(page))
     kind, layer, head = shown_head(page)
@@ -150,7 +150,7 @@ def test_qkv_page_works_a_row_with_the_traces_numbers(page, served):
     page.get_by_role("link", name="Q, K, V").click()
     wait_plot(page, "qkv_weights")
     wait_idle(page)
-    assert urlparse(page.url).path == "/qkv"
+    assert urlparse(address(page)).path == "/qkv"
     query = 2
     ref = served.reference(text)
     kind = ref.kinds[0]
@@ -248,7 +248,7 @@ def test_a_shared_link_opens_exactly_that_view(page, served):
     kind = cfg.attention_kinds[-1]  # cross attention for a translator
     params = dict(checkpoint=served.default, text=SENTENCE, kind=kind, layer=layer, head=head, q=query)
     open_app(page, "/qkv", params, chart="qkv_weights")
-    assert urlparse(page.url).path == "/qkv"
+    assert urlparse(address(page)).path == "/qkv"
     assert shown_text(page) == SENTENCE
     assert (slider_value(page, "qkv_layer"), slider_value(page, "qkv_head")) == (layer, head)
     if len(cfg.attention_kinds) > 1:

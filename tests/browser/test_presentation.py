@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.browser import exceptions, wait_idle, wait_plot
+from tests.browser import address, exceptions, wait_idle, wait_plot
 
 pytestmark = pytest.mark.browser
 
@@ -28,7 +28,7 @@ def open_page(browser, url: str, width: int, height: int):
 
 
 def link_value(page, name: str) -> str | None:
-    m = re.search(rf"[?&]{name}=([^&]*)", page.url)
+    m = re.search(rf"[?&]{name}=([^&]*)", address(page))
     return m[1] if m else None
 
 
@@ -107,9 +107,9 @@ def test_autoplay_steps_by_itself_and_pauses_when_the_teacher_takes_over(page, s
     page.locator(".st-key-attn_next_head button").click()
     page.wait_for_function("() => !document.querySelector('.st-key-autoplay input').checked", timeout=15_000)
     wait_idle(page)
-    held = page.url
+    held = address(page)
     time.sleep(3.5)  # more than two autoplay steps
-    assert page.url == held, "autoplay stayed paused"
+    assert address(page) == held, "autoplay stayed paused"
     assert not exceptions(page), exceptions(page)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from numerics import app_threads, assert_same_bits
 
-from tests.browser import exceptions, figure, wait_idle, wait_plot
+from tests.browser import address, exceptions, figure, wait_idle, wait_plot
 from transformer.api import trace_text
 from transformer.checkpoints import catalog
 from transformer.checkpoints.format import load_checkpoint
@@ -66,7 +66,7 @@ def test_clicking_a_sweep_cell_opens_that_head_on_the_attention_page(page, shipp
     page.wait_for_url("**/attention?**")
     wait_plot(page, "attn_heatmap")
     wait_idle(page)
-    assert "layer=1" in page.url and "head=3" in page.url
+    assert "layer=1" in address(page) and "head=3" in address(page)
     assert "layer 1 · head 3" in figure(page, "attn_heatmap")["layout"]["title"]["text"]
 
 
@@ -83,7 +83,7 @@ def test_compare_two_texts_draws_their_difference(page, shipped):
         wa, wb = (trace_text(ckpt, t).attention("decoder self", 1).weights[0, 1].numpy() for t in (a, b))
     shown = np.asarray(figure(page, "cmp_diff")["data"][0]["z"], dtype=np.float32)
     assert_same_bits(shown, wb - wa, why="B − A on the page against the difference of the two traces")
-    assert "text2=" in page.url
+    assert "text2=" in address(page)
 
 
 def test_logit_lens_hover_lists_the_top_five(page, shipped):
