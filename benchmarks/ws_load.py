@@ -155,6 +155,7 @@ class Session:
         self.base, self.page, self.query = base, page, query
         self.page_hash = ""  # the page's script hash, once a new_session (or, with st.navigation, a navigation) names it
         self.widgets: dict[str, tuple[str, str]] = {}  # key → (element id, fragment id or "") as last drawn
+        self.drawn: dict[str, object] = {}  # key → the widget's element as last drawn (its options, value...)
         self.figures: list[Figure] = []  # every heatmap (CHART) received
         self.finished: list[tuple[float, int]] = []  # (perf_counter, status) of every script_finished
         self.problems: list[str] = []  # exceptions the app drew, references to messages this session lacks
@@ -301,6 +302,7 @@ class Session:
             if element_id.startswith("$$ID-"):
                 key = element_id.split("-", 2)[-1]
                 self.widgets[key] = (element_id, msg.delta.fragment_id)
+                self.drawn[key] = body
                 if which == "plotly_chart" and key == CHART:
                     self.figures.append(read_figure(body.spec, at))
         elif kind == "script_finished":

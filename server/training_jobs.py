@@ -17,7 +17,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from server import shared
+from server import job_board, shared
 from server.literal import md
 from transformer import api
 from transformer.checkpoints import catalog
@@ -42,9 +42,38 @@ def limits() -> Limits:
 
 
 @st.cache_resource
+def board() -> job_board.LocalBoard | job_board.RedisBoard:
+    """Where this server's jobs are listed: this process alone, or the deployment's shared store (`make school`)."""
+    return job_board.from_env()
+
+
+@st.cache_resource
 def runner() -> JobRunner:
-    """This server's job runner: made once per process; it removes the job folders of dead servers as it starts."""
-    return JobRunner(limits(), threads=TRAIN_THREADS)
+    """This server's job runner: made once per process. Alone, it removes the job folders of dead servers as it
+    starts; in a deployment's shared folder it removes nothing (`JobRunner`'s `shared`)."""
+    b = board()
+    if not b.shared:
+        made = JobRunner(limits(), threads=TRAIN_THREADS)
+    else:
+        made = JobRunner(limits(), threads=TRAIN_THREADS, parent=b.folder, number=b.next_number, shared=True)
+    b.publish(made.root)
+    return made
+
+
+def all_jobs() -> list[Job]:
+    """Every job of the deployment (this process's alone without a shared store), by number (`job_board.listed`)."""
+    runner()  # its folder is on the board
+    return job_board.listed(board())
+
+
+def current() -> Job | None:
+    """The job the Training page shows: a running one, else the first waiting one, else the latest."""
+    return jobs.current_of(all_jobs())
+
+
+def is_ours(job: Job) -> bool:
+    """Whether `job` is this app process's (only its own runner can cancel it)."""
+    return job.folder.parent == runner().root
 
 
 def entry_name(job: Job) -> str:
@@ -52,9 +81,10 @@ def entry_name(job: Job) -> str:
 
 
 def checkpoint_entries() -> dict[str, catalog.CatalogEntry]:
-    """Finished jobs' checkpoints, as the sidebar picker's entries (their snapshots lie next to them)."""
+    """Finished jobs' checkpoints (the deployment's), as the sidebar picker's entries (their snapshots lie next to
+    them)."""
     out = {}
-    for job in runner().finished():
+    for job in (j for j in all_jobs() if j.state == "done" and j.checkpoint.is_file()):
         spec = job.spec
         quality = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in job.metrics.items() if k in ("exact_match", "accuracy"))
         label = (

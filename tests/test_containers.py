@@ -22,6 +22,7 @@ from deploy.school import (
     APP_FILES,
     COMPOSE_NGINX_CONF,
     CONTAINER_FILES_FLAG,
+    CONTAINER_JOBS,
     CONTAINER_MODELS,
     CONTAINER_REDIS_URL,
     CONTAINER_RUN_DIR,
@@ -42,6 +43,7 @@ from deploy.school import (
     replica_env,
     replica_services,
 )
+from server.job_board import JOBS_DIR_ENV
 
 NGINX = shutil.which("nginx", path="/usr/sbin:/usr/bin")
 REGENERATE = f".venv/bin/python -m deploy.school {CONTAINER_FILES_FLAG}"
@@ -99,7 +101,9 @@ def test_compose_names_every_service_and_the_published_port():
     assert env["ATTNVIZ_REDIS_URL"] == CONTAINER_REDIS_URL
     assert env["STREAMLIT_SERVER_COOKIE_SECRET"].startswith("${ATTNVIZ_COOKIE_SECRET:?"), "one secret, kept out of the file"
     assert env["ATTNVIZ_MODELS"] == CONTAINER_MODELS
-    assert replica["volumes"] == [f"${{ATTNVIZ_MODELS_DIR:-./models}}:{CONTAINER_MODELS}:ro"]
+    assert replica["volumes"] == [f"${{ATTNVIZ_MODELS_DIR:-./models}}:{CONTAINER_MODELS}:ro", f"jobs:{CONTAINER_JOBS}"]
+    # as natively (replica_env): every replica trains into one shared folder, a named volume here
+    assert env[JOBS_DIR_ENV] == CONTAINER_JOBS and yaml.safe_load(text)["volumes"] == {"jobs": None}
     assert replica["depends_on"] == {"redis": {"condition": "service_healthy"}}
     assert "ports" not in replica, "a replica is reached through the proxy only, as natively (127.0.0.1)"
 
@@ -116,7 +120,11 @@ def test_compose_follows_the_settings():
     services = yaml.safe_load(compose(s))["services"]
     assert list(services) == ["redis", "replica1", "replica2", "replica3", "proxy"]
     assert services["proxy"]["ports"] == ["127.0.0.1:9000:9000"]
-    assert services["replica3"]["volumes"] == [f"/srv/a:{CONTAINER_MODELS}/1:ro", f"/srv/b:{CONTAINER_MODELS}/2:ro"]
+    assert services["replica3"]["volumes"] == [
+        f"/srv/a:{CONTAINER_MODELS}/1:ro",
+        f"/srv/b:{CONTAINER_MODELS}/2:ro",
+        f"jobs:{CONTAINER_JOBS}",
+    ]
     assert services["replica3"]["environment"]["ATTNVIZ_MODELS"] == f"{CONTAINER_MODELS}/1:{CONTAINER_MODELS}/2"
     conf = compose_nginx_conf(s)
     assert "    listen 9000;" in conf, "every interface of the proxy's container; compose publishes on s.bind"

@@ -8,6 +8,7 @@ replica is killed its browsers land on the other one while the other's never see
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -188,6 +190,42 @@ def test_every_replica_signs_with_the_school_secret(school):
     secrets = {r.env["STREAMLIT_SERVER_COOKIE_SECRET"] for r in school.replicas}
     assert secrets == {school.cookie_secret} and len(school.cookie_secret) >= 32
     assert not any(school.cookie_secret in " ".join(r.command) for r in school.replicas), "not visible in ps"
+
+
+async def train_on_one_offer_on_the_other(first: str, second: str, jobs_dir: Path) -> list[str]:
+    """Replica `first`'s Training page, its form from a link, and its Train button; once the job is done, the
+    checkpoint picker of a new session on replica `second` (its options, as drawn)."""
+    from benchmarks.ws_load import Session
+
+    form = "task=reverse&steps=20&layers=1&heads=2&d_model=16"
+    trainer = Session(first, "training", form)
+    await trainer.open()
+    try:
+        assert await trainer.wait(lambda: "tj_train" in trainer.widgets, 120), trainer.problems
+        await trainer.click("tj_train")
+        deadline = time.monotonic() + 120
+        while not any('"state": "done"' in f.read_text() for f in jobs_dir.glob("*/job-*/status.json")):
+            assert time.monotonic() < deadline, "the job did not finish within 120 s"
+            await asyncio.sleep(0.2)
+    finally:
+        await trainer.close()
+    student = Session(second, "attention", "")
+    await student.open()
+    try:
+        assert await student.wait(lambda: "w_checkpoint" in student.drawn, 120), student.problems
+        return list(student.drawn["w_checkpoint"].options)
+    finally:
+        await student.close()
+
+
+def test_a_model_trained_on_one_replica_is_offered_on_every_replica(school):
+    """Training jobs are the school's: they go into one shared folder and are listed through the store."""
+    s = school.settings
+    assert {r.env["ATTNVIZ_JOBS_DIR"] for r in school.replicas} == {str(s.jobs_dir.resolve())}
+    first, second = (f"http://127.0.0.1:{port}" for port in s.replica_ports[:2])
+    with ThreadPoolExecutor(1) as pool:  # a loop of its own: in the whole suite, Playwright's runs in this thread
+        options = pool.submit(asyncio.run, train_on_one_offer_on_the_other(first, second, s.jobs_dir)).result()
+    assert "Trained here #1" in options, options  # the picker's short name; replica 2 never trained anything
 
 
 def test_a_dead_replicas_browsers_move_and_the_others_never_fail(school):

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,6 +381,21 @@ def read_job(folder: Path) -> Job | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def jobs_in(root: Path) -> list[Job]:
+    """Every job in a runner's folder, oldest first (a folder being created is left out)."""
+    found = [read_job(f) for f in sorted(root.glob("job-*")) if f.is_dir()]
+    return [j for j in found if j is not None]
+
+
+def current_of(jobs: list[Job]) -> Job | None:
+    """The job to show of `jobs` (oldest first): a running one, else the first waiting one, else the latest."""
+    for state in ("running", "queued"):
+        for job in jobs:
+            if job.state == state:
+                return job
+    return jobs[-1] if jobs else None
+
+
 def clean_stale(parent: Path) -> list[Path]:
     """Remove job folders left by servers that are no longer running; returns what was removed."""
     removed = []
@@ -399,24 +414,38 @@ class JobRunner:
     its process, settles its final state, and starts the next job in the queue.
     """
 
-    def __init__(self, limits: Limits = Limits(), threads: int = 1, parent: Path | None = None, nice: int = 10):
-        self.limits, self.threads, self.nice = limits, threads, nice
+    def __init__(
+        self,
+        limits: Limits = Limits(),
+        threads: int = 1,
+        parent: Path | None = None,
+        nice: int = 10,
+        number: Callable[[], int] | None = None,
+        shared: bool = False,
+    ):
+        """`number`: where a new job's number comes from (a deployment's counter: numbers and job ids unique across
+        its app processes); by default this runner counts. `shared`: `parent` is a folder every app process of a
+        deployment writes its jobs into: nothing there is removed by process id (another machine's, or another
+        container's, could look dead from here), and at exit this runner's folder stays, with the models it trained.
+        """
+        self.limits, self.threads, self.nice, self.shared = limits, threads, nice, shared
         parent = Path(parent or tempfile.gettempdir())
-        clean_stale(parent)
+        if not shared:
+            clean_stale(parent)
         self.root = Path(tempfile.mkdtemp(prefix=f"{JOBS_PREFIX}{os.getpid()}-", dir=parent))  # mode 0700
         self._lock = threading.RLock()
         self._queue: list[str] = []
         self._running: tuple[str, subprocess.Popen] | None = None
         self._cancel_asked: set[str] = set()
         self._number = 0
+        self._next_number = number
         self._closed = False
         atexit.register(self.close)
 
     # -- reading ----------------------------------------------------------------------------------
     def jobs(self) -> list[Job]:
         """Every job of this server, oldest first."""
-        found = [read_job(f) for f in sorted(self.root.glob("job-*")) if f.is_dir()]
-        return [j for j in found if j is not None]
+        return jobs_in(self.root)
 
     def get(self, job_id: str) -> Job | None:
         folder = self.root / job_id
@@ -424,12 +453,7 @@ class JobRunner:
 
     def current(self) -> Job | None:
         """The running job, else the first waiting one, else the latest one (None: no job yet)."""
-        jobs = self.jobs()
-        for state in ("running", "queued"):
-            for job in jobs:
-                if job.state == state:
-                    return job
-        return jobs[-1] if jobs else None
+        return current_of(self.jobs())
 
     def finished(self) -> list[Job]:
         """Jobs that finished with a checkpoint, oldest first."""
@@ -453,7 +477,7 @@ class JobRunner:
                     "Try again when one has finished."
                 )
             self._check_disk(spec)
-            self._number += 1
+            self._number = self._next_number() if self._next_number is not None else self._number + 1
             job_id = f"job-{self._number:04d}"
             folder = self.root / job_id
             folder.mkdir(mode=0o700)
@@ -503,6 +527,8 @@ class JobRunner:
         """Stop the running job, forget the queue and remove this server's folder (at exit)."""
         with self._lock:
             self._closed = True
+            for job_id in self._queue if self.shared else ():
+                _settle(self.root / job_id, "cancelled", "its app process stopped before it started")
             self._queue.clear()
             running = self._running
         if running is not None:
@@ -513,7 +539,10 @@ class JobRunner:
                 running[1].wait(timeout=10)
             if running[1].poll() is None:
                 running[1].kill()
-        shutil.rmtree(self.root, ignore_errors=True)
+            if self.shared:  # its folder stays: say how it ended
+                _settle(self.root / running[0], "cancelled", "its app process stopped")
+        if not self.shared:
+            shutil.rmtree(self.root, ignore_errors=True)
 
     # -- inside -----------------------------------------------------------------------------------
     def _running_and_waiting(self) -> list[str]:
