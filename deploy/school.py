@@ -716,6 +716,14 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)  # `kill`, or make passing on its own SIGTERM: stop as on Ctrl+C
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with SIGINT ignored (`cmd &` in a script)
+    # If our parent dies first (`make school` killed with SIGKILL, or its shell gone), Linux sends us SIGTERM
+    # (PR_SET_PDEATHSIG) and we stop everything as on Ctrl+C, instead of serving on as orphans. (A SIGINT or SIGTERM
+    # sent to make alone does not kill make: GNU make waits for its recipe, this process, which heard nothing.)
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # gone before the line above took effect
+        return 0
     school = School(settings, say=lambda line: print(line, flush=True))
     try:
         with school:

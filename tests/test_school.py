@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,16 @@ from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.sync.client import connect
 
-from deploy.school import REPLICA_HEADER, ROUTE_COOKIE, School, Settings, nginx_command, nginx_conf, upload_limit_mb
+from deploy.school import (
+    REPLICA_HEADER,
+    ROUTE_COOKIE,
+    School,
+    Settings,
+    nginx_command,
+    nginx_conf,
+    port_free,
+    upload_limit_mb,
+)
 
 pytestmark = [
     pytest.mark.slow,
@@ -226,6 +236,35 @@ def test_a_model_trained_on_one_replica_is_offered_on_every_replica(school):
     with ThreadPoolExecutor(1) as pool:  # a loop of its own: in the whole suite, Playwright's runs in this thread
         options = pool.submit(asyncio.run, train_on_one_offer_on_the_other(first, second, s.jobs_dir)).result()
     assert "Trained here #1" in options, options  # the picker's short name; replica 2 never trained anything
+
+
+def test_a_school_whose_parent_is_killed_stops_everything(tmp_path):
+    """`make school` killed with SIGKILL (or its shell gone): the school hears of it and stops all it started, as
+    on Ctrl+C, instead of serving on as orphans."""
+    s = settings(tmp_path / "school", replicas=1)
+    args = [sys.executable, "-m", "deploy.school", "--replicas", "1", "--port", str(s.port), "--bind", "127.0.0.1",
+            "--host", "127.0.0.1", "--replica-port", str(s.replica_port), "--redis-port", str(s.redis_port),
+            "--run-dir", str(s.run_dir)]  # fmt: skip
+    log = tmp_path / "school.log"
+    # A parent that only waits, as make does for its recipe.
+    parent = subprocess.Popen(["sh", "-c", f'"$@" > {log} 2>&1 & wait', "sh", *args], cwd=Path(__file__).parent.parent)
+    try:
+        deadline = time.monotonic() + 120
+        while "ready" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline and parent.poll() is None, log.read_text() if log.exists() else "no log"
+            time.sleep(0.2)
+        assert requests.get(f"{s.local_url}/healthz", timeout=5).status_code == 200
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 60
+    while not all(port_free(p) for p in (s.port, s.redis_port, s.replica_port)):  # nothing listens (TIME_WAIT aside)
+        assert time.monotonic() < deadline, f"still listening after the parent died: {log.read_text()}"
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while "stopped" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
 
 
 def test_a_dead_replicas_browsers_move_and_the_others_never_fail(school):

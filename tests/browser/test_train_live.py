@@ -16,7 +16,7 @@ from transformer.checkpoints.format import load_checkpoint
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-STEPS = 80
+STEPS = 600  # long enough to be watched growing: 80 steps were over before the first look on a fast machine
 LINK = f"/training?checkpoint=translator&task=reverse&steps={STEPS}&layers=1&heads=2&d_model=16"
 
 
