@@ -87,23 +87,12 @@ class RedisBoard:
         heartbeat_s: float = HEARTBEAT_SECONDS,
         alive_s: float = ALIVE_SECONDS,
     ) -> None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        from server.redis_store import CONNECT_SECONDS, OP_SECONDS
+        from server.redis_store import connect
 
         self.folder, self.prefix, self.heartbeat_s, self.alive_s = Path(folder), prefix, heartbeat_s, alive_s
         self.folder.mkdir(parents=True, exist_ok=True)
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-        self._lost = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-        self._redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=CONNECT_SECONDS,
-            socket_timeout=OP_SECONDS,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-        )
+        self._redis, self._lost = connect(url)
         self._next, self._floor = self._redis.register_script(NEXT), self._redis.register_script(FLOOR)
         self._given = 0  # the highest job number this replica has given
         self._root: Path | None = None

@@ -146,6 +146,24 @@ def _room(code: str, fields: Mapping[str, str], choices: list[str]) -> _Class:
     )
 
 
+def connect(url: str):
+    """A client of the store at `url` (strings in, strings out), and the errors that mean it cannot be reached."""
+    import redis  # only a deployment that configures a store needs the package
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # One retry, at once, and only for a broken connection: a pooled connection to a store that restarted fails
+    # once and is made anew; a store that is down fails fast (connection refused) or within the timeouts.
+    client = redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=CONNECT_SECONDS,
+        socket_timeout=OP_SECONDS,
+        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+    )
+    return client, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
 class RedisStore(ClassStore):
     """Classes in a Redis server, shared by every app process that is given the same `url` and `prefix`.
 
@@ -155,20 +173,7 @@ class RedisStore(ClassStore):
     clocks need to agree to within a few seconds (NTP does far better)."""
 
     def __init__(self, url: str, clock: Callable[[], float] = time.time, prefix: str = "attnviz:") -> None:
-        import redis  # only a deployment that configures a store needs the package
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        self._lost = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-        # One retry, at once, and only for a broken connection: a pooled connection to a store that restarted fails
-        # once and is made anew; a store that is down fails fast (connection refused) or within the timeouts.
-        self._redis = redis.Redis.from_url(
-            url,
-            decode_responses=True,
-            socket_connect_timeout=CONNECT_SECONDS,
-            socket_timeout=OP_SECONDS,
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-        )
+        self._redis, self._lost = connect(url)
         self._clock = clock
         self._prefix = prefix
         self._registry = f"{prefix}classes"
