@@ -64,14 +64,8 @@ class LocalBoard:
     def publish(self, root: Path) -> None:
         self._root = root
 
-    def next_number(self) -> int:  # not used: the runner counts
-        raise NotImplementedError
-
     def folders(self) -> list[tuple[Path, bool]]:
         return [(self._root, True)] if self._root is not None else []
-
-    def close(self) -> None:
-        pass
 
 
 class RedisBoard:

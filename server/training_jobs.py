@@ -52,10 +52,8 @@ def runner() -> JobRunner:
     """This server's job runner: made once per process. Alone, it removes the job folders of dead servers as it
     starts; in a deployment's shared folder it removes nothing (`JobRunner`'s `shared`)."""
     b = board()
-    if not b.shared:
-        made = JobRunner(limits(), threads=TRAIN_THREADS)
-    else:
-        made = JobRunner(limits(), threads=TRAIN_THREADS, parent=b.folder, number=b.next_number, shared=True)
+    number = b.next_number if b.shared else None  # alone, the runner counts
+    made = JobRunner(limits(), threads=TRAIN_THREADS, parent=b.folder, number=number, shared=b.shared)
     b.publish(made.root)
     return made
 
@@ -84,7 +82,7 @@ def checkpoint_entries() -> dict[str, catalog.CatalogEntry]:
     """Finished jobs' checkpoints (the deployment's), as the sidebar picker's entries (their snapshots lie next to
     them)."""
     out = {}
-    for job in (j for j in all_jobs() if j.state == "done" and j.checkpoint.is_file()):
+    for job in jobs.finished_of(all_jobs()):
         spec = job.spec
         quality = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in job.metrics.items() if k in ("exact_match", "accuracy"))
         label = (

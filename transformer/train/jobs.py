@@ -396,6 +396,11 @@ def current_of(jobs: list[Job]) -> Job | None:
     return jobs[-1] if jobs else None
 
 
+def finished_of(jobs: list[Job]) -> list[Job]:
+    """The jobs of `jobs` that finished with a checkpoint, in their order."""
+    return [j for j in jobs if j.state == "done" and j.checkpoint.is_file()]
+
+
 def clean_stale(parent: Path) -> list[Path]:
     """Remove job folders left by servers that are no longer running; returns what was removed."""
     removed = []
@@ -457,7 +462,7 @@ class JobRunner:
 
     def finished(self) -> list[Job]:
         """Jobs that finished with a checkpoint, oldest first."""
-        return [j for j in self.jobs() if j.state == "done" and j.checkpoint.is_file()]
+        return finished_of(self.jobs())
 
     def waiting(self) -> list[str]:
         with self._lock:
