@@ -197,7 +197,7 @@ def teacher(question: Question, presentation: bool) -> None:
 
     left, right = st.columns([3, 2], vertical_alignment="center")
     with left:
-        session.fragment(count, run_every=classroom.TEACHER_POLL_SECONDS / 2)()
+        session.fragment(count, run_every=classroom.TEACHER_POLL_SECONDS / 2, widgets=False)()
     with right:
         a, b = st.columns(2)
         a.button("Reveal", key="q_reveal", type="primary", on_click=_reveal)

@@ -258,7 +258,7 @@ def _teacher_panel(ctx: Context | None) -> None:
             return
         st.caption(f"{now.followers if now else 0} following · you steer: they see what you see.")
 
-    session.fragment(followers, run_every=classroom.TEACHER_POLL_SECONDS)()
+    session.fragment(followers, run_every=classroom.TEACHER_POLL_SECONDS, widgets=False)()
     st.toggle("Show the code on the main screen", key="class_show_code", value=True)
     if ctx is not None and ctx.tokens is not None:
         with st.popover("Ask the class", icon=":material/help:", use_container_width=True):
@@ -411,4 +411,4 @@ def poll() -> None:
             st.rerun(scope="app")
 
     with st.container(key="class_poll", height=1, border=False):  # the poll's own box (see `poll`'s docstring)
-        session.fragment(check, run_every=classroom.POLL_SECONDS)()
+        session.fragment(check, run_every=classroom.POLL_SECONDS, widgets=False)()

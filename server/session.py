@@ -19,6 +19,7 @@ from pathlib import Path
 
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
+from streamlit.runtime.scriptrunner_utils.script_run_context import ThreadState
 
 from server import shared, urlstate
 from server.literal import md
@@ -99,9 +100,32 @@ SELECTION = ("sel_kind", "sel_layer", "sel_head", "sel_query")
 
 
 def _copy(src: str, dst: str, then=None) -> None:
+    if _timers_alone():
+        # Nobody touched widget `src`: its browser sent the value it held when a timer fired, before the value this
+        # server set since (a click's step, a class's new view) reached it. Taking it would undo that change, and the
+        # next full run would write the undone view into the link (seen in Chromium: a student's head click lost).
+        st.session_state[src] = st.session_state[dst]
+        return
     st.session_state[dst] = st.session_state[src]
     if then is not None:
         then()
+
+
+TIMERS = "_timer_fragments"  # the ids of this session's timed fragments that draw no widget (`fragment(widgets=False)`)
+
+
+def _timers_alone() -> bool:
+    """Is this run only timed fragments without widgets (a follower's poll, a teacher's count)?
+
+    Every rerun request a browser sends carries all its widgets' values, a timer's too. Such a run comes from no
+    person, and its fragments draw none of the widgets: a widget value in it that differs from the server's is one
+    the browser had not yet replaced. (A person's change sent meanwhile is merged into the same run with its own
+    fragment, or as a run of the whole app: then this is False.)
+    """
+    run = get_script_run_ctx()
+    ids = run.fragment_ids_this_run if run is not None else None
+    timers = st.session_state.get(TIMERS, ())
+    return bool(ids) and all(i in timers for i in ids)
 
 
 def bind(name: str, widget: str | None = None, on_change=None) -> dict:
@@ -190,7 +214,7 @@ def page_drawn(name: str) -> None:
         st.session_state[DRAWN_PAGE] = (run.page_script_hash, name)
 
 
-def fragment(body, run_every: float | None = None):
+def fragment(body, run_every: float | None = None, *, widgets: bool = True):
     """`st.fragment(body, run_every=…)` that redraws the whole page when the browser reruns it for a page it left.
 
     When the server moves a browser to another page (`st.switch_page`: a class's follower taken to the teacher's
@@ -199,6 +223,9 @@ def fragment(body, run_every: float | None = None):
     the browser so, and the browser clears the page it has just drawn: an empty main area until a reload (seen in
     Chromium, mostly with the CPU busy). Here such a run draws nothing and reruns the whole app on the page the last
     full run drew instead.
+
+    `widgets=False`: a timed fragment that draws no widget; a run of such fragments alone never takes a widget value
+    from the browser (`_copy`).
     """
 
     @functools.wraps(body)  # the same name, so the same fragment id as `body` itself would have
@@ -207,6 +234,9 @@ def fragment(body, run_every: float | None = None):
         if drawn is not None and run is not None and run.page_script_hash != drawn[0]:
             st.session_state["_goto"] = drawn[1]
             st.rerun(scope="app")
+        if run_every is not None and not widgets:
+            # Streamlit's id of the fragment running now (the public API does not say it): what `_timers_alone` checks
+            st.session_state.setdefault(TIMERS, set()).add(ThreadState.get().fragment_id)
         body()
 
     return st.fragment(checked, run_every=run_every)
