@@ -29,7 +29,7 @@ Where the time goes (the follow latency split, medians over followers × steps):
 a `sitecustomize` this benchmark puts on the server's PYTHONPATH that wraps `MemoryStore.steer/version/answer/
 reveal` with a time stamp (the app's code is unchanged), gives when the class's version changed and when each
 follower's poll first saw it; each follower page time-stamps the websocket messages it receives. So:
-click → steer (the teacher's rerun), steer → poll saw it (the 0.5 s poll), poll → last message before the
+click → steer (the teacher's rerun), steer → poll saw it (the poll, every `classroom.POLL_SECONDS`), poll → last message before the
 figure was drawn (the server's fragment run and full app rerun, and sending), that message → drawn (Chromium).
 The browsers run on the same cores as the server: their rendering and the harness inflate every number.
 """
@@ -53,6 +53,7 @@ from benchmarks.browser import pct
 from benchmarks.classroom import Cpu, cpu_now, cpu_since, note, wait_idle
 from benchmarks.core import machine
 from server.class_store import browser_id
+from server.classroom import POLL_SECONDS
 from tests.browser import CHROMIUM, PLOT, ROOT, SIGNATURE_JS, launch_chromium, serve
 
 FOLLOWERS = "5,10,20,30"
@@ -495,7 +496,7 @@ async def run(args) -> None:
         f"one process, one context per follower and one for the teacher, viewport {VIEWPORT['width']}×{VIEWPORT['height']}",
         "server, Chromium and harness share these cores: browser rendering inflates every latency below",
         f"the teacher steps through heads (next head on the Attention page, `{CHECKPOINT}`, {TEXT!r}) every {STEP_S:g} s, "
-        f"{n_steps} steps per N; a follower's poll: every 0.5 s",
+        f"{n_steps} steps per N; a follower's poll: every {POLL_SECONDS:g} s",
         "",
         HEADER,
     ]

@@ -47,7 +47,7 @@ to the next (N grows by opening more).
 
 Follow (`--follow`): a teacher session opens the Attention page and clicks "Teach this class"; the class code comes
 from the `page_info_changed` that puts `teach=CODE&key=...` in its link. N followers open `/?follow=CODE`; each
-follower's poll is an `st.fragment(run_every=0.5 s)` driven by the client as above. Idle cost: the server's CPU over
+follower's poll is an `st.fragment(run_every=classroom.POLL_SECONDS)` driven by the client as above. Idle cost: the server's CPU over
 IDLE_S with the teacher alone, and with the N followers only waiting: per follower, % of one core. Then the teacher
 clicks "next head" (`attn_next_head`, inside the page's fragment: sent with that fragment's id, as the browser does)
 every 2 s. A step's view is the title of the teacher's own new heatmap ("layer L · head H"); a follower's time is
@@ -86,6 +86,7 @@ from benchmarks.browser import pct, toy_texts
 from benchmarks.classroom import TICK, crosstalk, expected_labels, lengths, memory_mb, note, tokens_of
 from benchmarks.core import machine
 from benchmarks.follow import STEP_S, TEXT
+from server.classroom import POLL_SECONDS
 from tests.browser import free_port, serve
 from transformer.checkpoints import catalog
 from transformer.checkpoints.format import load_checkpoint
@@ -629,14 +630,14 @@ FOLLOW_HEADER = (
     f"{'N':>4} {'timed':>11} {'merged':>6} {'p50 s':>6} {'p90 s':>6} {'max s':>6} {'teach s':>7} {'idle %/f':>8} {'idle %':>7}"
     f" {'harn %':>7} {'runs/s/f':>8} {'steps CPU s':>11}"
 )
-FOLLOW_LEGEND = """\
+FOLLOW_LEGEND = f"""\
 timed: follower × step timed / followers × steps with a view of their own; merged: steps the teacher's session ran
 together with the next (Streamlit merges a button's waiting clicks), left out. The rest were skipped (a follower went
 straight to a later view) or not shown by the end. p50, p90, max: seconds from the teacher's "next head" request to
 a follower's script_finished after its heatmap showed that step's view. teach s: the teacher's own run, median.
 idle %/f: the server's CPU per waiting follower, % of one core: (CPU with N − CPU with the teacher alone) /
 (N × window). idle %: the server's CPU with the N followers waiting, % of one core; harn %: this process's (the
-clients' polls), the same window; runs/s/f: script runs per follower per second meanwhile (its polls: 2 expected).
+clients' polls), the same window; runs/s/f: script runs per follower per second meanwhile (its polls: {1 / POLL_SECONDS:g} expected).
 steps CPU s: the server's CPU seconds over the steps."""
 
 
@@ -662,7 +663,7 @@ async def follow_class(bases: list[str], pids: list[int], sizes: list[int], n_st
     followers: list[Session] = []
     lines = [
         f"class {code}: the teacher steps through heads (next head on the Attention page, `{CHECKPOINT}`, {TEXT!r}) "
-        f"every {STEP_S:g} s, {n_steps} steps per N; a follower polls every 0.5 s; idle windows of {idle_s:g} s",
+        f"every {STEP_S:g} s, {n_steps} steps per N; a follower polls every {POLL_SECONDS:g} s; idle windows of {idle_s:g} s",
         "",
         FOLLOW_HEADER,
     ]

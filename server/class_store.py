@@ -263,7 +263,7 @@ class ClassStore(ABC):
 
     @abstractmethod
     def poll(self, code: str, browser: str | None = None, now: float | None = None) -> tuple[int, int, bool] | None:
-        """(version, asked, teacher_away) of the class (cheap: what a follower asks twice a second), counting
+        """(version, asked, teacher_away) of the class (cheap: what a follower asks every POLL_SECONDS), counting
         `browser` as a follower; None when there is no such class."""
 
     @abstractmethod

@@ -239,7 +239,7 @@ class RedisStore(ClassStore):
                 pipe.expire(key, self._ttl())
             return outcome
 
-        # Not its followers: they change twice a second per student, and no rule of the teacher's reads them.
+        # Not its followers: they change at every poll of every student, and no rule of the teacher's reads them.
         with self._reached():
             result, error = self._redis.transaction(attempt, keys[0], keys[1], value_from_callable=True)
         if error is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 
@@ -106,6 +107,34 @@ def test_perceptually_uniform_colour_scales(enc_dec):
     assert stretched.data[0].zmin is None and stretched.data[0].zmax is None
     for name, f in figures.head_figures(enc_dec, "decoder self", 1, 1).items():
         assert f.data[0].colorscale in (viridis, cividis), name
+
+
+def _validated(fig: go.Figure) -> dict:
+    """The figure's JSON after Plotly validates every property of it (raises on anything invalid)."""
+    return json.loads(go.Figure(fig.to_plotly_json()).to_json())
+
+
+@pytest.mark.parametrize("presentation", [False, True])
+def test_unchecked_figures_are_what_plotly_validation_makes(enc_dec, lm, presentation):
+    """The hot path's heatmaps skip Plotly's validation (`figures.unchecked`): validating them changes nothing."""
+    built = [
+        figures.attention_figure(enc_dec, "cross", 1, 2, presentation),
+        figures.attention_figure(lm, "decoder self", 0, 1, presentation, stretch=True, label="<b>step 3</b>"),
+        figures.fit_to_screen(figures.mean_heads_figure(enc_dec, "encoder self", 1, presentation)),
+        figures.scale_without_first_column(figures.mean_heads_figure(lm, "decoder self", 1, presentation)),
+        figures.highlight_row(figures.add_cell_picker(figures.attention_figure(lm, "decoder self", 1, 0, presentation)), 2),
+        *figures.head_figures(enc_dec, "decoder self", 1, 1, presentation).values(),
+        grid.pooled_grid(*_layer(lm, 1), selected=(1, 2), presentation=presentation, skip_first=True),
+        grid.pooled_grid(*_layer(lm, 0), presentation=presentation, scale="sqrt", group_size=3),
+        grid.head_grid(api.pool_trace(enc_dec), "cross", selected=(0, 1), presentation=presentation, scale="stretch"),
+    ]
+    for fig in built:
+        assert json.loads(fig.to_json()) == _validated(fig), fig.layout.title.text
+
+
+def _layer(trace, layer: int):
+    pooled, block = grid.layer_maps(trace, "decoder self", layer)
+    return pooled, [layer], "decoder self", block
 
 
 def test_presentation_enlarges_fonts(enc_dec):

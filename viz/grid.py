@@ -19,7 +19,7 @@ import torch
 
 from transformer.model.attention import block_max, pool_blocks
 from transformer.model.trace import AttentionMaps, Trace
-from viz.figures import LEFT_OUT, WEIGHTS_SCALE, font_size
+from viz.figures import LEFT_OUT, WEIGHTS_SCALE, font_size, unchecked, unchecked_figure
 from viz.labels import head_labels, plotly_text, raw_note, unique_labels
 
 MAX_CELLS = 64
@@ -212,7 +212,8 @@ def pooled_grid(
             xaxis2=dict(type="category", overlaying="x", visible=False, range=[-0.5, n_heads * c - 0.5]),
             yaxis2=dict(type="category", overlaying="y", visible=False, range=[len(layers) * r - 0.5, -0.5]),
         )
-    heatmap = go.Heatmap(
+    heatmap = unchecked(
+        go.Heatmap,
         z=image,
         x=x,
         y=y,
@@ -233,7 +234,8 @@ def pooled_grid(
     # One clickable point per head at its thumbnail's centre (heatmaps have no point selection).
     hh, ll = np.meshgrid(np.arange(n_heads), np.asarray(layers))
     grouped = group_size > 1
-    centres = go.Scatter(
+    centres = unchecked(
+        go.Scatter,
         x=hh.reshape(-1).astype(np.float32),
         y=ll.reshape(-1).astype(np.float32),
         mode="markers",
@@ -257,14 +259,14 @@ def pooled_grid(
     if selected is not None and selected[0] in layers:
         sl, sh = selected
         shapes.append(dict(type="rect", x0=sh - 0.5, x1=sh + 0.5, y0=sl - 0.5, y1=sl + 0.5, line=dict(color="#e4002b", width=3)))
-    # One constructor call: Plotly validates data and layout once (update_layout would walk them again).
-    return go.Figure(
+    # One constructor call, unchecked (`figures.unchecked`; update_layout would walk every property again).
+    return unchecked_figure(
         data=[heatmap, centres],
         layout=dict(
             title=dict(text=title or f"{kind}: all layers × heads" + (f" (each cell: {what})" if pooled_cells else "")),
             shapes=shapes,
             xaxis=dict(
-                title="query head · the key/value head it reads" if grouped else "head",
+                title=dict(text="query head · the key/value head it reads" if grouped else "head"),
                 tickmode="array",
                 tickvals=list(range(n_heads)),
                 ticktext=head_labels(n_heads, group_size) if grouped else [str(h) for h in range(n_heads)],
@@ -276,7 +278,7 @@ def pooled_grid(
                 automargin=False,  # fixed margins below: automargin would draw the figure twice
             ),
             yaxis=dict(
-                title="layer",
+                title=dict(text="layer"),
                 tickmode="array",
                 tickvals=layers,
                 range=[layers[-1] + 0.5, layers[0] - 0.5],  # reversed: layer 0 at the top

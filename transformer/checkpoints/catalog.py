@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -146,8 +147,12 @@ def snapshots_path(entry: CatalogEntry) -> Path | None:
     return path if path.is_file() else None
 
 
+@cache
 def minilm_dir() -> Path | None:
-    """The folder holding all-MiniLM-L6-v2's config.json/model.safetensors/tokenizer.json, if the package is installed."""
+    """The folder holding all-MiniLM-L6-v2's config.json/model.safetensors/tokenizer.json, if the package is installed.
+
+    Looked for once per process (packages are not installed under a running server): the app lists the catalogue on
+    every run, and the search walked the package's folder every time."""
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         return None
