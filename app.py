@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from server import class_screens, classroom, head_jobs, model_sources, session, shared, training_jobs, widgets
+from server import class_screens, classroom, head_jobs, model_sources, session, shared, streamlit_fixes, training_jobs, widgets
 from transformer.checkpoints import catalog
+
+streamlit_fixes.install()  # once per process: a finished run's last messages reach the browser (see the module)
 
 st.set_page_config(page_title="Attention explorer", page_icon=str(catalog.ASSETS / "icon.svg"), layout="wide")
 

@@ -532,6 +532,7 @@ class Follow:
     n: int
     latencies: list[float] = field(default_factory=list)  # s, teacher's request → a follower's run with that view done
     missed: int = 0  # follower × step without that step's view (skipped to a later one, or none in time)
+    missed_by: dict[int, int] = field(default_factory=dict)  # follower index → its missed steps (those with any)
     teacher: list[float] = field(default_factory=list)  # s, the teacher's own run
     teacher_late: int = 0  # steps the teacher's own session ran together with the next one (not timed)
     idle_server_s: float = float("nan")  # server CPU seconds over the idle window with N followers
@@ -615,11 +616,12 @@ async def steps(teacher: Session, followers: list[Session], n_steps: int, pids: 
             continue
         # the heads come round again: a view shown only after the teacher went back to it is that later step's
         until = next((sent[j] for j in range(k + 1, len(sent)) if views[j] == view), float("inf"))
-        for f in followers:
+        for i, f in enumerate(followers):
             fig = next((x for x in f.figures if t <= x.at < until and x.title == view), None)
             done = None if fig is None else next((at for at, status in f.finished if at >= fig.at and status in DONE), None)
             if done is None:
                 r.missed += 1
+                r.missed_by[i] = r.missed_by.get(i, 0) + 1
             else:
                 r.latencies.append(done - t)
     r.problems += [p for s in [teacher, *followers] for p in s.problems]
@@ -682,6 +684,13 @@ async def follow_class(bases: list[str], pids: list[int], sizes: list[int], n_st
             note(f"follow, N={n}: {n_steps} steps")
             await steps(teacher, followers[:n], n_steps, pids, r)
             lines.append(follow_row(r, alone, idle_s))
+            if r.missed_by:
+                worst = sorted(r.missed_by.items(), key=lambda kv: -kv[1])
+                lines.append(
+                    f"     missed by {len(r.missed_by)} follower(s): "
+                    + ", ".join(f"#{i} {m} step(s)" for i, m in worst[:8])
+                    + (" …" if len(worst) > 8 else "")
+                )
             if not r.latencies:
                 lines.append(f"     nothing timed: the teacher's session drew {n_steps - r.teacher_late} of its {n_steps} steps")
             note(lines[-1] + (f"; {len(r.problems)} problem(s): {r.problems[0]}" if r.problems else ""))
