@@ -710,7 +710,10 @@ async def follow_class(bases: list[str], pids: list[int], sizes: list[int], n_st
 async def load(args, stack: contextlib.ExitStack, logs: Path, ckpt) -> list[str]:
     """The load table (or the search for the N at 5 s)."""
     replicas = [1] + ([args.replicas] if args.replicas > 1 else [])
-    query = urlencode({"checkpoint": args.checkpoint})
+    # A translator opens on its most telling head (cross attention: target rows); its source's own attention shows
+    # the typed text's tokens on both axes, as the check for cross-talk reads them. Its run still decodes greedily.
+    source_kind = {"kind": "encoder self"} if ckpt.config.kind == "encoder-decoder" else {}
+    query = urlencode({"checkpoint": args.checkpoint, **source_kind})
     targets = []
     for r in replicas:
         servers = [stack.enter_context(serve("app.py", args.env, logs / f"app{r}-{i}.log")) for i in range(r)]
