@@ -157,6 +157,7 @@ class Session:
         self.page_hash = ""  # the page's script hash, once a new_session (or, with st.navigation, a navigation) names it
         self.widgets: dict[str, tuple[str, str]] = {}  # key → (element id, fragment id or "") as last drawn
         self.drawn: dict[str, object] = {}  # key → the widget's element as last drawn (its options, value...)
+        self.drawn_at: dict[str, float] = {}  # key → when it was last drawn (perf_counter)
         self.figures: list[Figure] = []  # every heatmap (CHART) received
         self.finished: list[tuple[float, int]] = []  # (perf_counter, status) of every script_finished
         self.problems: list[str] = []  # exceptions the app drew, references to messages this session lacks
@@ -227,6 +228,10 @@ class Session:
         if fig is None:
             return None
         return next((t for t, status in self.finished if t >= fig.at and status in DONE), None)
+
+    def finished_since(self, since: float) -> float | None:
+        """When the first run that ended after `since` finished (any status but an early stop for a rerun)."""
+        return next((t for t, status in self.finished if t >= since and status in DONE), None)
 
     def last_figure(self, since: float = 0.0) -> Figure | None:
         return next((f for f in reversed(self.figures) if f.at >= since), None)
@@ -303,7 +308,7 @@ class Session:
             if element_id.startswith("$$ID-"):
                 key = element_id.split("-", 2)[-1]
                 self.widgets[key] = (element_id, msg.delta.fragment_id)
-                self.drawn[key] = body
+                self.drawn[key], self.drawn_at[key] = body, at
                 if which == "plotly_chart" and key == CHART:
                     self.figures.append(read_figure(body.spec, at))
         elif kind == "script_finished":
@@ -539,6 +544,9 @@ class Follow:
     idle_harness_s: float = float("nan")
     idle_runs: int = 0  # script runs the followers had over the idle window (their polls)
     steps_server_s: float = float("nan")
+    counted_s: float = float("nan")  # the answers sent at once → the last answering run finished (the store counted it)
+    reveal: list[float] = field(default_factory=list)  # s, the teacher's Reveal request → a follower's reveal chart's run done
+    reveal_missing: int = 0  # followers whose reveal chart never came
     problems: list[str] = field(default_factory=list)
 
 
@@ -630,7 +638,7 @@ async def steps(teacher: Session, followers: list[Session], n_steps: int, pids: 
 
 FOLLOW_HEADER = (
     f"{'N':>4} {'timed':>11} {'merged':>6} {'p50 s':>6} {'p90 s':>6} {'max s':>6} {'teach s':>7} {'idle %/f':>8} {'idle %':>7}"
-    f" {'harn %':>7} {'runs/s/f':>8} {'steps CPU s':>11}"
+    f" {'harn %':>7} {'runs/s/f':>8} {'steps CPU s':>11} {'count s':>7} {'rv p90 s':>8} {'rv max s':>8}"
 )
 FOLLOW_LEGEND = f"""\
 timed: follower × step timed / followers × steps with a view of their own; merged: steps the teacher's session ran
@@ -640,7 +648,57 @@ a follower's script_finished after its heatmap showed that step's view. teach s:
 idle %/f: the server's CPU per waiting follower, % of one core: (CPU with N − CPU with the teacher alone) /
 (N × window). idle %: the server's CPU with the N followers waiting, % of one core; harn %: this process's (the
 clients' polls), the same window; runs/s/f: script runs per follower per second meanwhile (its polls: {1 / POLL_SECONDS:g} expected).
-steps CPU s: the server's CPU seconds over the steps."""
+steps CPU s: the server's CPU seconds over the steps. Then a question: the teacher asks ("Ask"), every follower
+answers at once (its first choice); count s: from the first answer sent to the last answering run finished (the
+store has counted them all); rv p90 / max s: from the teacher's "Reveal" request to a follower's run that drew the
+reveal chart, finished."""
+
+
+async def question(teacher: Session, followers: list[Session], r: Follow) -> None:
+    """The teacher asks (the default question on its view), every follower answers at once, the teacher reveals."""
+    asked = await teacher.click("ask_go")
+    picks = re.compile(r"q_(\d+)_pick$")
+
+    def number(f: Session) -> int | None:
+        return max((int(m.group(1)) for k in f.widgets if (m := picks.match(k)) and f.drawn_at[k] >= asked), default=None)
+
+    await asyncio.gather(*(f.wait(lambda f=f: number(f) is not None, SETTLE_S) for f in followers))
+    n = max((number(f) or 0) for f in followers)
+    if not n or any(number(f) != n for f in followers):
+        r.problems.append(f"question {n}: shown to {sum(number(f) == n for f in followers)} of {len(followers)} followers")
+        return
+    pick = f"q_{n}_pick"
+
+    async def answer(f: Session) -> float:
+        widget_id, fragment = f.widgets[pick]
+        state = WidgetState(id=widget_id)
+        state.string_array_value.data.append(f.drawn[pick].options[0].content)  # the first choice, as a click sends it
+        return await f.rerun([state], fragment)
+
+    sent = await asyncio.gather(*(answer(f) for f in followers))
+    await asyncio.gather(*(f.wait(lambda f=f, t=t: f.finished_since(t) is not None, SETTLE_S) for f, t in zip(followers, sent)))
+    done = [f.finished_since(t) for f, t in zip(followers, sent)]
+    if all(d is not None for d in done):
+        r.counted_s = max(done) - min(sent)
+    await asyncio.sleep(STEP_S)  # the teacher's count shows them (it polls every TEACHER_POLL_SECONDS / 2)
+    key = f"q_reveal_{n}"
+    revealed = await teacher.click("q_reveal")
+
+    def shown(f: Session) -> float | None:
+        return f.finished_since(f.drawn_at[key]) if f.drawn_at.get(key, 0.0) >= revealed else None
+
+    await asyncio.gather(*(f.wait(lambda f=f: shown(f) is not None, SETTLE_S) for f in followers))
+    for f in followers:
+        at = shown(f)
+        if at is None:
+            r.reveal_missing += 1
+            continue
+        r.reveal.append(at - revealed)
+        bars = [t for t in json.loads(f.drawn[key].spec)["data"] if t.get("name") == "answers"]
+        counted = sum(bars[0]["y"]) if bars else None
+        if counted != len(followers):
+            r.problems.append(f"a follower's reveal shows {counted} answers, not {len(followers)}")
+    await teacher.click("q_close")
 
 
 def fmt(v: float | None) -> str:
@@ -654,7 +712,9 @@ def follow_row(r: Follow, alone_s: float, idle_s: float) -> str:
         f"{r.n:>4} {len(r.latencies):>5}/{len(r.latencies) + r.missed:<5} {r.teacher_late:>6} {statistics.median(t):6.2f} {pct(t, 0.9):6.2f}"
         f" {max(t):6.2f} {fmt(statistics.median(r.teacher) if r.teacher else None):>7} {per:8.2f}"
         f" {r.idle_server_s / idle_s * 100:7.1f} {r.idle_harness_s / idle_s * 100:7.1f} {r.idle_runs / (r.n * idle_s):8.2f}"
-        f" {r.steps_server_s:11.1f}"
+        f" {r.steps_server_s:11.1f} {fmt(r.counted_s):>7} {fmt(pct(r.reveal, 0.9) if r.reveal else None):>8}"
+        f" {fmt(max(r.reveal) if r.reveal else None):>8}"
+        + (f"  ({r.reveal_missing} without the reveal)" if r.reveal_missing else "")
     )
 
 
@@ -683,6 +743,8 @@ async def follow_class(bases: list[str], pids: list[int], sizes: list[int], n_st
             r.idle_runs = sum(len(f.finished) for f in followers) - runs
             note(f"follow, N={n}: {n_steps} steps")
             await steps(teacher, followers[:n], n_steps, pids, r)
+            note(f"follow, N={n}: a question")
+            await question(teacher, followers[:n], r)
             lines.append(follow_row(r, alone, idle_s))
             if r.missed_by:
                 worst = sorted(r.missed_by.items(), key=lambda kv: -kv[1])

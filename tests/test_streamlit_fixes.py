@@ -4,10 +4,18 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 from streamlit.runtime.app_session import AppSession
 
 from server import streamlit_fixes
+
+
+def turn(loop) -> None:
+    """Run `loop` for a moment, in a thread of its own (another test may have left a loop running in this one)."""
+    thread = threading.Thread(target=loop.run_until_complete, args=(asyncio.sleep(0.01),))
+    thread.start()
+    thread.join()
 
 
 class FinishedRunner:
@@ -54,7 +62,7 @@ def test_a_new_runner_starts_only_after_the_finished_ones_messages():
             session, "a poll's rerun", lambda s, data: created.append((data, list(handled)))
         )
         assert created == []  # not yet: the finished runner's messages are still queued
-        loop.run_until_complete(asyncio.sleep(0.01))
+        turn(loop)
         assert created == [
             ("a poll's rerun", ["delta: the heatmap", "auto_rerun: the poll's timer", "script_finished", "SHUTDOWN"])
         ]
@@ -73,7 +81,7 @@ def test_a_runner_started_meanwhile_takes_the_request():
         loop.call_soon_threadsafe(full_rerun)
         created: list = []
         streamlit_fixes.start_after_finished_runner(session, "a poll's rerun", lambda s, data: created.append(data))
-        loop.run_until_complete(asyncio.sleep(0.01))
+        turn(loop)
         assert created == [] and started.taken == ["a poll's rerun"]
     finally:
         loop.close()
