@@ -10,7 +10,7 @@ this session, and sees the reveal at once.
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
+from functools import lru_cache, partial
 
 import streamlit as st
 
@@ -109,11 +109,19 @@ def _on_pick(key: str, number: int, n: int) -> None:
         _answer(number, int(choice))
 
 
+@lru_cache(maxsize=64)
+def _reveal_figure(options: tuple, model: tuple, counts: tuple, name: str, presentation: bool):
+    """One figure per revealed question (and presentation mode), shared by every screen that shows it: after the
+    reveal, each follower's run drew it again (~10 ms of Plotly validation each, 30 followers at once). Only drawn,
+    never changed (Streamlit serialises a copy)."""
+    return class_figures.reveal(options, model, list(counts), name, presentation)
+
+
 def _reveal_chart(question: Question, presentation: bool, key: str) -> None:
-    widgets.chart(
-        class_figures.reveal(question.options, question.model, list(question.counts), model_name(question), presentation),
-        key=key,
+    figure = _reveal_figure(
+        tuple(question.options), tuple(question.model), tuple(question.counts), model_name(question), presentation
     )
+    widgets.chart(figure, key=key)
     best = max(range(len(question.options)), key=lambda i: question.model[i])
     st.caption(
         f"The model: {md(shown_tokens(question.options)[best])} ({question.model[best]:.3f}) · {md(question.where)}. "
