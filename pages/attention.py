@@ -139,13 +139,12 @@ def layer_view() -> None:
             on_select=_pick_head,
             selection_mode="points",
         )
-        table = head_jobs.table(ctx, kind)
-        if table is not None:
+        rows = head_jobs.layer_rows(ctx, kind, layer)
+        if rows is not None:
             st.caption("Head-job scores for this layer (from the analysis functions): click a row to show its head above.")
             if kind == "cross" and head_jobs.note(ctx):
                 st.caption(head_jobs.note(ctx))
-            shown = table[table.index.get_level_values(0) == layer] if table.index.nlevels > 1 else table
-            heads = [int(h) for h in shown.index.get_level_values(-1)]
+            shown, heads = rows
 
             def _pick_row() -> None:
                 rows = st.session_state["attn_jobs"].selection.rows

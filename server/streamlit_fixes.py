@@ -2,7 +2,7 @@
 
 Each session's script runs in a `ScriptRunner` thread that ends when it has nothing left to run; its messages reach
 the browser through the server's event loop, which handles them a little later. A rerun request that arrives in
-between (a `run_every` fragment's timer: a follower's poll, four a second) finds the runner finished, and
+between (a `run_every` fragment's timer: a follower's poll, two a second) finds the runner finished, and
 `AppSession` starts a new one at once; from then on it ignores every message of the finished runner that it has not
 handled yet (`AppSession._handle_scriptrunner_event_on_event_loop`: "Ignoring event from non-current
 ScriptRunner"). Streamlit knows the race (its comment on issue #9921 in `AppSession.request_rerun`) and only avoids

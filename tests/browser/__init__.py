@@ -168,8 +168,7 @@ def click_and_wait(page, target, started_ms: int = 10_000) -> None:
     server starts the run, and on a busy machine that takes longer than `wait_idle`'s quiet spell, which then
     returns before the run has begun. So first wait until a run has started after the click. A run too short for
     the page to draw "running" is not seen: after `started_ms` this goes on to `wait_idle` all the same. On a page
-    with a timer (a following student's poll, four runs a second) the run seen may be the timer's: wait there for
-    what the click changes.
+    with a timer (a following student's poll) the run seen may be the timer's: wait there for what the click changes.
     """
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 

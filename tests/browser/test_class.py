@@ -171,7 +171,7 @@ def test_a_student_who_steps_away_keeps_their_view_and_comes_back(room):
     one, two, three = students
     before = wait_same(teacher, students)[1]
     click(two, "attn_next_head")  # a change inside the page's fragment: the whole app says so at once
-    # The run click_and_wait saw start may be the student's poll (four a second), not the click's: wait for the head.
+    # The run click_and_wait saw start may be the student's poll, not the click's: wait for the head.
     two.wait_for_function("(h) => new URLSearchParams(location.search).get('head') !== h", arg=before["head"])
     wait_idle(two)
     mine = link(two)
