@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 from urllib.parse import urlencode
 
 from playwright.sync_api import sync_playwright
 
 from benchmarks.browser import toy_texts
+from benchmarks.classroom import processes
 from benchmarks.core import machine
 from tests.browser import VIEWPORT, launch_chromium, serve, signature, wait_changed, wait_idle, wait_plot
 from transformer.checkpoints import catalog
@@ -40,21 +40,17 @@ SETTLE_MS = 300
 
 
 def chromium_cpu() -> collections.Counter:
-    """CPU seconds so far of every Chromium process on this machine, by process type."""
+    """CPU seconds so far of every Chromium process on this machine, by process type (`--type=`, none: the browser)."""
     out: collections.Counter = collections.Counter()
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid, (_, comm, cpu) in processes().items():
+        if not comm.startswith("chrom"):
+            continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().decode(errors="replace")
-            if "chromium" not in cmd:
-                continue
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                kind = re.search(r"--type=([a-z-]+)", f.read().decode(errors="replace"))
         except OSError:  # gone meanwhile
             continue
-        kind = re.search(r"--type=([a-z-]+)", cmd)
-        out[kind.group(1) if kind else "browser"] += (int(fields[11]) + int(fields[12])) / tick
+        out[kind.group(1) if kind else "browser"] += cpu
     return out
 
 

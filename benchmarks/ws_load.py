@@ -225,9 +225,7 @@ class Session:
     def done_since(self, since: float, shows=None) -> float | None:
         """When the first run that ended after `since` with a heatmap drawn after `since` (one that `shows(fig)`) finished."""
         fig = next((f for f in self.figures if f.at >= since and (shows is None or shows(f))), None)
-        if fig is None:
-            return None
-        return next((t for t, status in self.finished if t >= fig.at and status in DONE), None)
+        return None if fig is None else self.finished_since(fig.at)
 
     def finished_since(self, since: float) -> float | None:
         """When the first run that ended after `since` finished (any status but an early stop for a rerun)."""
@@ -626,7 +624,7 @@ async def steps(teacher: Session, followers: list[Session], n_steps: int, pids: 
         until = next((sent[j] for j in range(k + 1, len(sent)) if views[j] == view), float("inf"))
         for i, f in enumerate(followers):
             fig = next((x for x in f.figures if t <= x.at < until and x.title == view), None)
-            done = None if fig is None else next((at for at, status in f.finished if at >= fig.at and status in DONE), None)
+            done = None if fig is None else f.finished_since(fig.at)
             if done is None:
                 r.missed += 1
                 r.missed_by[i] = r.missed_by.get(i, 0) + 1

@@ -18,7 +18,7 @@ PNG_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "s
 
 
 @cache
-def colorscale(name: str) -> tuple[tuple[float, str], ...]:
+def named_scale(name: str) -> tuple[tuple[float, str], ...]:
     """A named colour scale ("Viridis") as the ((t, colour), ...) that Plotly's validation makes of it: `unchecked`
     traces keep what they are given, and plotly.js's own scale of the same name has other colours."""
     return go.Heatmap(colorscale=name).colorscale  # validated once
@@ -28,9 +28,9 @@ def unchecked(trace: type, **props):
     """A trace of our own making built without Plotly's per-property validation (`_validate=False`, Plotly's own
     switch, which its templates use): the hot path's heatmaps are new for every text every session types, and
     validating them took ~3/4 of building them. The figure's JSON is the same as a validated one's (tested), given
-    explicit colour scales (`colorscale`)."""
+    explicit colour scales (`named_scale`)."""
     if isinstance(props.get("colorscale"), str):
-        props["colorscale"] = colorscale(props["colorscale"])
+        props["colorscale"] = named_scale(props["colorscale"])
     return trace(_validate=False, **props)
 
 
