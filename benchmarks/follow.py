@@ -29,7 +29,8 @@ Where the time goes (the follow latency split, medians over followers × steps):
 a `sitecustomize` this benchmark puts on the server's PYTHONPATH that wraps `MemoryStore.steer/version/answer/
 reveal` with a time stamp (the app's code is unchanged), gives when the class's version changed and when each
 follower's poll first saw it; each follower page time-stamps the websocket messages it receives. So:
-click → steer (the teacher's rerun), steer → poll saw it (the poll, every `classroom.POLL_SECONDS`), poll → last message before the
+click → steer (the teacher's rerun), steer → poll saw it (the poll the server runs when the class moves, `server/push.py`, or the browser's own every
+`classroom.POLL_SECONDS`), poll → last message before the
 figure was drawn (the server's fragment run and full app rerun, and sending), that message → drawn (Chromium).
 The browsers run on the same cores as the server: their rendering and the harness inflate every number.
 """

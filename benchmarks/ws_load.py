@@ -47,7 +47,8 @@ to the next (N grows by opening more).
 
 Follow (`--follow`): a teacher session opens the Attention page and clicks "Teach this class"; the class code comes
 from the `page_info_changed` that puts `teach=CODE&key=...` in its link. N followers open `/?follow=CODE`; each
-follower's poll is an `st.fragment(run_every=classroom.POLL_SECONDS)` driven by the client as above. Idle cost: the server's CPU over
+follower's poll is an `st.fragment(run_every=classroom.POLL_SECONDS)` driven by the client as above, which the server
+also runs by itself when the class moves (`server/push.py`). Idle cost: the server's CPU over
 IDLE_S with the teacher alone, and with the N followers only waiting: per follower, % of one core. Then the teacher
 clicks "next head" (`attn_next_head`, inside the page's fragment: sent with that fragment's id, as the browser does)
 every 2 s. A step's view is the title of the teacher's own new heatmap ("layer L · head H"); a follower's time is
@@ -162,6 +163,7 @@ class Session:
         self.finished: list[tuple[float, int]] = []  # (perf_counter, status) of every script_finished
         self.problems: list[str] = []  # exceptions the app drew, references to messages this session lacks
         self.closed = False
+        self.polls = True  # False: no `run_every` timer fires (a browser whose polls never arrive)
         self.refs = 0  # messages the server sent as a reference to one this session holds
         self._cache: dict[str, ForwardMsg] = {}  # hash → cacheable message received (the browser's message cache)
         self._timers: dict[str, asyncio.Task] = {}  # fragment id → its run_every timer
@@ -286,7 +288,7 @@ class Session:
             self.page = next((p.url_pathname for p in nav.app_pages if p.page_script_hash == nav.page_script_hash), self.page)
         elif kind == "page_info_changed":
             self.query = msg.page_info_changed.query_string
-        elif kind == "auto_rerun":
+        elif kind == "auto_rerun" and self.polls:
             fragment = msg.auto_rerun.fragment_id
             if fragment in self._timers:
                 self._timers[fragment].cancel()

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import streamlit as st
+from streamlit.runtime.scriptrunner_utils.script_run_context import ThreadState, get_script_run_ctx
 
-from server import class_questions, class_store, classroom, lessons, session, urlstate, widgets
+from server import class_questions, class_store, classroom, lessons, push, session, urlstate, widgets
 from server.class_store import Note
 from server.literal import md, text_block
 from server.session import Context
@@ -379,13 +380,17 @@ STORE_LOST = "_class_poll_lost"  # a follower's poll found the store unreachable
 
 
 def poll() -> None:
-    """A follower's browser asks every POLL_SECONDS whether the class's view changed, and reruns the app if so.
+    """A follower's poll: whether the class's view changed, and if so a rerun of the app. The server runs it when the
+    class moves (`server/push.py`), and the browser every POLL_SECONDS in case a push is lost.
 
     Drawn by app.py above every page, so that it polls on every page. When the class moves to another page, the
     polls this browser asked for before it heard of the move are run on the page it left: `session.fragment`
     turns those into a redraw of the new page.
     """
+    run = get_script_run_ctx()
     if classroom.role() != "student":
+        if run is not None:
+            push.leave(run.session_id)
         return
     code, state = classroom.code(), st.session_state
 
@@ -398,6 +403,8 @@ def poll() -> None:
                 st.rerun(scope="app")
             st.empty()
             return
+        if (ctx := get_script_run_ctx()) is not None:  # the watcher runs this poll when the class moves (`push`)
+            push.follow(ctx.session_id, classroom.store(), code, ThreadState.get().fragment_id, polled)
         if state.pop(STORE_LOST, None):  # back: a run of the app takes the class's view and drops the message
             st.rerun(scope="app")
         if polled is None:  # the class has ended: the next run says so

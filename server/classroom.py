@@ -7,8 +7,9 @@ query parameters `session.sync_url` writes, and the page), so a follower sees wh
 validated the same way.
 
 - A teacher's link holds `teach=CODE&key=TOKEN`: a reload keeps the class; the token never reaches a student.
-- A student's link is `?follow=CODE`. The student's browser asks the store every POLL_SECONDS whether the view has
-  changed (a cheap call) and reruns the app only when it has.
+- A student's link is `?follow=CODE`. When the class moves, the server runs the student's poll at once
+  (`server/push.py`); the student's browser also asks the store every POLL_SECONDS whether the view has changed (a
+  cheap call), in case a push is lost. The app reruns only when the class has moved.
 - A student who changes anything steps away from the class and explores alone; "Back to the class" returns.
 """
 
@@ -27,10 +28,9 @@ from server import class_store, session, urlstate
 from server.class_store import ClassError, ClassStore, MemoryStore, StoreUnavailable
 from server.literal import md
 
-# A follower's check for a new view: the teacher's change shows within this and one rerun. 0.25 s made the follow p90
-# 0.92 s with 30 followers on one 2-core process (benchmarks/ws_load.py --follow) against 1.17 s, but in Chromium
-# under load a student's own click was then sometimes lost (the class tests with two CPU hogs beside them; not
-# understood yet), so it stays at 0.5 s.
+# A follower's browser's own check for a new view, behind the server's push (`server/push.py`): what a follower
+# falls back on when a push is lost. (Before the push, this was the follow latency's floor; 0.25 s then made
+# Chromium under load sometimes lose a student's own click, not understood.)
 POLL_SECONDS = 0.5
 TEACHER_POLL_SECONDS = 2.0  # the teacher's count of followers and answers
 # What a link carries that is this browser's alone, never the class's: a training job's owner token, presentation

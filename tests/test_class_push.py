@@ -1,0 +1,81 @@
+"""A class's move reaches a follower through the server's push (`server/push.py`), not only through its browser's poll.
+
+The follower here is a websocket client (`benchmarks/ws_load.Session`) whose `run_every` timers never fire: every
+run it gets after its first is one the server started for it. It must still take each of the teacher's views, see
+the question, and see the reveal, on one process and on two replicas that share a Redis store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
+
+import pytest
+
+from benchmarks.ws_load import Session, private_redis, teach
+from tests.browser import serve
+
+pytestmark = pytest.mark.timeout(240)
+
+WAIT_S = 30  # a generous bound for a busy CI machine; a follower that only polled would never get there
+
+
+async def never_polls(base: str, code: str) -> Session:
+    follower = Session(base, "", urlencode({"follow": code}))
+    follower.polls = False
+    await follower.open()
+    assert await follower.wait(lambda: follower.done_since(0.0) is not None, 120), follower.problems[:2]
+    return follower
+
+
+async def a_class(teacher_base: str, follower_base: str) -> None:
+    teacher, code = await teach(teacher_base)
+    follower = await never_polls(follower_base, code)
+    try:
+        assert not follower._timers  # nothing of its own will ever ask the server again
+        for _ in range(3):
+            sent = await teacher.click("attn_next_head")
+            assert await teacher.wait(lambda sent=sent: teacher.done_since(sent) is not None, WAIT_S)
+            title = teacher.last_figure(sent).title
+            shown = await follower.wait(
+                lambda sent=sent, title=title: follower.done_since(sent, lambda f: f.title == title), WAIT_S
+            )
+            assert shown, f"the follower never drew {title!r}: {[f.title for f in follower.figures[-3:]]}"
+
+        asked = await teacher.click("ask_go")
+        picks = re.compile(r"q_(\d+)_pick$")
+
+        def question() -> str | None:
+            return next((k for k in follower.widgets if picks.match(k) and follower.drawn_at[k] >= asked), None)
+
+        assert await follower.wait(lambda: question() is not None, WAIT_S), "the question never reached the follower"
+        number = picks.match(question()).group(1)
+        revealed = await teacher.click("q_reveal")
+        key = f"q_reveal_{number}"
+        assert await follower.wait(lambda: follower.drawn_at.get(key, 0.0) >= revealed, WAIT_S), "no reveal drawn"
+        assert not follower.problems and not teacher.problems, (follower.problems, teacher.problems)
+    finally:
+        await asyncio.gather(teacher.close(), follower.close(), return_exceptions=True)
+
+
+def run(coroutine) -> None:
+    # A loop of its own on a thread of its own: in the whole suite, Playwright's sync API already runs one here.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
+def test_a_follower_that_never_polls_still_follows():
+    with serve("app.py") as (base, _):
+        run(a_class(base, base))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs Debian's redis-server (make school's store)")
+def test_a_follower_on_another_replica_is_pushed_through_the_store(tmp_path):
+    with private_redis(tmp_path) as url:
+        env = {"ATTNVIZ_REDIS_URL": url}
+        with serve("app.py", env) as (one, _), serve("app.py", env) as (two, _):
+            run(a_class(one, two))
