@@ -457,7 +457,14 @@ async def run(args) -> None:
         for name in names:
             base, proc = stack.enter_context(serve("app.py"))
             pid = proc.pid
-            servers[f"app ({name})"] = (f"{base}/attention?{urlencode({'checkpoint': name})}", pid, tokens_of(checkpoints[name]))
+            # A translator opens on cross attention (target rows); its source's own attention has the typed text's tokens
+            # on both axes, which is what the check for cross-talk reads (as in ws_load). Its run still decodes.
+            kind = {"kind": "encoder self"} if checkpoints[name].config.kind == "encoder-decoder" else {}
+            servers[f"app ({name})"] = (
+                f"{base}/attention?{urlencode({'checkpoint': name, **kind})}",
+                pid,
+                tokens_of(checkpoints[name]),
+            )
         async with async_playwright() as pw:
             browsers = [await launch_chromium(pw) for _ in range(args.browsers)]
             try:
