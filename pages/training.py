@@ -122,8 +122,8 @@ def progress() -> None:
         ahead = [j for j in training_jobs.all_jobs() if j.state == "running"]
         st.info("Waiting: " + (f"job {ahead[0].describe()} is training first." if ahead else "starting…"))
     st.progress(min(job.step / max(job.steps, 1), 1.0), text=training_jobs.progress_text(job))
-    if job.active and job.spec.owner == owner and training_jobs.is_ours(job):
-        st.button("Cancel this job", key="tj_cancel", on_click=runner.cancel, args=(job.id,), icon=":material/stop:")
+    if job.active and job.spec.owner == owner:
+        st.button("Cancel this job", key="tj_cancel", on_click=training_jobs.cancel, args=(job.id,), icon=":material/stop:")
         st.caption(
             "This tab's link now ends in owner=…: reopened, it can still cancel the job. Give the class the app's "
             "address without it."

@@ -70,8 +70,20 @@ def current() -> Job | None:
 
 
 def is_ours(job: Job) -> bool:
-    """Whether `job` is this app process's (only its own runner can cancel it)."""
+    """Whether `job` is this app process's (its runner stops it; another process's is asked through the folder)."""
     return job.folder.parent == runner().root
+
+
+def cancel(job_id: str) -> None:
+    """Cancel job `job_id` of the deployment: at once when this process runs it, else by asking the process that does
+    (`jobs.ask_cancel`: it stops within a second). The caller has checked that this browser owns it."""
+    job = next((j for j in all_jobs() if j.id == job_id), None)
+    if job is None:
+        return
+    if is_ours(job):
+        runner().cancel(job.id)
+    else:
+        jobs.ask_cancel(job)
 
 
 def entry_name(job: Job) -> str:

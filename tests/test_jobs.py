@@ -275,3 +275,26 @@ def _zombie(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def test_a_job_is_cancelled_from_another_app_process_through_its_folder(tmp_path):
+    """A deployment's replicas share the jobs folder: the owner's browser may be on a replica that does not run its
+    job. That replica asks through the job's folder (`ask_cancel`); the running replica stops it, or drops it from
+    its queue, within a second or so."""
+    here = JobRunner(Limits(), threads=1, parent=tmp_path, nice=0, shared=True)
+    try:
+        training = here.submit(jobs.make_spec(dict(TINY, steps=3000), owner="teacher"))
+        waiting = here.submit(jobs.make_spec(dict(TINY, steps=20), owner="student"))
+        running = until(here, training.id, lambda j: j.step > 0)
+        # what the other replica does: it reads the job from the shared folder, and never touches `here`
+        assert jobs.ask_cancel(jobs.read_job(waiting.folder))
+        until(here, waiting.id, lambda j: j.state == "cancelled")
+        assert here.get(waiting.id).reason == "cancelled before it started"
+        assert here.get(training.id).state == "running"  # only the job asked for
+        assert jobs.ask_cancel(running)
+        job = here.wait(training.id, 60)
+        assert job.state == "cancelled" and job.reason == "cancelled while it was training" and 0 < job.step < 3000
+        assert not jobs.ask_cancel(job)  # over: nothing to ask
+        assert not (waiting.folder / "job-0002.safetensors").exists()
+    finally:
+        here.close()

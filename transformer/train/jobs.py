@@ -45,6 +45,7 @@ JOBS_PREFIX = "attnviz-jobs-"
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 KILLED = "the training process ended without finishing (killed?)"
+CANCEL_FILE = "cancel"  # in a job's folder: its owner asked, from another app process, that it stop
 WRITE_EVERY_S = 0.2  # the job rewrites its status at most this often between events (snapshots, evals: at once)
 MAX_LOSS_POINTS = 400  # the loss curve keeps at most this many points (pairs are averaged beyond)
 
@@ -508,6 +509,13 @@ class JobRunner:
                 return True
             return False
 
+    def _cancel_marked(self) -> None:
+        """Cancel the running and waiting jobs whose folder holds CANCEL_FILE (`ask_cancel`, from another process)."""
+        with self._lock:
+            marked = [j for j in self._running_and_waiting() if (self.root / j / CANCEL_FILE).exists()]
+        for job_id in marked:
+            self.cancel(job_id)
+
     def wait(self, job_id: str, timeout: float = 300.0) -> Job:
         """Block until the job has a final state (tests, benchmarks)."""
         deadline = time.monotonic() + timeout
@@ -573,6 +581,10 @@ class JobRunner:
             return
         job_id = self._queue.pop(0)
         folder = self.root / job_id
+        if (folder / CANCEL_FILE).exists():  # cancelled from another app process while it waited
+            _settle(folder, "cancelled", "cancelled before it started")
+            self._start_next()
+            return
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", "transformer.train.job_process", str(folder), "--threads", str(self.threads)]
@@ -589,6 +601,7 @@ class JobRunner:
         while proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.5)
+            self._cancel_marked()  # the running job's, or a waiting one's: asked from another app process
             if proc.poll() is None and time.monotonic() - started > self.limits.max_wall_s and not timed_out:
                 timed_out = True
                 proc.terminate()
@@ -609,6 +622,15 @@ class JobRunner:
             self._cancel_asked.discard(job_id)
             self._running = None
             self._start_next()
+
+
+def ask_cancel(job: Job) -> bool:
+    """Ask the app process that runs `job` to cancel it (a deployment's other process: its runner checks every 0.5 s,
+    `JobRunner._cancel_marked`); False when the job is no longer active. The caller has checked the owner."""
+    if not job.active:
+        return False
+    (job.folder / CANCEL_FILE).touch()
+    return True
 
 
 def _settle(folder: Path, state: str, reason: str, status: dict | None = None) -> None:
