@@ -19,6 +19,7 @@ emptied since).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from streamlit.runtime.scriptrunner_utils.script_requests import RerunData
 
 from server.class_store import ClassStore, StoreUnavailable
 
+_LOG = logging.getLogger(__name__)
 WATCH_SECONDS = 0.05  # how often the watcher reads the classes of this process's followers
 
 
@@ -62,12 +64,15 @@ def leave(session_id: str) -> None:
 
 
 def _watch() -> None:
+    logged = float("-inf")
     while True:
         time.sleep(WATCH_SECONDS)
         try:
             _push_moved()
-        except Exception:  # noqa: BLE001 - the watcher must outlive any one bad turn; the browsers still poll
-            pass
+        except Exception:  # the watcher outlives any one bad turn (the browsers still poll); said once a minute
+            if time.monotonic() - logged > 60:
+                logged = time.monotonic()
+                _LOG.exception("pushing class moves to followers failed (their browsers' polls still follow)")
 
 
 def _push_moved() -> None:

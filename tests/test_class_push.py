@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import pytest
 
 from benchmarks.ws_load import Session, private_redis, teach
+from server import push
+from server.class_store import MemoryStore
 from tests.browser import serve
 
 pytestmark = pytest.mark.timeout(240)
@@ -79,3 +82,43 @@ def test_a_follower_on_another_replica_is_pushed_through_the_store(tmp_path):
         env = {"ATTNVIZ_REDIS_URL": url}
         with serve("app.py", env) as (one, _), serve("app.py", env) as (two, _):
             run(a_class(one, two))
+
+
+class CountingStore(MemoryStore):
+    """A store that counts the watcher's reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.polls = 0
+
+    def poll(self, code, browser=None, now=None):
+        self.polls += 1
+        return super().poll(code, browser, now)
+
+
+def test_the_watcher_pushes_each_move_once_reads_each_class_once_and_forgets_gone_sessions(monkeypatch):
+    store, pushed, gone = CountingStore(), [], {"s3"}
+    code, token = store.start({"checkpoint": "lm", "text": "a b"}, "attention")
+    other, _ = store.start({"checkpoint": "lm", "text": "c d"}, "attention")
+    monkeypatch.setattr(push, "_followers", {})
+    monkeypatch.setattr(push, "_thread", threading.current_thread())  # alive: `follow` starts no watcher here
+    monkeypatch.setattr(push, "_rerun_fragment", lambda sid, fragment: pushed.append((sid, fragment)) or sid not in gone)
+    for sid in ("s1", "s2", "s3"):
+        push.follow(sid, store, code, f"poll-{sid}", store.poll(code))
+    push.follow("s4", store, other, "poll-s4", store.poll(other))
+
+    store.polls = 0
+    push._push_moved()
+    assert pushed == [] and store.polls == 2  # nothing moved; one read per class, not per follower
+
+    store.steer(code, token, {"checkpoint": "lm", "text": "a b c"}, "attention")
+    push._push_moved()
+    assert sorted(pushed) == [("s1", "poll-s1"), ("s2", "poll-s2"), ("s3", "poll-s3")]  # not s4: its class stayed
+    assert set(push._followers) == {"s1", "s2", "s4"}  # s3's session is gone: forgotten
+
+    pushed.clear()
+    push._push_moved()
+    assert pushed == []  # each move is pushed once
+    store.end(code, token)
+    push._push_moved()
+    assert sorted(pushed) == [("s1", "poll-s1"), ("s2", "poll-s2")]  # the class ended: they are told
