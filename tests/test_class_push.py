@@ -56,6 +56,7 @@ async def a_class(teacher_base: str, follower_base: str) -> None:
 
         assert await follower.wait(lambda: question() is not None, WAIT_S), "the question never reached the follower"
         number = picks.match(question()).group(1)
+        assert await teacher.wait(lambda: teacher.drawn_at.get("q_reveal", 0.0) >= asked, WAIT_S), "no Reveal button"
         revealed = await teacher.click("q_reveal")
         key = f"q_reveal_{number}"
         assert await follower.wait(lambda: follower.drawn_at.get(key, 0.0) >= revealed, WAIT_S), "no reveal drawn"
