@@ -12,6 +12,7 @@ from server import class_screens, classroom, head_jobs, model_sources, session, 
 from transformer.checkpoints import catalog
 
 streamlit_fixes.install()  # once per process: a finished run's last messages reach the browser (see the module)
+session.server_rerun_done()
 
 st.set_page_config(page_title="Attention explorer", page_icon=str(catalog.ASSETS / "icon.svg"), layout="wide")
 

@@ -76,7 +76,7 @@ def main_view() -> None:
     if autoplay and not st.session_state.get(session.AUTOPLAY):  # paused by a touch inside this fragment
         st.rerun(scope="app")
     if autoplay and session.advance_autoplay(stops(), ctx.ckpt.config.attention_kinds):
-        st.rerun(scope="app")  # another kind: its picker and the page's kind are outside this fragment
+        session.rerun_app()  # another kind: its picker and the page's kind are outside this fragment
     widgets.layer_head_controls(ctx, n_layers, n_heads, "attn", on_touch=session.stop_autoplay, compact=present)
     layer, head = st.session_state["sel_layer"], st.session_state["sel_head"]
     says = head_jobs.says(ctx, kind, layer, head)

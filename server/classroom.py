@@ -227,7 +227,7 @@ def on_sync(params: dict[str, str], page: str) -> dict[str, str]:
                 state[FOLLOWING] = False
                 # The change may come from inside a page's fragment (the Attention page's head): the whole app
                 # runs again, so that the sidebar and the box above the page say so and offer the way back.
-                st.rerun(scope="app")
+                session.rerun_app()
         return {"follow": code()}
     return {}
 

@@ -100,7 +100,7 @@ SELECTION = ("sel_kind", "sel_layer", "sel_head", "sel_query")
 
 
 def _copy(src: str, dst: str, then=None) -> None:
-    if _timers_alone():
+    if _timers_alone() or st.session_state.get(SERVER_RERUN):
         # Nobody touched widget `src`: its browser sent the value it held when a timer fired, before the value this
         # server set since (a click's step, a class's new view) reached it. Taking it would undo that change, and the
         # next full run would write the undone view into the link (seen in Chromium: a student's head click lost).
@@ -109,6 +109,25 @@ def _copy(src: str, dst: str, then=None) -> None:
     st.session_state[dst] = st.session_state[src]
     if then is not None:
         then()
+
+
+# This run is one the server asked for (`rerun_app`) after changing a widget's value itself. A browser's timer request
+# sent before that value reached it (a follower's poll) is merged into such a run with every widget's old value, and
+# it is a run of the whole app, so `_timers_alone` cannot tell: seen in a clean-clone run, a student's "next head"
+# stepped them away from the class and the poll merged into the rerun put the head back.
+SERVER_RERUN = "_server_rerun"
+
+
+def rerun_app() -> None:
+    """`st.rerun(scope="app")` after this run changed widget values on the server: the next run keeps them against
+    the browser's older ones (`_copy`). app.py drops the mark once that run's callbacks are done (`server_rerun_done`)."""
+    st.session_state[SERVER_RERUN] = True
+    st.rerun(scope="app")
+
+
+def server_rerun_done() -> None:
+    """Called at the top of every full run: its callbacks, which read the mark, have run."""
+    st.session_state.pop(SERVER_RERUN, None)
 
 
 TIMERS = "_timer_fragments"  # the ids of this session's timed fragments that draw no widget (`fragment(widgets=False)`)

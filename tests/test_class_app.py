@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from server import class_store, classroom
+from server import class_store, classroom, session
 
 pytestmark = pytest.mark.timeout(600)
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -291,3 +291,25 @@ def test_a_teacher_whose_class_ended_elsewhere_is_told_so(teacher):
     assert classroom.ENDED in texts(teacher)
     assert "teach" not in teacher.query_params and "key" not in teacher.query_params
     assert teacher.button(key="class_teach")  # the app is the teacher's own again: a new class can start
+
+
+def test_a_timers_older_values_merged_into_the_servers_rerun_do_not_undo_a_step(teacher):
+    """A student's "next head" steps them away, and that run asks for a run of the whole app (`session.rerun_app`).
+    A follower's poll sent before the new head reached the browser carries the old head; Streamlit merges it into
+    that rerun. The rerun keeps the server's head (seen once in a clean-clone run: the head went back)."""
+    code = teacher.query_params["teach"]
+    student = follow(code)
+    old = int(view(student)["head"])
+    student.button(key="attn_next_head").click().run()
+    new = int(view(student)["head"])
+    assert new != old and "exploring on your own" in texts(student)
+    assert session.SERVER_RERUN not in student.session_state  # that rerun has run, and dropped the mark
+
+    # The merged run, as the server gets it: the mark set, and the browser's slider still at the old head.
+    student.session_state[session.SERVER_RERUN] = True
+    student.slider(key="attn_head").set_value(old).run()
+    assert int(view(student)["head"]) == new and student.slider(key="attn_head").value == new
+    assert session.SERVER_RERUN not in student.session_state
+    # Without the mark, the slider is the student's own move, and it is taken.
+    student.slider(key="attn_head").set_value(old).run()
+    assert int(view(student)["head"]) == old
