@@ -387,9 +387,8 @@ def poll() -> None:
     polls this browser asked for before it heard of the move are run on the page it left: `session.fragment`
     turns those into a redraw of the new page.
     """
-    run = get_script_run_ctx()
     if classroom.role() != "student":
-        if run is not None:
+        if (run := get_script_run_ctx()) is not None:
             push.leave(run.session_id)
         return
     code, state = classroom.code(), st.session_state

@@ -30,7 +30,7 @@ from server.literal import md
 
 # A follower's browser's own check for a new view, behind the server's push (`server/push.py`): what a follower
 # falls back on when a push is lost. (Before the push, this was the follow latency's floor; 0.25 s then made
-# Chromium under load sometimes lose a student's own click, not understood.)
+# Chromium under load sometimes lose a student's own click, most likely the race `session.rerun_app` now closes.)
 POLL_SECONDS = 0.5
 TEACHER_POLL_SECONDS = 2.0  # the teacher's count of followers and answers
 # What a link carries that is this browser's alone, never the class's: a training job's owner token, presentation
