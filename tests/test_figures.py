@@ -170,6 +170,21 @@ def test_mean_over_heads(enc_dec):
     assert_close(data["z"], w.mean(0), terms=w.shape[0], why="mean of the heads' weights, by torch and by numpy")
 
 
+@pytest.mark.parametrize("n_tokens, every", [(14, 1), (15, 2), (33, 3), (64, 5)])
+def test_the_half_width_mean_chart_labels_every_kth_key(n_tokens, every):
+    """The mean over heads is drawn in half the page's width: at most HALF_WIDTH_TICKS key labels, each its own column's
+    token, the first column's always (33 labels there overlapped); the rows and the full-width head keep every token."""
+    trace = synthetic_trace(1, 2, n_tokens)
+    mean = figures.mean_heads_figure(trace, "decoder self", 0)
+    x = mean.layout.xaxis
+    assert len(x.tickvals) <= figures.HALF_WIDTH_TICKS
+    assert list(x.tickvals) == list(mean.data[0].x[::every])
+    assert list(x.ticktext) == [f"t{i}" for i in range(0, n_tokens, every)]
+    assert list(mean.layout.yaxis.ticktext) == [f"t{i}" for i in range(n_tokens)]
+    head = figures.attention_figure(trace, "decoder self", 0, 1)
+    assert list(head.layout.xaxis.ticktext) == [f"t{i}" for i in range(n_tokens)]
+
+
 def test_head_figures_show_the_trace_in_computation_order(enc_dec):
     figs = figures.head_figures(enc_dec, "cross", 1, 2)
     assert list(figs) == ["q", "k", "v", "scores", "mask", "weights", "output"]

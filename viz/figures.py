@@ -133,13 +133,17 @@ def fit_to_screen(fig: go.Figure, min_height: int = PRESENTED_MIN_PX, max_rows: 
 
 
 MAX_LABEL_PX = 220  # margins never grow past this for one very long token (its label is then clipped)
+MAX_TICKS = 64  # token labels along a full-width axis, at most
+# ... along a half-width one (the mean over heads beside the thumbnails: 256 px of plot in a 1400 px window), where
+# 33 labels slanted by 60° overlapped into a smear: every 2nd token from 15, every 3rd from 29, ...
+HALF_WIDTH_TICKS = 14
 
 
-def _token_axis(tokens: Sequence[str], title: str, size: int) -> tuple[list[str], dict, float]:
-    """Unique category values for an axis of tokens, axis settings whose tick labels are the bare tokens,
-    and the widest tick label's estimated width in pixels."""
+def _token_axis(tokens: Sequence[str], title: str, size: int, max_ticks: int = MAX_TICKS) -> tuple[list[str], dict, float]:
+    """Unique category values for an axis of tokens, axis settings whose tick labels are the bare tokens (every k-th
+    one past `max_ticks`, the first always), and the widest tick label's estimated width in pixels."""
     values = [plotly_text(label) for label in unique_labels(tokens)]
-    step = tick_step(len(tokens))
+    step = tick_step(len(tokens), max_ticks)
     shown = shown_tokens(tokens)[::step]  # a byte-level tokenizer's "Ġb" is ticked "␣b", as the hover says
     axis = dict(
         title=dict(text=title, font=dict(size=size)),
@@ -168,10 +172,12 @@ def token_heatmap(
     zmax: float | None = None,
     fmt: str = ".6f",
     presentation: bool = False,
+    max_col_ticks: int = MAX_TICKS,
 ) -> go.Figure:
     """A heatmap with tokens down the rows (top to bottom, in order) and tokens, or vector dimensions, across.
 
-    `col_tokens=None` means the columns are dimensions 0..n-1 of a vector (Q, K, V, head output).
+    `col_tokens=None` means the columns are dimensions 0..n-1 of a vector (Q, K, V, head output). `max_col_ticks`:
+    the most column labels (every k-th token past it; hover names every column).
     """
     z = as_array(z)
     size = font_size(presentation)
@@ -183,7 +189,7 @@ def token_heatmap(
         hover_x = f"{col_name} %{{x}}"
         x_label_px = 1.2 * size  # numbers, horizontal: one line of text
     else:
-        x, xaxis, x_label_px = _token_axis(col_tokens, col_name, size)
+        x, xaxis, x_label_px = _token_axis(col_tokens, col_name, size, max_col_ticks)
         xaxis["tickangle"] = -60
         x_label_px = x_label_px * 0.87 + 0.5 * size  # rotated by 60°: sin 60° of the width, plus the line height
         hover_x = f"{col_name}: %{{x}}"
@@ -260,6 +266,7 @@ def mean_heads_figure(trace: Trace, kind: str, layer: int, presentation: bool = 
         zmin=None if stretch else 0.0,
         zmax=None if stretch else 1.0,
         presentation=presentation,
+        max_col_ticks=HALF_WIDTH_TICKS,  # drawn in half the page's width
     )
 
 
