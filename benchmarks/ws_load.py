@@ -144,6 +144,12 @@ def text_state(widget_id: str, text: str) -> WidgetState:
     return state
 
 
+def bool_state(widget_id: str, value: bool) -> WidgetState:
+    state = WidgetState(id=widget_id)
+    state.bool_value = value
+    return state
+
+
 def trigger_state(widget_id: str) -> WidgetState:
     state = WidgetState(id=widget_id)
     state.trigger_value = True
@@ -167,6 +173,7 @@ class Session:
         self.refs = 0  # messages the server sent as a reference to one this session holds
         self._cache: dict[str, ForwardMsg] = {}  # hash → cacheable message received (the browser's message cache)
         self._timers: dict[str, asyncio.Task] = {}  # fragment id → its run_every timer
+        self.timed: dict[str, float] = {}  # fragment id → run_every seconds, as the server last set them (polls or not)
         self._changed = asyncio.Condition()  # notified at every script_finished, and when the socket closes
         self._ws = None
         self._reader: asyncio.Task | None = None
@@ -282,19 +289,24 @@ class Session:
                 for timer in self._timers.values():
                     timer.cancel()
                 self._timers.clear()
+                self.timed.clear()
         elif kind == "navigation":  # a multipage app's page: new_session named the main script's hash
             nav = msg.navigation
             self.page_hash = nav.page_script_hash
             self.page = next((p.url_pathname for p in nav.app_pages if p.page_script_hash == nav.page_script_hash), self.page)
         elif kind == "page_info_changed":
             self.query = msg.page_info_changed.query_string
-        elif kind == "auto_rerun" and self.polls:
+        elif kind == "auto_rerun":
             fragment = msg.auto_rerun.fragment_id
+            self.timed[fragment] = msg.auto_rerun.interval
+            if not self.polls:
+                return False
             if fragment in self._timers:
                 self._timers[fragment].cancel()
             self._timers[fragment] = asyncio.create_task(self._every(fragment, msg.auto_rerun.interval))
         elif kind == "stop_auto_rerun":
             for fragment in msg.stop_auto_rerun.fragment_ids:
+                self.timed.pop(fragment, None)
                 timer = self._timers.pop(fragment, None)
                 if timer is not None:
                     timer.cancel()

@@ -46,6 +46,7 @@ with where["play"]:
     autoplay = on_off.toggle(
         "Autoplay",
         key=session.AUTOPLAY,
+        on_change=session.autoplay_switched,
         help="Steps through the heads by itself, and pauses when you move the layer, the head or the kind. "
         "The ⚙ sets the speed and the tour.",
     )
@@ -74,7 +75,7 @@ def main_view() -> None:
     """Layer and head selectors and the heatmap of the selected head."""
     n_layers, n_heads = trace.n_layers(kind), ctx.n_heads
     if autoplay and not st.session_state.get(session.AUTOPLAY):  # paused by a touch inside this fragment
-        st.rerun(scope="app")
+        session.rerun_app()  # the switch and the timer are outside this fragment; a late timer's "on" merged in is not taken
     if autoplay and session.advance_autoplay(stops(), ctx.ckpt.config.attention_kinds):
         session.rerun_app()  # another kind: its picker and the page's kind are outside this fragment
     widgets.layer_head_controls(ctx, n_layers, n_heads, "attn", on_touch=session.stop_autoplay, compact=present)

@@ -182,7 +182,25 @@ def autoplay_seconds() -> float:
 
 def stop_autoplay(*_) -> None:
     """Widget callback: a teacher who touches the layer, head or kind takes over from autoplay (it pauses)."""
-    st.session_state[AUTOPLAY] = False
+    st.session_state[AUTOPLAY] = st.session_state[AUTOPLAY_HELD] = False
+
+
+AUTOPLAY_HELD = "_autoplay_held"  # the switch as this server last set or took it (`autoplay_switched`)
+
+
+def autoplay_switched() -> None:
+    """The Autoplay switch's callback: take a person's switch, and keep the server's against a browser's older value.
+
+    The switch sits outside every fragment, so a person's switch is a run of the whole app. A changed value in a
+    fragment's run (autoplay's own timer, a click on a head) or in a rerun the server asked for (`rerun_app`) is one the
+    browser sent before the server's pause reached it; taking it would undo the pause (measured: a late timer's "on"
+    turned autoplay back on, tests/test_autoplay_pause.py).
+    """
+    run = get_script_run_ctx()
+    if (run is not None and run.fragment_ids_this_run) or st.session_state.get(SERVER_RERUN):
+        st.session_state[AUTOPLAY] = st.session_state.get(AUTOPLAY_HELD, False)
+    else:
+        st.session_state[AUTOPLAY_HELD] = st.session_state[AUTOPLAY]
 
 
 def next_stop(stops: list[tuple[str, int, int]], at: tuple[str, int, int], order: tuple[str, ...]) -> tuple[str, int, int]:

@@ -11,7 +11,6 @@ import asyncio
 import re
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from benchmarks.ws_load import Session, private_redis, teach
 from server import push
 from server.class_store import MemoryStore
-from tests.browser import serve
+from tests.browser import run_async, serve
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -65,15 +64,9 @@ async def a_class(teacher_base: str, follower_base: str) -> None:
         await asyncio.gather(teacher.close(), follower.close(), return_exceptions=True)
 
 
-def run(coroutine) -> None:
-    # A loop of its own on a thread of its own: in the whole suite, Playwright's sync API already runs one here.
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, coroutine).result()
-
-
 def test_a_follower_that_never_polls_still_follows():
     with serve("app.py") as (base, _):
-        run(a_class(base, base))
+        run_async(a_class(base, base))
 
 
 @pytest.mark.slow
@@ -82,7 +75,7 @@ def test_a_follower_on_another_replica_is_pushed_through_the_store(tmp_path):
     with private_redis(tmp_path) as url:
         env = {"ATTNVIZ_REDIS_URL": url}
         with serve("app.py", env) as (one, _), serve("app.py", env) as (two, _):
-            run(a_class(one, two))
+            run_async(a_class(one, two))
 
 
 class CountingStore(MemoryStore):

@@ -4,13 +4,12 @@ browser; each sends its own text at the same moment and must get back a heatmap 
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from benchmarks.classroom import expected_labels
 from benchmarks.ws_load import CHART, one_round, open_sessions
-from tests.browser import serve
+from tests.browser import run_async, serve
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,9 +28,7 @@ async def two_sessions(base: str, pid: int) -> tuple[list, object]:
 
 def test_each_session_gets_its_own_heatmap():
     with serve("benchmarks/floor_app.py") as (base, proc):
-        # A loop of its own on a thread of its own: in the whole suite, Playwright's sync API already runs one here.
-        with ThreadPoolExecutor(1) as pool:
-            figures, r = pool.submit(asyncio.run, two_sessions(base, proc.pid)).result()
+        figures, r = run_async(two_sessions(base, proc.pid))
     assert r.problems == []
     assert all(t is not None and t > 0 for t in r.seconds), r.seconds
     assert r.runs == len(TEXTS)  # one run per request: nothing reran twice

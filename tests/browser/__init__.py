@@ -7,6 +7,7 @@ with `viz.jsonfig`), so assertions compare numbers, never pixels.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from viz import jsonfig
@@ -278,3 +280,10 @@ def remove_uploads(page) -> None:
     while chips.count():
         chips.first.click()
         wait_idle(page)
+
+
+def run_async(coroutine):
+    """Run `coroutine` to its end on an event loop of its own, on a thread of its own (a websocket client's test): in
+    the whole suite, Playwright's sync API already runs a loop on this thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
