@@ -150,6 +150,13 @@ def bool_state(widget_id: str, value: bool) -> WidgetState:
     return state
 
 
+def int_state(widget_id: str, value: int) -> WidgetState:
+    """A radio's or a select box's choice (its option's index)."""
+    state = WidgetState(id=widget_id)
+    state.int_value = value
+    return state
+
+
 def trigger_state(widget_id: str) -> WidgetState:
     state = WidgetState(id=widget_id)
     state.trigger_value = True

@@ -100,15 +100,30 @@ SELECTION = ("sel_kind", "sel_layer", "sel_head", "sel_query")
 
 
 def _copy(src: str, dst: str, then=None) -> None:
-    if _timers_alone() or st.session_state.get(SERVER_RERUN):
-        # Nobody touched widget `src`: its browser sent the value it held when a timer fired, before the value this
-        # server set since (a click's step, a class's new view) reached it. Taking it would undo that change, and the
-        # next full run would write the undone view into the link (seen in Chromium: a student's head click lost).
+    if _not_touched(src):
+        # Nobody touched widget `src`: its browser sent the value it held when a timer fired or a click inside a
+        # fragment was sent, before the value this server set since (a click's step, a class's new view, autoplay's
+        # next kind) reached it. Taking it would undo that change, and the next full run would write the undone view
+        # into the link (seen in Chromium: a student's head click lost).
         st.session_state[src] = st.session_state[dst]
         return
     st.session_state[dst] = st.session_state[src]
     if then is not None:
         then()
+
+
+OUTSIDE = "_outside_fragments"  # the keys of the bound widgets last drawn outside every fragment (`bind`)
+
+
+def _not_touched(widget: str, outside: bool = False) -> bool:
+    """Whether this run cannot hold a person's change of `widget`, so a new value of it is the browser's older one:
+    a run of widgetless timers alone, a rerun the server asked for, or a fragment's run for a widget drawn outside
+    every fragment (`outside`, or as `bind` last saw it): a person's change of such a widget is a run of the whole app."""
+    if _timers_alone() or st.session_state.get(SERVER_RERUN):
+        return True
+    run = get_script_run_ctx()
+    fragment_run = bool(run is not None and run.fragment_ids_this_run)
+    return fragment_run and (outside or widget in st.session_state.get(OUTSIDE, ()))
 
 
 # This run is one the server asked for (`rerun_app`) after changing a widget's value itself. A browser's timer request
@@ -155,6 +170,8 @@ def bind(name: str, widget: str | None = None, on_change=None) -> dict:
     """
     key = widget or f"w_{name.removeprefix('sel_')}"
     st.session_state[key] = st.session_state[name]
+    outside = st.session_state.setdefault(OUTSIDE, set())
+    (outside.add if ThreadState.get().fragment_id is None else outside.discard)(key)
     return dict(key=key, on_change=_copy, args=(key, name, on_change))
 
 
@@ -189,15 +206,10 @@ AUTOPLAY_HELD = "_autoplay_held"  # the switch as this server last set or took i
 
 
 def autoplay_switched() -> None:
-    """The Autoplay switch's callback: take a person's switch, and keep the server's against a browser's older value.
-
-    The switch sits outside every fragment, so a person's switch is a run of the whole app. A changed value in a
-    fragment's run (autoplay's own timer, a click on a head) or in a rerun the server asked for (`rerun_app`) is one the
-    browser sent before the server's pause reached it; taking it would undo the pause (measured: a late timer's "on"
-    turned autoplay back on, tests/test_autoplay_pause.py).
-    """
-    run = get_script_run_ctx()
-    if (run is not None and run.fragment_ids_this_run) or st.session_state.get(SERVER_RERUN):
+    """The Autoplay switch's callback: take a person's switch, and keep the server's against a browser's older value
+    (`_not_touched`: the switch sits outside every fragment). Measured: a timer request sent before the pause reached
+    the browser turned autoplay back on (tests/test_autoplay_pause.py)."""
+    if _not_touched(AUTOPLAY, outside=True):
         st.session_state[AUTOPLAY] = st.session_state.get(AUTOPLAY_HELD, False)
     else:
         st.session_state[AUTOPLAY_HELD] = st.session_state[AUTOPLAY]

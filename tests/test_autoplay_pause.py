@@ -1,4 +1,7 @@
-"""A touch pauses autoplay, and a timer request the browser sent before it heard of the pause does not undo it.
+"""What the server changed stays changed when a browser's request sent before it heard of the change arrives.
+
+A touch pauses autoplay, and a timer request the browser sent before it heard of the pause does not undo it; autoplay
+moves on to the next kind, and a click sent before the browser heard of the new kind does not take the old one back.
 
 Autoplay reruns the Attention page's fragment on a timer the browser keeps (`st.fragment(run_every=…)`), and every
 rerun request a browser sends carries all its widgets' values. A click on "next head" pauses autoplay on the server;
@@ -14,7 +17,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from benchmarks.ws_load import Session, bool_state, open_sessions
+from benchmarks.ws_load import Session, bool_state, int_state, open_sessions, trigger_state
 from server import session
 from tests.browser import run_async, serve
 
@@ -58,3 +61,36 @@ async def late_timer(base: str) -> None:
 def test_a_late_autoplay_timer_does_not_undo_a_pause():
     with serve("app.py") as (base, _):
         run_async(late_timer(base))
+
+
+async def late_click(base: str) -> None:
+    query = urlencode({"checkpoint": "translator", "kind": "encoder self", "layer": 1, "head": 3})  # its last stop
+    tab: Session = (await open_sessions([base], "attention", query, 1))[0]
+    try:
+        switch, kinds = tab.widgets[session.AUTOPLAY][0], tab.widgets["attn_kind"]
+        assert kinds[1] == "", "the kind picker sits outside the page's fragment"
+        assert list(tab.drawn["attn_kind"].options)[:2] == ["encoder self", "decoder self"]
+        sent = await tab.rerun([bool_state(switch, True)])  # autoplay on: its first step is the next kind's first head
+        moved = lambda: tab.done_since(sent, lambda f: f.title.startswith("decoder self"))  # noqa: E731
+        assert await tab.wait(lambda: moved() is not None, WAIT_S), [f.title for f in tab.figures[-3:]]
+        sent = await tab.rerun([bool_state(switch, False)])  # paused, so that nothing moves on by itself
+        assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
+        head = tab.last_figure().title
+
+        # A click on "next head" in the page's fragment, sent with the kind the browser showed before autoplay moved on.
+        button, page = tab.widgets["attn_next_head"]
+        sent = await tab.rerun([trigger_state(button), int_state(kinds[0], 0)], fragment_id=page)
+        assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
+        sent = await tab.rerun()  # a run of the whole page draws the kind as the server holds it
+        assert await tab.wait(lambda: tab.done_since(sent) is not None, WAIT_S)
+        title = tab.last_figure(sent).title
+        assert title.startswith("decoder self"), f"the click took the old kind back: {title!r} (before it: {head!r})"
+        assert title != head, "the click itself was taken"
+        assert not tab.problems, tab.problems[:2]
+    finally:
+        await tab.close()
+
+
+def test_a_late_click_does_not_take_back_the_kind_autoplay_moved_to():
+    with serve("app.py") as (base, _):
+        run_async(late_click(base))
