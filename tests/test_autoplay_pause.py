@@ -26,71 +26,73 @@ pytestmark = pytest.mark.timeout(180)
 WAIT_S = 30
 
 
-async def late_timer(base: str) -> None:
-    tab: Session = (await open_sessions([base], "attention", urlencode({"checkpoint": "lm"}), 1))[0]
+@pytest.fixture(scope="module")
+def base():
+    with serve("app.py") as (url, _):
+        yield url
+
+
+async def in_tab(base: str, query: dict, scenario) -> None:
+    """`scenario(tab)` in a new session on the Attention page at `query`, once its first run has drawn the heatmap."""
+    tab: Session = (await open_sessions([base], "attention", urlencode(query), 1))[0]
+    try:
+        await scenario(tab)
+        assert not tab.problems, tab.problems[:2]
+    finally:
+        await tab.close()
+
+
+async def late_timer(tab: Session) -> None:
     tab.polls = False  # its timers fire only when this test says so
-    try:
-        switch, outside = tab.widgets[session.AUTOPLAY]
-        page = tab.widgets["attn_next_head"][1]  # the page's fragment, which autoplay reruns
-        assert outside == "" and page, "the switch sits outside the fragment, the head buttons inside it"
+    switch, outside = tab.widgets[session.AUTOPLAY]
+    page = tab.widgets["attn_next_head"][1]  # the page's fragment, which autoplay reruns
+    assert outside == "" and page, "the switch sits outside the fragment, the head buttons inside it"
 
-        sent = await tab.rerun([bool_state(switch, True)])
-        assert await tab.wait(lambda: tab.finished_since(sent) is not None and page in tab.timed, WAIT_S), (
-            "autoplay never started"
-        )
+    sent = await tab.rerun([bool_state(switch, True)])
+    assert await tab.wait(lambda: tab.finished_since(sent) is not None and page in tab.timed, WAIT_S), "autoplay never started"
 
-        sent = await tab.click("attn_next_head")  # a touch: autoplay pauses (the page reruns whole, without its timer)
-        assert await tab.wait(lambda: tab.finished_since(sent) is not None and page not in tab.timed, WAIT_S), "no pause"
-        await asyncio.sleep(0.5)  # the pause's own rerun of the whole app has finished too
-        head = tab.last_figure().title
+    sent = await tab.click("attn_next_head")  # a touch: autoplay pauses (the page reruns whole, without its timer)
+    assert await tab.wait(lambda: tab.finished_since(sent) is not None and page not in tab.timed, WAIT_S), "no pause"
+    await asyncio.sleep(0.5)  # the pause's own rerun of the whole app has finished too
+    head = tab.last_figure().title
 
-        # The browser's timer, sent before the paused switch reached it: the fragment's rerun, with the switch still on.
-        sent = await tab.rerun([bool_state(switch, True)], fragment_id=page, auto=True)
-        assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
-        # Any later run of the whole page (here: one without a change) draws the switch as the server holds it.
-        sent = await tab.rerun()
-        assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
-        await asyncio.sleep(0.5)
-        assert page not in tab.timed, "autoplay resumed: the late timer's 'on' undid the pause"
-        assert tab.last_figure().title == head
-        assert not tab.problems, tab.problems[:2]
-    finally:
-        await tab.close()
+    # The browser's timer, sent before the paused switch reached it: the fragment's rerun, with the switch still on.
+    sent = await tab.rerun([bool_state(switch, True)], fragment_id=page, auto=True)
+    assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
+    # Any later run of the whole page (here: one without a change) draws the switch as the server holds it.
+    sent = await tab.rerun()
+    assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
+    await asyncio.sleep(0.5)
+    assert page not in tab.timed, "autoplay resumed: the late timer's 'on' undid the pause"
+    assert tab.last_figure().title == head
 
 
-def test_a_late_autoplay_timer_does_not_undo_a_pause():
-    with serve("app.py") as (base, _):
-        run_async(late_timer(base))
+def test_a_late_autoplay_timer_does_not_undo_a_pause(base):
+    run_async(in_tab(base, {"checkpoint": "lm"}, late_timer))
 
 
-async def late_click(base: str) -> None:
-    query = urlencode({"checkpoint": "translator", "kind": "encoder self", "layer": 1, "head": 3})  # its last stop
-    tab: Session = (await open_sessions([base], "attention", query, 1))[0]
-    try:
-        switch, kinds = tab.widgets[session.AUTOPLAY][0], tab.widgets["attn_kind"]
-        assert kinds[1] == "", "the kind picker sits outside the page's fragment"
-        assert list(tab.drawn["attn_kind"].options)[:2] == ["encoder self", "decoder self"]
-        sent = await tab.rerun([bool_state(switch, True)])  # autoplay on: its first step is the next kind's first head
-        moved = lambda: tab.done_since(sent, lambda f: f.title.startswith("decoder self"))  # noqa: E731
-        assert await tab.wait(lambda: moved() is not None, WAIT_S), [f.title for f in tab.figures[-3:]]
-        sent = await tab.rerun([bool_state(switch, False)])  # paused, so that nothing moves on by itself
-        assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
-        head = tab.last_figure().title
+async def late_click(tab: Session) -> None:
+    switch, kinds = tab.widgets[session.AUTOPLAY][0], tab.widgets["attn_kind"]
+    assert kinds[1] == "", "the kind picker sits outside the page's fragment"
+    assert list(tab.drawn["attn_kind"].options)[:2] == ["encoder self", "decoder self"]
+    sent = await tab.rerun([bool_state(switch, True)])  # autoplay on: its first step is the next kind's first head
+    moved = lambda: tab.done_since(sent, lambda f: f.title.startswith("decoder self"))  # noqa: E731
+    assert await tab.wait(lambda: moved() is not None, WAIT_S), [f.title for f in tab.figures[-3:]]
+    sent = await tab.rerun([bool_state(switch, False)])  # paused, so that nothing moves on by itself
+    assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
+    head = tab.last_figure().title
 
-        # A click on "next head" in the page's fragment, sent with the kind the browser showed before autoplay moved on.
-        button, page = tab.widgets["attn_next_head"]
-        sent = await tab.rerun([trigger_state(button), int_state(kinds[0], 0)], fragment_id=page)
-        assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
-        sent = await tab.rerun()  # a run of the whole page draws the kind as the server holds it
-        assert await tab.wait(lambda: tab.done_since(sent) is not None, WAIT_S)
-        title = tab.last_figure(sent).title
-        assert title.startswith("decoder self"), f"the click took the old kind back: {title!r} (before it: {head!r})"
-        assert title != head, "the click itself was taken"
-        assert not tab.problems, tab.problems[:2]
-    finally:
-        await tab.close()
+    # A click on "next head" in the page's fragment, sent with the kind the browser showed before autoplay moved on.
+    button, page = tab.widgets["attn_next_head"]
+    sent = await tab.rerun([trigger_state(button), int_state(kinds[0], 0)], fragment_id=page)
+    assert await tab.wait(lambda: tab.finished_since(sent) is not None, WAIT_S)
+    sent = await tab.rerun()  # a run of the whole page draws the kind as the server holds it
+    assert await tab.wait(lambda: tab.done_since(sent) is not None, WAIT_S)
+    title = tab.last_figure(sent).title
+    assert title.startswith("decoder self"), f"the click took the old kind back: {title!r} (before it: {head!r})"
+    assert title != head, "the click itself was taken"
 
 
-def test_a_late_click_does_not_take_back_the_kind_autoplay_moved_to():
-    with serve("app.py") as (base, _):
-        run_async(late_click(base))
+def test_a_late_click_does_not_take_back_the_kind_autoplay_moved_to(base):
+    # its last stop of encoder self: autoplay's first step is the next kind's first head
+    run_async(in_tab(base, {"checkpoint": "translator", "kind": "encoder self", "layer": 1, "head": 3}, late_click))
