@@ -26,7 +26,11 @@ from viz import figures
 
 ctx = session.context()  # every page starts here (it may rerun the app first)
 notices.coverage(ctx)
-runner = training_jobs.runner()
+try:
+    runner = training_jobs.runner()
+except training_jobs.Unavailable as e:  # the jobs folder cannot be made: say so, and leave the rest of the app alone
+    st.error(e.message())
+    st.stop()
 FIELDS = {"n_layers": "Layers", "n_heads": "Heads per layer", "d_model": "d_model", "steps": "Steps"}
 CUSTOM = training_jobs.CUSTOM
 error_text = training_jobs.error_text

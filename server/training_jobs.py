@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,20 +48,47 @@ def board() -> job_board.LocalBoard | job_board.RedisBoard:
     return job_board.from_env()
 
 
+class Unavailable(RuntimeError):
+    """This app process cannot train: its jobs folder cannot be made, in `where`, for the system's reason `why`."""
+
+    def __init__(self, where: str, why: str):
+        super().__init__(f"the jobs folder cannot be made in {where}: {why}")
+        self.where, self.why = where, why
+
+    def message(self) -> str:
+        """For the page (Markdown: the folder and the reason shown literally)."""
+        return (
+            f"Training is unavailable on this server: its jobs folder cannot be made in {md(self.where, 300)} "
+            f"({md(self.why, 100)}). The server's owner can give the app's user that folder; the other pages work "
+            "meanwhile."
+        )
+
+
 @st.cache_resource
 def runner() -> JobRunner:
     """This server's job runner: made once per process. Alone, it removes the job folders of dead servers as it
-    starts; in a deployment's shared folder it removes nothing (`JobRunner`'s `shared`)."""
+    starts; in a deployment's shared folder it removes nothing (`JobRunner`'s `shared`).
+
+    Raises `Unavailable` where its folder cannot be made (a shared jobs folder the app's user may not write, say):
+    not cached, so a fixed folder is used at the next run, and every other page goes on meanwhile."""
     b = board()
     number = b.next_number if b.shared else None  # alone, the runner counts
-    made = JobRunner(limits(), threads=TRAIN_THREADS, parent=b.folder, number=number, shared=b.shared)
+    try:
+        made = JobRunner(limits(), threads=TRAIN_THREADS, parent=b.folder, number=number, shared=b.shared)
+    except OSError as e:
+        where = Path(e.filename).parent if e.filename else b.folder or tempfile.gettempdir()
+        raise Unavailable(str(where), e.strerror or type(e).__name__) from e
     b.publish(made.root)
     return made
 
 
 def all_jobs() -> list[Job]:
-    """Every job of the deployment (this process's alone without a shared store), by number (`job_board.listed`)."""
-    runner()  # its folder is on the board
+    """Every job of the deployment (this process's alone without a shared store), by number (`job_board.listed`):
+    without a runner of its own (`Unavailable`), the other app processes' jobs."""
+    try:
+        runner()  # its folder is on the board
+    except Unavailable:
+        pass
     return job_board.listed(board())
 
 

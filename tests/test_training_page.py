@@ -5,13 +5,14 @@ Bad input never starts a job and never reaches Markdown unquoted (a link's value
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_app import write_tiny
 
-from server import training_jobs
+from server import job_board, training_jobs
 from transformer.checkpoints import catalog
 from transformer.train import jobs
 
@@ -186,3 +187,37 @@ def test_the_ablation_pages_heads_in_a_link_is_not_a_training_field(env):
     """?heads=d1.3 (the Ablation page's knocked-out heads) is not the Training page's n_heads: no message about it."""
     at = start({"heads": "d1.3"})
     assert errors(at) == []
+
+
+def test_a_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tmp_path):
+    """A deployment whose jobs folder the app cannot write (compose's volume once was root's): the Training page says
+    why, every other page draws as before, and the folder is tried again at the next run, not cached as broken."""
+    write_tiny(tmp_path / "reverse.safetensors", "reverse")
+    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
+    monkeypatch.setenv(catalog.ASSETS_ENV, str(tmp_path))
+    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+    blocked = tmp_path / "not a folder"
+    blocked.write_text("a file where the jobs folder's parent should be")
+    monkeypatch.setattr(job_board.LocalBoard, "folder", blocked)  # where the runner's folder goes
+    training_jobs.runner.clear()
+    try:
+        at = start({})
+        assert not at.exception, [e.value for e in at.exception]
+        (error,) = [e.value for e in at.error]
+        shown = f"cannot be made in ` {blocked} ` (` Not a directory `). The server's owner can give the app's user"
+        assert error.startswith("Training is unavailable on this server: its jobs folder ") and shown in error, error
+        assert "tj_train" not in [b.key for b in at.button]
+        other = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        other.query_params.update({"checkpoint": "reverse", "page": "attention"})
+        other.run()
+        assert not other.exception and not other.error, [e.value for e in [*other.exception, *other.error]]
+        assert other.get("plotly_chart"), "the Attention page draws"
+
+        blocked.unlink()  # the owner fixes the folder: the next run trains again
+        blocked.mkdir()
+        at.run()
+        assert not at.exception and not at.error and "tj_train" in [b.key for b in at.button]
+    finally:
+        with contextlib.suppress(training_jobs.Unavailable):
+            training_jobs.runner().close()
+        training_jobs.runner.clear()
