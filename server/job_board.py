@@ -81,12 +81,13 @@ class RedisBoard:
         heartbeat_s: float = HEARTBEAT_SECONDS,
         alive_s: float = ALIVE_SECONDS,
     ) -> None:
-        from server.redis_store import connect
+        from server.redis_store import connect, unusable
 
         self.folder, self.prefix, self.heartbeat_s, self.alive_s = Path(folder), prefix, heartbeat_s, alive_s
         self.folder.mkdir(parents=True, exist_ok=True)
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._redis, self._lost = connect(url)
+        self._unusable = unusable
         self._next, self._floor = self._redis.register_script(NEXT), self._redis.register_script(FLOOR)
         self._given = 0  # the highest job number this replica has given
         self._root: Path | None = None
@@ -113,8 +114,10 @@ class RedisBoard:
             pipe.set(self._key("alive", self.replica), "1", px=round(self.alive_s * 1000))
             self._floor(keys=[self._key("number")], args=[self._given], client=pipe)
             pipe.execute()
-        except self._lost:
-            pass  # the next beat tries again; meanwhile the others may count this replica as gone
+        except self._lost as e:
+            if not self._unusable(e):
+                raise
+            # the next beat tries again; meanwhile the others may count this replica as gone
 
     def _beating(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -127,6 +130,8 @@ class RedisBoard:
         try:
             self._given = int(self._next(keys=[self._key("number")], args=[self._given]))
         except self._lost as e:
+            if not self._unusable(e):
+                raise
             raise JobError(UNAVAILABLE) from e
         return self._given
 
@@ -140,7 +145,9 @@ class RedisBoard:
             known = self._redis.hgetall(self._key("folders"))
             others = [r for r in sorted(known) if r != self.replica]
             alive = self._redis.mget([self._key("alive", r) for r in others]) if others else []
-        except self._lost:
+        except self._lost as e:
+            if not self._unusable(e):
+                raise
             return own
         return own + [(Path(known[r]), a is not None) for r, a in zip(others, alive)]
 
@@ -151,8 +158,9 @@ class RedisBoard:
             self._thread.join(timeout=1.0)
         try:
             self._redis.delete(self._key("alive", self.replica))
-        except self._lost:
-            pass
+        except self._lost as e:
+            if not self._unusable(e):
+                raise
         self._redis.close()
 
 

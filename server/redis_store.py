@@ -161,7 +161,22 @@ def connect(url: str):
         socket_timeout=OP_SECONDS,
         retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
     )
-    return client, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    return client, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError)
+
+
+# Error replies by which a Redis that answers will not serve this app: protected mode (no password set, and a client
+# that is not on its loopback: DENIED), snapshots failing (MISCONF), no master (MASTERDOWN), a read-only replica, no
+# permission, out of memory. redis-py raises the last four as classes of their own, the rest as a plain ResponseError.
+REFUSALS = ("DENIED", "MISCONF", "MASTERDOWN")
+
+
+def unusable(e: Exception) -> bool:
+    """Whether `e` (one of `connect`'s errors) means the store cannot be used just now: it does not answer, or it
+    refuses to serve. Any other error reply is a fault of ours: raised, not hidden as an unavailable store."""
+    import redis.exceptions as x
+
+    lost = (x.ConnectionError, x.TimeoutError, x.ReadOnlyError, x.NoPermissionError, x.OutOfMemoryError, x.MasterDownError)
+    return isinstance(e, lost) or (isinstance(e, x.ResponseError) and str(e).split(" ", 1)[0] in REFUSALS)
 
 
 class RedisStore(ClassStore):
@@ -190,10 +205,13 @@ class RedisStore(ClassStore):
 
     @contextmanager
     def _reached(self):
-        """Redis's connection errors as StoreUnavailable (the app says classes are unavailable, and tries again later)."""
+        """A store that does not answer or refuses to serve, as StoreUnavailable (the app says classes are unavailable,
+        and tries again later)."""
         try:
             yield
         except self._lost as e:
+            if not unusable(e):
+                raise
             raise StoreUnavailable("Classes are unavailable just now (the class store does not answer).") from e
 
     def _ttl(self) -> int:

@@ -439,3 +439,81 @@ def test_redis_answers_a_random_session_as_memory_does(redis_url, monkeypatch):
             except ClassError as e:
                 outcomes.append(str(e))
         assert outcomes[0] == outcomes[1], (step, op)
+
+
+def outside_address() -> str | None:
+    """One of this machine's own addresses that is not loopback: a client there is remote to a Redis on this machine."""
+    out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout.split()
+    return next((a for a in out if "." in a and not a.startswith("127.")), None)
+
+
+def test_a_store_that_refuses_to_serve_is_unavailable_not_an_exception(tmp_path):
+    """A Redis that answers but will not serve the app, here a real one in protected mode (no password, and the app
+    not on its loopback, as compose's redis refused the replicas in their containers): classes are unavailable, as
+    with a store that is down, and the job board lists this replica's own jobs and refuses new ones with a message.
+    Before, its DENIED reply was an exception on every page."""
+    from server.job_board import UNAVAILABLE, RedisBoard
+    from transformer.train.jobs import JobError
+
+    binary, address = shutil.which("redis-server"), outside_address()
+    if binary is None or address is None:
+        pytest.skip("redis-server is not installed, or this machine has no address but loopback")
+    port = free_port()
+    command = [binary, "--port", str(port), "--protected-mode", "yes", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"redis://{address}:{port}"
+        import redis
+
+        deadline = time.monotonic() + 5
+        while True:  # it listens: its refusal comes back (protected mode answers DENIED and hangs up)
+            try:
+                redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+                raise AssertionError("protected mode served a client from outside its loopback")
+            except redis.exceptions.ResponseError as e:
+                assert str(e).startswith("DENIED"), e
+                break
+            except redis.exceptions.ConnectionError:
+                assert time.monotonic() < deadline and process.poll() is None, "redis-server did not listen"
+                time.sleep(0.05)
+
+        store = RedisStore(url)
+        with pytest.raises(StoreUnavailable):
+            store.start(VIEW, "attention")
+        with pytest.raises(StoreUnavailable):
+            len(store)
+        board = RedisBoard(url, tmp_path / "jobs", heartbeat_s=60)
+        own = tmp_path / "jobs" / "mine"
+        board.publish(own)  # its heartbeat is refused: not an exception either
+        assert board.folders() == [(own, True)]
+        with pytest.raises(JobError, match=re.escape(UNAVAILABLE)):
+            board.next_number()
+        board.close()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_only_refusals_and_lost_connections_count_as_an_unavailable_store():
+    import redis.exceptions as x
+
+    from server.redis_store import unusable
+
+    for refused in (
+        x.ResponseError("DENIED Redis is running in protected mode"),
+        x.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist"),
+        x.ReadOnlyError("You can't write against a read only replica."),
+        x.NoPermissionError("this user has no permissions to run the 'hset' command"),
+        x.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+        x.AuthenticationError("Authentication required."),
+        x.BusyLoadingError("Redis is loading the dataset in memory"),
+        x.ConnectionError("Connection refused"),
+        x.TimeoutError("Timeout reading from socket"),
+    ):
+        assert unusable(refused), refused
+    for ours in (
+        x.ResponseError("ERR unknown command 'HSETX'"),
+        x.ResponseError("WRONGTYPE Operation against a key"),
+        x.NoScriptError("x"),
+    ):
+        assert not unusable(ours), ours
