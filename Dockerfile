@@ -11,6 +11,8 @@ ARG TORCH_INDEX=
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 RUN useradd --create-home --uid 10001 attnviz
+# The training jobs' folder, the app user's: a new named volume mounted there (compose's) takes this folder's owner.
+RUN mkdir /jobs && chown attnviz:attnviz /jobs
 
 # The requirements before the app: editing the app rebuilds only the layers from its COPY on.
 COPY requirements.txt ./

@@ -10,7 +10,7 @@ HOST ?= $(or $(shell hostname -I 2>/dev/null | awk '{print $$1}'),localhost)
 MODELS ?=
 MODELS_ENV := $(if $(MODELS),ATTNVIZ_MODELS='$(MODELS)' )
 
-.PHONY: run dev test lint bench bench-why bench-modern bench-seq2seq classroom follow checkpoints browser school clean
+.PHONY: run dev test lint bench bench-why bench-modern bench-seq2seq classroom follow checkpoints browser containers school clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,20 @@ browser:
 	    (service nginx stop; service redis-server stop) >/dev/null 2>&1 || true; \
 	  else echo "note: chromium, the emoji font, redis-server or nginx missing and not root: the tests that need them skip"; fi; \
 	fi
+
+# What the container tests need (tests/test_compose_stack.py; CI runs this before `make test`): as root on Debian,
+# Debian's docker.io, docker-compose and debootstrap, a Docker daemon if none answers (log: /tmp/attnviz-dockerd.log),
+# and compose.yaml's base images, pulled or else made from Debian's mirror as local stand-ins (deploy/base_images.py).
+# Without it those tests skip and say why.
+containers: $(VENV)/.runtime
+	@if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then echo "make containers: needs root and apt-get"; exit 1; fi
+	@if ! command -v dockerd >/dev/null || ! command -v docker-compose >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io docker-compose debootstrap) >/dev/null; fi
+	@if ! docker info >/dev/null 2>&1; then \
+	  (nohup dockerd >/tmp/attnviz-dockerd.log 2>&1 &); \
+	  for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+	  docker info >/dev/null || { tail -20 /tmp/attnviz-dockerd.log; exit 1; }; fi
+	$(BIN)/python -m deploy.base_images
 
 # The suite, then its numerical tests again with the tests' own computations on 2 torch threads while the
 # app's model runs stay on 1: an expectation that needs both to round alike fails here, on any CPU's kernels.

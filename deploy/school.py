@@ -269,6 +269,7 @@ CONTAINER_RUN_DIR = "/tmp/school"  # nginx's pid, logs (linked to its output) an
 CONTAINER_MODELS = "/models"  # where every replica sees the models folder(s): ATTNVIZ_MODELS
 CONTAINER_JOBS = "/jobs"  # the training jobs' shared volume: ATTNVIZ_JOBS_DIR
 COMPOSE_NGINX_CONF = "deploy/nginx.compose.conf"
+PORT_ENV = "ATTNVIZ_PORT"  # compose's published port, if not the settings' (the tests' stack takes a free one)
 
 
 def container_command(s: Settings) -> list[str]:
@@ -318,6 +319,8 @@ ARG TORCH_INDEX=
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 RUN useradd --create-home --uid 10001 attnviz
+# The training jobs' folder, the app user's: a new named volume mounted there (compose's) takes this folder's owner.
+RUN mkdir {CONTAINER_JOBS} && chown attnviz:attnviz {CONTAINER_JOBS}
 
 # The requirements before the app: editing the app rebuilds only the layers from its COPY on.
 COPY requirements.txt ./
@@ -357,7 +360,9 @@ def compose(s: Settings) -> str:
     mounts = "\n".join(f'    - "{folder}:{target}:ro"' for folder, target in zip(folders, targets))
     replicas = "\n".join(f"  {name}:\n    <<: *replica" for name in replica_services(s))
     waits = "\n".join(f"      {name}:\n        condition: service_healthy" for name in replica_services(s))
-    published = f"{s.bind}:{s.port}:{s.port}" if s.bind else f"{s.port}:{s.port}"
+    # The host's port: s.port, or ATTNVIZ_PORT when set (the proxy listens on s.port inside its container either way).
+    host_port = f"${{{PORT_ENV}:-{s.port}}}"
+    published = f"{s.bind}:{host_port}:{s.port}" if s.bind else f"{host_port}:{s.port}"
     run = CONTAINER_RUN_DIR
     start_nginx = (
         f"mkdir -p {run}/nginx-tmp && ln -sf /dev/stdout {run}/nginx-access.log "
@@ -371,8 +376,8 @@ def compose(s: Settings) -> str:
 #   export ATTNVIZ_COOKIE_SECRET=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')
 #   docker compose up --build      (a CPU-only torch, a much smaller image: TORCH_INDEX=https://download.pytorch.org/whl/cpu first)
 #
-# Students open http://HOST:{s.port}/. Models of your own: ATTNVIZ_MODELS_DIR=/path/to/models (default ./models), read-only
-# in every replica. nginx looks the replicas' addresses up when it starts: after recreating a replica, restart the proxy.
+# Students open http://HOST:{s.port}/ ({PORT_ENV}=... publishes another port). Models of your own:
+# ATTNVIZ_MODELS_DIR=/path/to/models (default ./models), read-only in every replica. nginx looks the replicas' addresses up when it starts: after recreating a replica, restart the proxy.
 
 x-replica: &replica
   build:
@@ -397,10 +402,11 @@ x-replica: &replica
       condition: service_healthy
 
 services:
-  # The class store, as `make school`'s redis-server: nothing written to disk, reached only over compose's network.
+  # The class store, as `make school`'s redis-server: nothing written to disk, reached only over compose's network
+  # (published nowhere), so the replicas may connect without a password: protected mode would refuse them.
   redis:
     image: {REDIS_IMAGE}
-    command: ["redis-server", "--save", "", "--appendonly", "no"]
+    command: ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
     healthcheck:
       test: ["CMD", "redis-cli", "ping"]
       interval: 2s

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,7 @@ from deploy.school import (
     port_free,
     upload_limit_mb,
 )
+from tests.browser import run_async
 
 pytestmark = [
     pytest.mark.slow,
@@ -202,9 +203,14 @@ def test_every_replica_signs_with_the_school_secret(school):
     assert not any(school.cookie_secret in " ".join(r.command) for r in school.replicas), "not visible in ps"
 
 
-async def train_on_one_offer_on_the_other(first: str, second: str, jobs_dir: Path) -> list[str]:
-    """Replica `first`'s Training page, its form from a link, and its Train button; once the job is done, the
-    checkpoint picker of a new session on replica `second` (its options, as drawn)."""
+def a_job_done(jobs_dir: Path) -> bool:
+    """Whether a training job in the school's shared folder has finished."""
+    return any('"state": "done"' in f.read_text() for f in jobs_dir.glob("*/job-*/status.json"))
+
+
+async def train_on_one_offer_on_the_other(first: str, second: str, done: Callable[[], bool]) -> list[str]:
+    """Replica `first`'s Training page, its form from a link, and its Train button; once `done()` (the job finished,
+    as the shared folder tells), the checkpoint picker of a new session on replica `second` (its options, as drawn)."""
     from benchmarks.ws_load import Session
 
     form = "task=reverse&steps=20&layers=1&heads=2&d_model=16"
@@ -214,7 +220,7 @@ async def train_on_one_offer_on_the_other(first: str, second: str, jobs_dir: Pat
         assert await trainer.wait(lambda: "tj_train" in trainer.widgets, 120), trainer.problems
         await trainer.click("tj_train")
         deadline = time.monotonic() + 120
-        while not any('"state": "done"' in f.read_text() for f in jobs_dir.glob("*/job-*/status.json")):
+        while not await asyncio.to_thread(done):
             assert time.monotonic() < deadline, "the job did not finish within 120 s"
             await asyncio.sleep(0.2)
     finally:
@@ -233,8 +239,7 @@ def test_a_model_trained_on_one_replica_is_offered_on_every_replica(school):
     s = school.settings
     assert {r.env["ATTNVIZ_JOBS_DIR"] for r in school.replicas} == {str(s.jobs_dir.resolve())}
     first, second = (f"http://127.0.0.1:{port}" for port in s.replica_ports[:2])
-    with ThreadPoolExecutor(1) as pool:  # a loop of its own: in the whole suite, Playwright's runs in this thread
-        options = pool.submit(asyncio.run, train_on_one_offer_on_the_other(first, second, s.jobs_dir)).result()
+    options = run_async(train_on_one_offer_on_the_other(first, second, lambda: a_job_done(s.jobs_dir)))
     assert "Trained here #1" in options, options  # the picker's short name; replica 2 never trained anything
 
 
