@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mirror", default=MIRROR, help=f"Debian's mirror for debootstrap (default {MIRROR})")
     parser.add_argument("--no-pull", action="store_true", help="make the stand-ins without trying a registry first")
     args = parser.parse_args(argv)
-    if docker("info").returncode != 0:
+    if shutil.which("docker") is None or docker("info").returncode != 0:
         print("no Docker daemon answers (`docker info` fails): nothing to do", file=sys.stderr)
         return 1
     missing = [image for image in BASE_IMAGES if not present(image)]
