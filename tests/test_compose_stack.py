@@ -2,8 +2,9 @@
 
 The stack then does what `make school` does (tests/test_school.py): nginx answers and keeps a browser on its
 replica, the app draws its first page through it, a student on one replica follows a teacher on the other through
-the redis service, a model trained on one replica is offered on the other through the shared volume, and when a
-replica is killed its browsers get the other one.
+the redis service, a model trained on one replica is offered on the other through the shared volume, pages draw
+while redis is stopped and classes start again once it is back, and when a replica is killed its browsers get the
+other one.
 
 Skipped where no Docker daemon answers or no compose command is installed. `make containers` (CI runs it) gives
 a Debian machine both, with local stand-ins for the base images where no registry answers (deploy/base_images.py).
@@ -243,6 +244,33 @@ def test_a_model_trained_on_one_replica_is_offered_on_the_other(stack):
     done = lambda: '"state": "done"' in stack.exec("replica1", f"cat {CONTAINER_JOBS}/*/job-*/status.json").stdout
     options = run_async(train_on_one_offer_on_the_other(first, second, done))
     assert "Trained here #1" in options, options
+
+
+def test_with_the_store_stopped_pages_draw_and_classes_resume_when_it_is_back(stack):
+    """`docker compose stop redis`: a new student's first page draws through the proxy without an exception (the app
+    says classes are unavailable); once redis is started again, a class starts."""
+    first = f"http://{stack.address('replica1')}:{REPLICA_PORT}"
+
+    async def first_page() -> list[str]:
+        (session,) = await open_sessions([stack.url], "attention", "", 1)  # raises if its first run drew no heatmap
+        await session.close()
+        return session.problems
+
+    async def a_class() -> str:
+        teacher, code = await teach(first)
+        await teacher.close()
+        return code
+
+    assert stack.compose("stop", "redis").returncode == 0
+    try:
+        assert run_async(first_page()) == []
+    finally:
+        assert stack.compose("start", "redis").returncode == 0
+    deadline = time.monotonic() + 60
+    while stack.exec("redis", "redis-cli ping").stdout.strip() != "PONG":
+        assert time.monotonic() < deadline, "redis did not come back"
+        time.sleep(0.5)
+    assert re.fullmatch(r"[A-Z0-9]{4,8}", run_async(a_class()))
 
 
 def test_a_killed_replicas_browsers_get_the_other(stack):
