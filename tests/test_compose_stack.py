@@ -3,8 +3,8 @@
 The stack then does what `make school` does (tests/test_school.py): nginx answers and keeps a browser on its
 replica, the app draws its first page through it, a student on one replica follows a teacher on the other through
 the redis service, a model trained on one replica is offered on the other through the shared volume, pages draw
-while redis is stopped and classes start again once it is back, and when a replica is killed its browsers get the
-other one.
+while redis is stopped and classes start again once it is back, and when a replica's app process crashes its
+browsers get the other one until the container has restarted it.
 
 Skipped where no Docker daemon answers or no compose command is installed. `make containers` (CI runs it) gives
 a Debian machine both, with local stand-ins for the base images where no registry answers (deploy/base_images.py).
@@ -273,15 +273,37 @@ def test_with_the_store_stopped_pages_draw_and_classes_resume_when_it_is_back(st
     assert re.fullmatch(r"[A-Z0-9]{4,8}", run_async(a_class()))
 
 
-def test_a_killed_replicas_browsers_get_the_other(stack):
-    """Last: it kills replica 1. A browser routed there is answered by replica 2, at once and without an error."""
+# The replica's app process dies (as in a crash: SIGKILL), not its container's init (docker-init, PID 1).
+CRASH = (
+    "import os; [os.kill(int(p), 9) for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid()) "
+    "and open(f'/proc/{p}/cmdline', 'rb').read().startswith(b'python\\0-m\\0streamlit')]"
+)
+
+
+def test_a_crashed_replicas_browsers_get_the_other_until_it_is_back(stack):
+    """Replica 1's app process dies: a browser routed there is answered by replica 2 at once, without an error; the
+    container restarts it (`restart: unless-stopped`, behind `init: true`) on the same address, and nginx sends
+    that browser to it again."""
     names = {name: address for address, name in replicas(stack).items()}
     routes = []
     while len(routes) < 5:
         r = requests.get(f"{stack.url}/_stcore/health", timeout=10)
         if answered_by(r) == names["replica1"]:
             routes.append(re.search(rf"{ROUTE_COOKIE}=([0-9a-f]{{32}})", r.headers["Set-Cookie"]).group(1))
-    docker("kill", stack.container("replica1"), check=True)
+    container = stack.container("replica1")
+    crashed = docker("exec", container, "python", "-c", CRASH)
+    assert crashed.returncode in (0, 137), crashed.stderr
     for route in routes:
         r = requests.get(f"{stack.url}/_stcore/health", cookies={ROUTE_COOKIE: route}, timeout=30)
         assert r.status_code == 200 and answered_by(r) == names["replica2"], (r.status_code, r.headers)
+
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    while True:  # nginx tries a failed replica again after its fail_timeout
+        restarts = docker("inspect", "-f", "{{.RestartCount}}", container).stdout.strip()
+        r = requests.get(f"{stack.url}/_stcore/health", cookies={ROUTE_COOKIE: routes[0]}, timeout=30)
+        assert r.status_code == 200, r.status_code
+        if restarts != "0" and answered_by(r) == names["replica1"]:
+            break
+        assert time.monotonic() < deadline, f"replica 1 did not come back (restarts: {restarts}):\n{stack.logs()}"
+        time.sleep(1)
+    assert stack.address("replica1") + f":{REPLICA_PORT}" == names["replica1"], "on the same address"
