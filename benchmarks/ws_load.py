@@ -886,11 +886,17 @@ async def run(args) -> None:
         if args.follow or args.quick:
             sizes = [int(n) for n in (args.sessions if args.follow else "3").split(",")]
             env, replicas = args.env, args.replicas if args.follow else 1
-            if replicas > 1:  # replicas share the class through a private redis-server, as under `make school`
+            if (
+                replicas > 1 and not args.attach
+            ):  # replicas share the class through a private redis-server, as under `make school`
                 env = {**env, "ATTNVIZ_REDIS_URL": stack.enter_context(private_redis(logs))}
                 lines.append(f"{replicas} replicas sharing a private redis-server; followers dealt round robin")
-            servers = [stack.enter_context(serve("app.py", env, logs / f"follow{i}.log")) for i in range(replicas)]
-            bases, pids = [b for b, _ in servers], [p.pid for _, p in servers]
+            if args.attach:  # a running deployment's app processes (compose's replicas, by their addresses)
+                bases, pids = args.attach, args.attach_pids
+                lines.append(f"attached to {', '.join(bases)} (server CPU: processes {pids or 'not given'})")
+            else:
+                servers = [stack.enter_context(serve("app.py", env, logs / f"follow{i}.log")) for i in range(replicas)]
+                bases, pids = [b for b, _ in servers], [p.pid for _, p in servers]
             lines += ([] if args.follow else [""]) + await follow_class(bases, pids, sizes, args.steps, args.idle)
     lines.append(f"load average {os.getloadavg()[0]:.2f} at the end")
     print("\n".join(lines))
@@ -915,6 +921,18 @@ def main() -> None:
     parser.add_argument(
         "--idle", type=float, default=IDLE_S, help=f"--follow: seconds of each idle CPU window (default {IDLE_S:g})"
     )
+    parser.add_argument(
+        "--attach",
+        metavar="URL,URL",
+        help="--follow: the app processes of a running deployment sharing a store (e.g. compose's replicas at their "
+        "addresses on its network) instead of starting them; the teacher on the first",
+    )
+    parser.add_argument(
+        "--attach-pids",
+        metavar="PID,PID",
+        default="",
+        help="--attach: their processes as this machine sees them (`docker top`), for the server's CPU",
+    )
     parser.add_argument("--logs", help="keep the servers' logs in this folder")
     parser.add_argument(
         "--server-env",
@@ -930,6 +948,10 @@ def main() -> None:
         args.repeats, args.steps, args.idle, args.find_start, args.max_sessions = 1, 3, 3.0, 2, 4
     args.sessions = args.sessions or (FOLLOWERS if args.follow else SESSIONS)
     args.env = dict(v.split("=", 1) for v in args.server_env)
+    if args.attach and not args.follow:
+        parser.error("--attach measures --follow only")
+    args.attach = [u.strip().rstrip("/") for u in args.attach.split(",")] if args.attach else None
+    args.attach_pids = [int(p) for p in args.attach_pids.split(",") if p.strip()]
     asyncio.run(run(args))
 
 
