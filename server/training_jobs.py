@@ -71,25 +71,40 @@ def runner() -> JobRunner:
 
     Raises `Unavailable` where its folder cannot be made (a shared jobs folder the app's user may not write, say):
     not cached, so a fixed folder is used at the next run, and every other page goes on meanwhile."""
-    b = board()
+    b = usable_board()
     number = b.next_number if b.shared else None  # alone, the runner counts
     try:
         made = JobRunner(limits(), threads=TRAIN_THREADS, parent=b.folder, number=number, shared=b.shared)
     except OSError as e:
-        where = Path(e.filename).parent if e.filename else b.folder or tempfile.gettempdir()
-        raise Unavailable(str(where), e.strerror or type(e).__name__) from e
+        raise unavailable(e, b.folder) from e
     b.publish(made.root)
     return made
 
 
+def unavailable(e: OSError, folder: Path | None) -> Unavailable:
+    where = Path(e.filename).parent if e.filename else folder or tempfile.gettempdir()
+    return Unavailable(str(where), e.strerror or type(e).__name__)
+
+
+def usable_board() -> job_board.LocalBoard | job_board.RedisBoard:
+    """`board()`, or `Unavailable` where the deployment's shared jobs folder cannot be made (tried again next time)."""
+    try:
+        return board()
+    except OSError as e:
+        raise unavailable(e, None) from e
+
+
 def all_jobs() -> list[Job]:
     """Every job of the deployment (this process's alone without a shared store), by number (`job_board.listed`):
-    without a runner of its own (`Unavailable`), the other app processes' jobs."""
+    without a runner of its own (`Unavailable`), the other app processes' jobs; none without a board."""
     try:
         runner()  # its folder is on the board
     except Unavailable:
         pass
-    return job_board.listed(board())
+    try:
+        return job_board.listed(usable_board())
+    except Unavailable:
+        return []
 
 
 def current() -> Job | None:

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from test_app import write_tiny
 
 from server import job_board, training_jobs
+from tests.browser import free_port
 from transformer.checkpoints import catalog
 from transformer.train import jobs
 
@@ -220,4 +221,34 @@ def test_a_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tmp_
     finally:
         with contextlib.suppress(training_jobs.Unavailable):
             training_jobs.runner().close()
+        training_jobs.runner.clear()
+
+
+def test_a_shared_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tmp_path):
+    """Behind `make school` or compose ($ATTNVIZ_REDIS_URL and $ATTNVIZ_JOBS_DIR), a jobs folder that cannot be made:
+    the Attention page draws (no store answers here either: classes are unavailable), and the Training page says why."""
+    from server.classroom import REDIS_ENV
+
+    write_tiny(tmp_path / "reverse.safetensors", "reverse")
+    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
+    monkeypatch.setenv(catalog.ASSETS_ENV, str(tmp_path))
+    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+    blocked = tmp_path / "not a folder"
+    blocked.write_text("a file where the jobs folder should be")
+    monkeypatch.setenv(REDIS_ENV, f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    monkeypatch.setenv(job_board.JOBS_DIR_ENV, str(blocked / "jobs"))
+    training_jobs.board.clear()
+    training_jobs.runner.clear()
+    try:
+        other = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        other.query_params.update({"checkpoint": "reverse", "page": "attention"})
+        other.run()
+        assert not other.exception, [e.value for e in other.exception]
+        assert other.get("plotly_chart"), "the Attention page draws"
+        at = start({})
+        assert not at.exception, [e.value for e in at.exception]
+        (error,) = [e.value for e in at.error]
+        assert f"its jobs folder cannot be made in ` {blocked} ` (` Not a directory `)" in error, error
+    finally:
+        training_jobs.board.clear()
         training_jobs.runner.clear()
