@@ -377,7 +377,8 @@ def compose(s: Settings) -> str:
 #   docker compose up --build      (a CPU-only torch, a much smaller image: TORCH_INDEX=https://download.pytorch.org/whl/cpu first)
 #
 # Students open http://HOST:{s.port}/ ({PORT_ENV}=... publishes another port). Models of your own:
-# ATTNVIZ_MODELS_DIR=/path/to/models (default ./models), read-only in every replica. nginx looks the replicas' addresses up when it starts: after recreating a replica, restart the proxy.
+# ATTNVIZ_MODELS_DIR=/path/to/models (default ./models), read-only in every replica. nginx looks the replicas'
+# addresses up when it starts: after recreating a replica, restart the proxy (a crashed one restarts on its address).
 
 x-replica: &replica
   build:
