@@ -27,6 +27,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.redis_store import connect, unusable
+
 if TYPE_CHECKING:  # imported where used: deploy/school.py reads JOBS_DIR_ENV here without torch
     from transformer.train.jobs import Job
 
@@ -81,13 +83,10 @@ class RedisBoard:
         heartbeat_s: float = HEARTBEAT_SECONDS,
         alive_s: float = ALIVE_SECONDS,
     ) -> None:
-        from server.redis_store import connect, unusable
-
         self.folder, self.prefix, self.heartbeat_s, self.alive_s = Path(folder), prefix, heartbeat_s, alive_s
         self.folder.mkdir(parents=True, exist_ok=True)
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
         self._redis, self._lost = connect(url)
-        self._unusable = unusable
         self._next, self._floor = self._redis.register_script(NEXT), self._redis.register_script(FLOOR)
         self._given = 0  # the highest job number this replica has given
         self._root: Path | None = None
@@ -115,7 +114,7 @@ class RedisBoard:
             self._floor(keys=[self._key("number")], args=[self._given], client=pipe)
             pipe.execute()
         except self._lost as e:
-            if not self._unusable(e):
+            if not unusable(e):
                 raise
             # the next beat tries again; meanwhile the others may count this replica as gone
 
@@ -130,7 +129,7 @@ class RedisBoard:
         try:
             self._given = int(self._next(keys=[self._key("number")], args=[self._given]))
         except self._lost as e:
-            if not self._unusable(e):
+            if not unusable(e):
                 raise
             raise JobError(UNAVAILABLE) from e
         return self._given
@@ -146,7 +145,7 @@ class RedisBoard:
             others = [r for r in sorted(known) if r != self.replica]
             alive = self._redis.mget([self._key("alive", r) for r in others]) if others else []
         except self._lost as e:
-            if not self._unusable(e):
+            if not unusable(e):
                 raise
             return own
         return own + [(Path(known[r]), a is not None) for r, a in zip(others, alive)]
@@ -159,7 +158,7 @@ class RedisBoard:
         try:
             self._redis.delete(self._key("alive", self.replica))
         except self._lost as e:
-            if not self._unusable(e):
+            if not unusable(e):
                 raise
         self._redis.close()
 

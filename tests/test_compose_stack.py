@@ -131,10 +131,10 @@ class Stack:
     def container(self, service: str) -> str:
         return self.compose("ps", "-q", service).stdout.strip()
 
-    def address(self, service: str) -> str:
-        """The service's address on compose's network, which this machine reaches (nginx names replicas by it)."""
+    def replica(self, service: str) -> str:
+        """A replica's "address:port" on compose's network, which this machine reaches, as nginx names it."""
         inspect = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", self.container(service))
-        return inspect.stdout.strip()
+        return f"{inspect.stdout.strip()}:{REPLICA_PORT}"
 
     def exec(self, service: str, command: str) -> subprocess.CompletedProcess:
         return docker("exec", self.container(service), "sh", "-c", command)
@@ -179,7 +179,7 @@ def stack(tmp_path_factory):
 
 def replicas(stack: Stack) -> dict[str, str]:
     """Each replica's address as nginx names it in its X-Attnviz-Replica header → its service."""
-    return {f"{stack.address(name)}:{REPLICA_PORT}": name for name in ("replica1", "replica2")}
+    return {stack.replica(name): name for name in ("replica1", "replica2")}
 
 
 def answered_by(response: requests.Response) -> str:
@@ -219,7 +219,7 @@ def test_the_attention_page_draws_through_the_proxy(stack):
 
 def test_a_student_on_one_replica_follows_a_teacher_on_the_other(stack):
     """The class lives in the redis service: the teacher starts it on replica 1, the student joins it on replica 2."""
-    first, second = (f"http://{stack.address(name)}:{REPLICA_PORT}" for name in ("replica1", "replica2"))
+    first, second = (f"http://{stack.replica(name)}" for name in ("replica1", "replica2"))
 
     async def follow() -> tuple[str, str | None, list[str]]:
         teacher, code = await teach(first)
@@ -240,7 +240,7 @@ def test_a_student_on_one_replica_follows_a_teacher_on_the_other(stack):
 
 def test_a_model_trained_on_one_replica_is_offered_on_the_other(stack):
     """The training jobs' volume is shared and every replica's jobs are listed through the store."""
-    first, second = (f"http://{stack.address(name)}:{REPLICA_PORT}" for name in ("replica1", "replica2"))
+    first, second = (f"http://{stack.replica(name)}" for name in ("replica1", "replica2"))
     done = lambda: '"state": "done"' in stack.exec("replica1", f"cat {CONTAINER_JOBS}/*/job-*/status.json").stdout
     options = run_async(train_on_one_offer_on_the_other(first, second, done))
     assert "Trained here #1" in options, options
@@ -249,7 +249,7 @@ def test_a_model_trained_on_one_replica_is_offered_on_the_other(stack):
 def test_with_the_store_stopped_pages_draw_and_classes_resume_when_it_is_back(stack):
     """`docker compose stop redis`: a new student's first page draws through the proxy without an exception (the app
     says classes are unavailable); once redis is started again, a class starts."""
-    first = f"http://{stack.address('replica1')}:{REPLICA_PORT}"
+    first = f"http://{stack.replica('replica1')}"
 
     async def first_page() -> list[str]:
         (session,) = await open_sessions([stack.url], "attention", "", 1)  # raises if its first run drew no heatmap
@@ -306,4 +306,4 @@ def test_a_crashed_replicas_browsers_get_the_other_until_it_is_back(stack):
             break
         assert time.monotonic() < deadline, f"replica 1 did not come back (restarts: {restarts}):\n{stack.logs()}"
         time.sleep(1)
-    assert stack.address("replica1") + f":{REPLICA_PORT}" == names["replica1"], "on the same address"
+    assert stack.replica("replica1") == names["replica1"], "on the same address"

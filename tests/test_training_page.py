@@ -22,21 +22,27 @@ TIMEOUT = 120
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path):
-    """Tiny checkpoints in the catalogue, and a fresh job runner (closed afterwards, so no other test sees its jobs)."""
+def tiny(monkeypatch, tmp_path):
+    """Tiny checkpoints in the catalogue, on the CPU, without the MiniLM model."""
     write_tiny(tmp_path / "reverse.safetensors", "reverse")
     monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
     monkeypatch.setenv(catalog.ASSETS_ENV, str(tmp_path))
     monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
+    return tmp_path
+
+
+@pytest.fixture
+def env(tiny):
+    """`tiny`, and a fresh job runner (closed afterwards, so no other test sees its jobs)."""
     training_jobs.runner.clear()
-    yield tmp_path
+    yield tiny
     training_jobs.runner().close()
     training_jobs.runner.clear()
 
 
-def start(params: dict) -> AppTest:
+def start(params: dict, page: str = "training") -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.query_params.update({"checkpoint": "reverse", "page": "training", **params})
+    at.query_params.update({"checkpoint": "reverse", "page": page, **params})
     return at.run()
 
 
@@ -190,14 +196,10 @@ def test_the_ablation_pages_heads_in_a_link_is_not_a_training_field(env):
     assert errors(at) == []
 
 
-def test_a_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tmp_path):
+def test_a_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tiny):
     """A deployment whose jobs folder the app cannot write (compose's volume once was root's): the Training page says
     why, every other page draws as before, and the folder is tried again at the next run, not cached as broken."""
-    write_tiny(tmp_path / "reverse.safetensors", "reverse")
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.setenv(catalog.ASSETS_ENV, str(tmp_path))
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
-    blocked = tmp_path / "not a folder"
+    blocked = tiny / "not a folder"
     blocked.write_text("a file where the jobs folder's parent should be")
     monkeypatch.setattr(job_board.LocalBoard, "folder", blocked)  # where the runner's folder goes
     training_jobs.runner.clear()
@@ -208,9 +210,7 @@ def test_a_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tmp_
         shown = f"cannot be made in ` {blocked} ` (` Not a directory `). The server's owner can give the app's user"
         assert error.startswith("Training is unavailable on this server: its jobs folder ") and shown in error, error
         assert "tj_train" not in [b.key for b in at.button]
-        other = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        other.query_params.update({"checkpoint": "reverse", "page": "attention"})
-        other.run()
+        other = start({}, page="attention")
         assert not other.exception and not other.error, [e.value for e in [*other.exception, *other.error]]
         assert other.get("plotly_chart"), "the Attention page draws"
 
@@ -224,25 +224,19 @@ def test_a_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tmp_
         training_jobs.runner.clear()
 
 
-def test_a_shared_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tmp_path):
+def test_a_shared_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tiny):
     """Behind `make school` or compose ($ATTNVIZ_REDIS_URL and $ATTNVIZ_JOBS_DIR), a jobs folder that cannot be made:
     the Attention page draws (no store answers here either: classes are unavailable), and the Training page says why."""
     from server.classroom import REDIS_ENV
 
-    write_tiny(tmp_path / "reverse.safetensors", "reverse")
-    monkeypatch.setenv("ATTNVIZ_DEVICE", "cpu")
-    monkeypatch.setenv(catalog.ASSETS_ENV, str(tmp_path))
-    monkeypatch.setenv(catalog.NO_MINILM_ENV, "1")
-    blocked = tmp_path / "not a folder"
+    blocked = tiny / "not a folder"
     blocked.write_text("a file where the jobs folder should be")
     monkeypatch.setenv(REDIS_ENV, f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     monkeypatch.setenv(job_board.JOBS_DIR_ENV, str(blocked / "jobs"))
     training_jobs.board.clear()
     training_jobs.runner.clear()
     try:
-        other = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        other.query_params.update({"checkpoint": "reverse", "page": "attention"})
-        other.run()
+        other = start({}, page="attention")
         assert not other.exception, [e.value for e in other.exception]
         assert other.get("plotly_chart"), "the Attention page draws"
         at = start({})
