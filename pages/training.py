@@ -21,6 +21,94 @@ from transformer.train import jobs
 from viz import figures
 
 # ---------------------------------------------------------------------------------------------
+# Replay: the sidebar checkpoint's snapshots.
+# ---------------------------------------------------------------------------------------------
+
+
+def replay(ctx: session.Context | None) -> None:
+    """The sidebar checkpoint's snapshots, replayed on the page's tokens (they need no jobs folder)."""
+    st.divider()
+    ctx = session.require_text(ctx)
+    # Named: under a finished job, "the checkpoint in the sidebar" may well be another model than the one just trained.
+    st.subheader(f"Snapshots of the checkpoint in the sidebar: {md(session.short_label(ctx.label)[0], 60)}", anchor=False)
+    entry = session.entries().get(ctx.name)  # shipped, found on disk or trained here: snapshots sit beside any
+    if ctx.name == session.UPLOAD:  # an upload's, uploaded with it
+        path = shared.upload_snapshots(st.session_state.get(session.UPLOAD_DIGEST))
+    else:
+        path = catalog.snapshots_path(entry) if entry is not None else None
+    if path is None:
+        st.info(
+            "This checkpoint ships no training snapshots. The Translator and the Language model do; to record "
+            "your own, train with `python -m transformer.train --n-snapshots 9` and keep the `.snapshots.safetensors` "
+            "file next to the checkpoint in the assets folder, or upload it together with the checkpoint."
+        )
+        return
+
+    try:
+        identity = shared.identity_of(path)  # path + mtime + size: a rewritten file is loaded again
+        snaps = shared.snapshots(identity, str(path))
+    except CheckpointError as e:
+        st.error(f"Could not read the training snapshots: {md(e, 400)}")
+        return
+
+    if not shared.snapshots_belong(snaps, ctx.ckpt):
+        st.error(f"{path.name} does not belong to {ctx.label} (no snapshots, or another shape or tokenizer): nothing to show.")
+        return
+
+    widgets.kind_picker(ctx, "tr_kind")
+    widgets.layer_head_controls(ctx, ctx.n_layers, ctx.n_heads, "tr")
+    kind, layer, head = ctx.kind, st.session_state["sel_layer"], st.session_state["sel_head"]
+    steps = [step for step, _ in snaps]
+    planned = ctx.ckpt.training.get("steps") if ctx.ckpt.training else None
+    labels = [f"step {step}" for step in steps]
+    traces = [
+        shared.snapshot_trace(identity, str(path), i, ctx.identity, ctx.text, ctx.target, ctx.tokens) for i in range(len(snaps))
+    ]
+
+    try:
+        dtypes = shared.snapshot_dtypes(identity, str(path))
+    except CheckpointError:
+        dtypes = ()
+    if not dtypes:
+        stored = ""
+    elif set(dtypes) <= {"float32", "float64"}:
+        stored = f", stored in {' and '.join(dtypes)}: the weights as they were at each step, unrounded"
+    else:
+        stored = f", stored in {' and '.join(dtypes)}; the last one is the trained model up to that rounding"
+    st.caption(
+        f"{len(steps)} snapshots from step 0 (random weights) to step {steps[-1]}"
+        + (f" of {planned}" if isinstance(planned, int) and planned > 0 else "")  # a number from the metadata, or nothing
+        + f"{stored}. Same colours (0–1) in every panel."
+    )
+    widgets.chart(figures.training_strip(traces, labels, kind, layer, head, ctx.presentation), key="tr_strip")
+
+    def strip_csv() -> str:
+        """Every panel's matrix as one long table: step, query, key, weight."""
+        frames = []
+        for step, trace in zip(steps, traces):
+            matrix = widgets.matrix_frame(
+                trace.head(kind, layer, head)["weights"], trace.query_tokens(kind), trace.key_tokens(kind)
+            )
+            frames.append(matrix.stack().rename("weight").rename_axis(["query", "key"]).reset_index().assign(step=step))
+        return pd.concat(frames)[["step", "query", "key", "weight"]].to_csv(index=False)
+
+    widgets.csv_download(strip_csv, key="csv_tr_strip", filename=f"weights_by_step_{kind.replace(' ', '_')}_L{layer}_H{head}")
+
+    index = st.select_slider("Snapshot", range(len(steps)), format_func=lambda i: labels[i], key="tr_step", value=len(steps) - 1)
+    trace = traces[index]
+    fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=labels[index])
+    widgets.heatmap(
+        fig,
+        trace.head(kind, layer, head)["weights"],
+        trace.query_tokens(kind),
+        trace.key_tokens(kind),
+        key="tr_heatmap",
+        filename=f"weights_step{steps[index]}_{kind.replace(' ', '_')}_L{layer}_H{head}",
+    )
+    session.sync_url(ctx, "training")
+
+
+# ---------------------------------------------------------------------------------------------
 # Train a model now.
 # ---------------------------------------------------------------------------------------------
 
@@ -30,6 +118,7 @@ try:
     runner = training_jobs.runner()
 except training_jobs.Unavailable as e:  # the jobs folder cannot be made: say so, and leave the rest of the app alone
     st.error(e.message())
+    replay(ctx)  # the snapshots need no jobs folder
     st.stop()
 FIELDS = {"n_layers": "Layers", "n_heads": "Heads per layer", "d_model": "d_model", "steps": "Steps"}
 CUSTOM = training_jobs.CUSTOM
@@ -216,87 +305,4 @@ elif latest is not None and latest.state in ("failed", "cancelled"):
     message = f"Job #{latest.number} {latest.state}: {md(latest.reason, 400)}. The app keeps running; you can train again."
     (st.error if latest.state == "failed" else st.info)(message)
 
-# ---------------------------------------------------------------------------------------------
-# Replay: the sidebar checkpoint's snapshots.
-# ---------------------------------------------------------------------------------------------
-
-st.divider()
-ctx = session.require_text(ctx)
-# Named: under a finished job, "the checkpoint in the sidebar" may well be another model than the one just trained.
-st.subheader(f"Snapshots of the checkpoint in the sidebar: {md(session.short_label(ctx.label)[0], 60)}", anchor=False)
-entry = session.entries().get(ctx.name)  # shipped, found on disk or trained here: snapshots sit beside any
-if ctx.name == session.UPLOAD:  # an upload's, uploaded with it
-    path = shared.upload_snapshots(st.session_state.get(session.UPLOAD_DIGEST))
-else:
-    path = catalog.snapshots_path(entry) if entry is not None else None
-if path is None:
-    st.info(
-        "This checkpoint ships no training snapshots. The Translator and the Language model do; to record "
-        "your own, train with `python -m transformer.train --n-snapshots 9` and keep the `.snapshots.safetensors` "
-        "file next to the checkpoint in the assets folder, or upload it together with the checkpoint."
-    )
-    st.stop()
-
-try:
-    identity = shared.identity_of(path)  # path + mtime + size: a rewritten file is loaded again
-    snaps = shared.snapshots(identity, str(path))
-except CheckpointError as e:
-    st.error(f"Could not read the training snapshots: {md(e, 400)}")
-    st.stop()
-
-
-if not shared.snapshots_belong(snaps, ctx.ckpt):
-    st.error(f"{path.name} does not belong to {ctx.label} (no snapshots, or another shape or tokenizer): nothing to show.")
-    st.stop()
-
-widgets.kind_picker(ctx, "tr_kind")
-widgets.layer_head_controls(ctx, ctx.n_layers, ctx.n_heads, "tr")
-kind, layer, head = ctx.kind, st.session_state["sel_layer"], st.session_state["sel_head"]
-steps = [step for step, _ in snaps]
-planned = ctx.ckpt.training.get("steps") if ctx.ckpt.training else None
-labels = [f"step {step}" for step in steps]
-traces = [
-    shared.snapshot_trace(identity, str(path), i, ctx.identity, ctx.text, ctx.target, ctx.tokens) for i in range(len(snaps))
-]
-
-try:
-    dtypes = shared.snapshot_dtypes(identity, str(path))
-except CheckpointError:
-    dtypes = ()
-if not dtypes:
-    stored = ""
-elif set(dtypes) <= {"float32", "float64"}:
-    stored = f", stored in {' and '.join(dtypes)}: the weights as they were at each step, unrounded"
-else:
-    stored = f", stored in {' and '.join(dtypes)}; the last one is the trained model up to that rounding"
-st.caption(
-    f"{len(steps)} snapshots from step 0 (random weights) to step {steps[-1]}"
-    + (f" of {planned}" if isinstance(planned, int) and planned > 0 else "")  # a number from the metadata, or nothing
-    + f"{stored}. Same colours (0–1) in every panel."
-)
-widgets.chart(figures.training_strip(traces, labels, kind, layer, head, ctx.presentation), key="tr_strip")
-
-
-def strip_csv() -> str:
-    """Every panel's matrix as one long table: step, query, key, weight."""
-    frames = []
-    for step, trace in zip(steps, traces):
-        matrix = widgets.matrix_frame(trace.head(kind, layer, head)["weights"], trace.query_tokens(kind), trace.key_tokens(kind))
-        frames.append(matrix.stack().rename("weight").rename_axis(["query", "key"]).reset_index().assign(step=step))
-    return pd.concat(frames)[["step", "query", "key", "weight"]].to_csv(index=False)
-
-
-widgets.csv_download(strip_csv, key="csv_tr_strip", filename=f"weights_by_step_{kind.replace(' ', '_')}_L{layer}_H{head}")
-
-index = st.select_slider("Snapshot", range(len(steps)), format_func=lambda i: labels[i], key="tr_step", value=len(steps) - 1)
-trace = traces[index]
-fig = figures.attention_figure(trace, kind, layer, head, ctx.presentation, label=labels[index])
-widgets.heatmap(
-    fig,
-    trace.head(kind, layer, head)["weights"],
-    trace.query_tokens(kind),
-    trace.key_tokens(kind),
-    key="tr_heatmap",
-    filename=f"weights_step{steps[index]}_{kind.replace(' ', '_')}_L{layer}_H{head}",
-)
-session.sync_url(ctx, "training")
+replay(ctx)

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app import write_tiny
+from test_app import charts, write_tiny
 
 from server import job_board, training_jobs
 from tests.browser import free_port
 from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
+from transformer.checkpoints.snapshots import save_snapshots
 from transformer.train import jobs
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -198,7 +200,10 @@ def test_the_ablation_pages_heads_in_a_link_is_not_a_training_field(env):
 
 def test_a_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tiny):
     """A deployment whose jobs folder the app cannot write (compose's volume once was root's): the Training page says
-    why, every other page draws as before, and the folder is tried again at the next run, not cached as broken."""
+    why and still replays the checkpoint's snapshots (they need no jobs folder), every other page draws as before,
+    and the folder is tried again at the next run, not cached as broken."""
+    ckpt = load_checkpoint(tiny / "reverse.safetensors", device="cpu")
+    save_snapshots(tiny / "reverse.snapshots.safetensors", [(0, ckpt.model.state_dict())], ckpt.config, ckpt.tokenizer)
     blocked = tiny / "not a folder"
     blocked.write_text("a file where the jobs folder's parent should be")
     monkeypatch.setattr(job_board.LocalBoard, "folder", blocked)  # where the runner's folder goes
@@ -210,6 +215,8 @@ def test_a_jobs_folder_that_cannot_be_made_stops_training_only(monkeypatch, tiny
         shown = f"cannot be made in ` {blocked} ` (` Not a directory `). The server's owner can give the app's user"
         assert error.startswith("Training is unavailable on this server: its jobs folder ") and shown in error, error
         assert "tj_train" not in [b.key for b in at.button]
+        drawn = charts(at)  # the replay's numbers are checked in test_app.py; here: it is there, one panel per snapshot
+        assert len(drawn["tr_strip"]["data"]) == 1 and "tr_heatmap" in drawn, sorted(drawn)
         other = start({}, page="attention")
         assert not other.exception and not other.error, [e.value for e in [*other.exception, *other.error]]
         assert other.get("plotly_chart"), "the Attention page draws"
