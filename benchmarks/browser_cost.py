@@ -3,7 +3,8 @@
 Run: `.venv/bin/python -m benchmarks.browser_cost [--presses 8] [--profile]` (a printed table, not a test; about two
 minutes). One headless Chromium (Debian's, through Playwright), one tab at a time: the app's Attention page on `lm`
 and on `translator` (its source's own attention, `kind=encoder self`, so both axes are the typed text), and the floor
-(`benchmarks/floor_app.py`: one text area and one heatmap). In each tab, PRESSES times: a new Toy English text
+(`benchmarks/floor_app.py`: one text area and one heatmap), and the page floor (`benchmarks/floor_page_app.py`: the
+Attention page's elements, with no model and no logic of ours). In each tab, PRESSES times: a new Toy English text
 (20–39 tokens), Ctrl+Enter, wait until the heatmap shows it and the app is idle, 0.3 s more. Per key press:
 
 - CPU seconds of Chromium's processes (utime + stime from /proc, every process whose command line names chromium,
@@ -115,10 +116,11 @@ def main() -> None:
         browser = launch_chromium(p)
         for name, script, params in (
             ("floor", "benchmarks/floor_app.py", {}),
+            ("page floor", "benchmarks/floor_page_app.py", {}),
             ("lm", "app.py", {"checkpoint": "lm"}),
             ("translator", "app.py", {"checkpoint": "translator", "kind": "encoder self"}),
         ):
-            tokenizer = load_checkpoint(catalog.available()["lm" if name == "floor" else name].path).tokenizer
+            tokenizer = load_checkpoint(catalog.available()["lm" if "floor" in name else name].path).tokenizer
             texts = toy_texts(tokenizer, [20 + (7 * i) % 20 for i in range(args.presses + 1)], seed=11)
             with serve(script) as (base, _):
                 path = "/attention" if script == "app.py" else "/"

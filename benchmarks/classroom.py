@@ -454,6 +454,9 @@ async def run(args) -> None:
             base, proc = stack.enter_context(serve("benchmarks/floor_app.py"))
             pid = proc.pid
             servers["floor"] = (f"{base}/", pid, str.split)
+        if args.page_floor:  # the Attention page's elements without the app: what Streamlit charges for its shape
+            base, proc = stack.enter_context(serve("benchmarks/floor_page_app.py"))
+            servers["page floor"] = (f"{base}/", proc.pid, str.split)
         for name in names:
             base, proc = stack.enter_context(serve("app.py"))
             pid = proc.pid
@@ -479,7 +482,16 @@ async def run(args) -> None:
     lines += ["", LEGEND, "", f"targets (issue 9, on a 2-core machine; load average {os.getloadavg()[0]:.2f} at the end):"]
     for name in names:
         lines += targets(name, results)
-    floor_problems = [f"N={n}, {p}" for (label, n), r in results.items() if label == "floor" for p in r.problems]
+    for n in sizes:
+        floor, shaped = results.get(("floor", n)), results.get(("page floor", n))
+        if floor and shaped:
+            apps = "; ".join(
+                f"{label} {slowest(results[label, n]) / slowest(shaped):.2f}× the page floor"
+                for label in servers
+                if label.startswith("app") and (label, n) in results
+            )
+            lines.append(f"  N={n}: page floor {slowest(shaped) / slowest(floor):.2f}× the floor; {apps}")
+    floor_problems = [f"N={n}, {p}" for (label, n), r in results.items() if "floor" in label for p in r.problems]
     if floor_problems:  # the harness itself is wrong if the floor mixes sessions up
         lines += [f"  floor: {len(floor_problems)} problem(s)"] + [f"      {p}" for p in floor_problems[:20]]
     print("\n".join(lines))
@@ -493,6 +505,11 @@ def main() -> None:
         "--repeats", type=int, default=REPEATS, help=f"rounds of simultaneous key presses per N (default {REPEATS})"
     )
     parser.add_argument("--skip-floor", action="store_true", help="leave out the bare Streamlit + Plotly floor")
+    parser.add_argument(
+        "--page-floor",
+        action="store_true",
+        help="also measure benchmarks/floor_page_app.py: the Attention page's elements without the app",
+    )
     parser.add_argument("--browsers", type=int, default=1, help="Chromium processes to spread the sessions over (default 1)")
     parser.add_argument("--viewport", default="1280x800", help="each session's window, WxH (default 1280x800)")
     asyncio.run(run(parser.parse_args()))

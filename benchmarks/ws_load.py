@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -178,6 +179,7 @@ class Session:
         self.closed = False
         self.polls = True  # False: no `run_every` timer fires (a browser whose polls never arrive)
         self.refs = 0  # messages the server sent as a reference to one this session holds
+        self.elements: collections.Counter = collections.Counter()  # elements and blocks drawn so far, by type
         self._cache: dict[str, ForwardMsg] = {}  # hash → cacheable message received (the browser's message cache)
         self._timers: dict[str, asyncio.Task] = {}  # fragment id → its run_every timer
         self.timed: dict[str, float] = {}  # fragment id → run_every seconds, as the server last set them (polls or not)
@@ -317,9 +319,12 @@ class Session:
                 timer = self._timers.pop(fragment, None)
                 if timer is not None:
                     timer.cancel()
+        elif kind == "delta" and msg.delta.WhichOneof("type") == "add_block":
+            self.elements["block"] += 1
         elif kind == "delta" and msg.delta.WhichOneof("type") == "new_element":
             element = msg.delta.new_element
             which = element.WhichOneof("type")
+            self.elements[which] += 1
             body = getattr(element, which)
             if which == "exception":
                 self.problems.append(f"the app shows an exception: {body.type}: {body.message[:300]}")
@@ -803,6 +808,9 @@ async def load(args, stack: contextlib.ExitStack, logs: Path, ckpt) -> list[str]
     if not args.skip_floor and not args.find_5s:
         base, proc = stack.enter_context(serve("benchmarks/floor_app.py", args.env, logs / "floor.log"))
         targets.append(Target("floor", [base], [proc.pid], "", "", str.split))
+    if args.page_floor and not args.find_5s:
+        base, proc = stack.enter_context(serve("benchmarks/floor_page_app.py", args.env, logs / "page_floor.log"))
+        targets.append(Target("page floor", [base], [proc.pid], "", "", str.split))
     lines = []
     try:
         if args.find_5s:
@@ -828,6 +836,14 @@ async def load(args, stack: contextlib.ExitStack, logs: Path, ckpt) -> list[str]
                 r = results[target.label, n]
                 ratio = f"{r.slowest / floor.slowest:.2f}" if floor and floor.slowest else "-"
                 lines.append(f"N={n:<4} {target.label}: slowest {r.slowest:.2f} s; slowest(app)/slowest(floor) = {ratio}")
+            shaped = results.get(("page floor", n))
+            if shaped and shaped.slowest:
+                r = results["app", n]
+                ratio = f"{shaped.slowest / floor.slowest:.2f}" if floor and floor.slowest else "-"
+                lines.append(
+                    f"N={n:<4} page floor: slowest {shaped.slowest:.2f} s; slowest(page floor)/slowest(floor) = {ratio}; "
+                    f"slowest(app)/slowest(page floor) = {r.slowest / shaped.slowest:.2f}"
+                )
         problems = [f"{label} N={n}, {p}" for (label, n), r in results.items() for p in r.problems]
         mixed = [p for p in problems if " shows " in p]
         lines.append(f"every session drew its own tokens: {'yes' if not mixed else f'NO, {len(mixed)} mixed up'}")
@@ -910,6 +926,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=CHECKPOINT, help=f"catalogue name (default {CHECKPOINT})")
     parser.add_argument("--repeats", type=int, default=REPEATS, help=f"rounds of simultaneous requests per N (default {REPEATS})")
     parser.add_argument("--skip-floor", action="store_true", help="leave out the bare Streamlit + Plotly floor")
+    parser.add_argument(
+        "--page-floor",
+        action="store_true",
+        help="also measure benchmarks/floor_page_app.py: the Attention page's elements without the app (what Streamlit "
+        "charges for a page of its shape)",
+    )
     parser.add_argument("--find-5s", action="store_true", help="grow N until the app's slowest session passes 5 s")
     parser.add_argument("--find-start", type=int, default=FIND_START, help=f"--find-5s's first N (default {FIND_START})")
     parser.add_argument("--max-sessions", type=int, default=FIND_MAX, help=f"--find-5s's largest N (default {FIND_MAX})")

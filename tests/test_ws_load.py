@@ -7,9 +7,12 @@ import asyncio
 
 import pytest
 
+from benchmarks.browser import toy_texts
 from benchmarks.classroom import expected_labels
 from benchmarks.ws_load import CHART, one_round, open_sessions
 from tests.browser import run_async, serve
+from transformer.checkpoints import catalog
+from transformer.checkpoints.format import load_checkpoint
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -35,3 +38,30 @@ def test_each_session_gets_its_own_heatmap():
     for fig, text in zip(figures, TEXTS):
         labels = [f"{i}·{w}" for i, w in enumerate(text.split())]  # the floor's axis labels (`CHART`)
         assert list(fig.y) == labels and list(fig.x) == labels, f"{CHART} of {text!r}: {fig.y}"
+
+
+async def elements_of_a_typed_run(base: str, page: str, query: str, text: str) -> dict:
+    """The elements and blocks one run draws after a typed text, by type."""
+    (session,) = await open_sessions([base], page, query, 1)
+    try:
+        session.elements.clear()
+        sent = await session.type_text(text)
+        assert await session.wait(lambda: session.done_since(sent) is not None, 60), session.problems
+        assert session.problems == []
+        return dict(session.elements)
+    finally:
+        await session.close()
+
+
+def test_the_page_floor_draws_what_the_attention_page_draws():
+    """`benchmarks/floor_page_app.py` stands for the Attention page's shape in `ws_load`, `classroom` and
+    `browser_cost`: the same elements of the same types after a typed text. When the page gains or loses an element,
+    this fails until the page floor is changed to match, so the floors keep measuring what they claim to. The text is
+    Toy English, as the benchmarks type (a text the model does not know adds the coverage notice's elements)."""
+    (text,) = toy_texts(load_checkpoint(catalog.available()["lm"].path).tokenizer, [30], seed=11)
+    with serve("app.py") as (base, _):
+        page = run_async(elements_of_a_typed_run(base, "attention", "checkpoint=lm", text))
+    with serve("benchmarks/floor_page_app.py") as (base, _):
+        floor = run_async(elements_of_a_typed_run(base, "", "", text))
+    assert page["plotly_chart"] == 3 and page["block"] > 20, page  # the page as measured: three charts, ~70 elements
+    assert floor == page
