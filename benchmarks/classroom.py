@@ -12,7 +12,9 @@ Attention page (`/attention?checkpoint=…`) and wait until it is drawn and idle
 every session's text area gets its own Toy English text (6 to 40 tokens, different in every session
 and every round, so no session is served another's cached trace), and Ctrl+Enter is pressed in all
 of them at once (the presses are sent concurrently; "spread" is the time from the first to the last
-press as the pages time-stamped them). The floor gets the same texts, sessions and rounds.
+press as the pages time-stamped them). The floor gets the same texts, sessions and rounds. `--page-floor` adds a
+second floor, `benchmarks/floor_page_app.py`: the Attention page's elements with no model and no code of ours (what
+Streamlit alone charges for a page of that shape), and prints each app's slowest against it.
 
 Timed in the page, as benchmarks/browser.py does: from the key press (the browser's event time
 stamp) to the animation frame in which the new figure's data is in that session's heatmap. A

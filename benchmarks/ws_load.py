@@ -5,6 +5,8 @@ N = 30, 100, 300 on the `lm` checkpoint and the floor, 3 rounds each, takes seve
 `--quick` (N = 2, one round, then a class of 3 followers) checks that it all runs, in under a minute.
 `--find-5s` grows N (30, 60, 120, ...) until the app's slowest session passes 5 s; `--replicas 2` does each
 measurement again on two app processes (sessions dealt round robin, no proxy) and prints the ratio of the N at 5 s.
+`--page-floor` also measures `benchmarks/floor_page_app.py`, the Attention page's elements without the app (what
+Streamlit charges for a page of its shape), and prints the app against it.
 `--follow --sessions 30,60,100` times a class following its teacher instead; with `--replicas 2`, on two app processes
 sharing the class through a private redis-server (the teacher on the first, followers dealt round robin). `--server-env
 NAME=VALUE` sets a variable for every server, e.g. STREAMLIT_RUNNER_POST_SCRIPT_GC=true (Streamlit's default, a full
