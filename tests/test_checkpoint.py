@@ -11,6 +11,7 @@ import pickle
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -429,3 +430,106 @@ def test_an_explicit_budget_is_used(saved):
     path, _ = saved
     with pytest.raises(CheckpointError, match="this server's limit for one model is 1.0 KiB"):
         load_checkpoint(path, device="cpu", budget=Budget(1024, 512 * 1024**2))
+
+
+# --- files replaced while they are read (a training run renames a new one over the old one) ---
+
+REWRITER = """
+import sys, time, torch
+from transformer.checkpoints.format import atomic_save_file
+versions = [({"w": torch.full((n, 8), float(n))}, {"format": "x", "n": str(n), "pad": "p" * n}) for n in (100, 133)]
+for i in range(10**9):
+    atomic_save_file(versions[i % 2][0], sys.argv[1], versions[i % 2][1])
+    time.sleep(0.005)
+"""
+
+
+def test_a_file_renamed_over_again_and_again_is_always_read_whole(tmp_path):
+    """Another process replaces the file up to 200 times a second, alternating two sizes; every read gets one version.
+
+    Before reads were checked, about 1 read in 100 here mixed one version's header with the other's
+    tensors, or failed on the other's size (seen in CI as a training-state file "smaller than the
+    required mapping size").
+    """
+    path = tmp_path / "r.safetensors"
+    checkpoint_module.atomic_save_file({"w": torch.full((100, 8), 100.0)}, path, {"format": "x", "n": "100"})
+    first = path.stat().st_ino
+    writer = subprocess.Popen([sys.executable, "-c", REWRITER, str(path)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while path.stat().st_ino == first and time.monotonic() < deadline:  # the writer has started
+            time.sleep(0.01)
+        seen, switches = [100], 0
+        while switches < 100 and time.monotonic() < deadline:  # about 0.5 s on an idle machine
+            metadata, tensors = checkpoint_module.read_safetensors(path)
+            n = int(metadata["n"])
+            assert tensors["w"].shape == (n, 8) and bool((tensors["w"] == n).all()), f"a read mixed two versions: {n=}"
+            switches += n != seen[-1]
+            seen.append(n)
+        assert writer.poll() is None, "the writer stopped"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert switches >= 100, f"{len(seen) - 1} reads saw the file replaced only {switches} times: too few to tell"
+
+
+def test_a_file_replaced_between_its_header_and_its_tensors_is_read_again(saved, make_checkpoint, monkeypatch):
+    path, _ = saved
+    other = make_checkpoint("encoder-decoder", seed=9)
+    newer = save_checkpoint(path.with_name("newer.safetensors"), other.model, other.tokenizer, {"steps": 1})
+    original, calls = checkpoint_module.read_tensors, []
+
+    def replaced_first(p, judged=None):
+        calls.append(p)
+        if len(calls) == 1:
+            os.replace(newer, path)  # a training run's rename, after the header was read
+        return original(p, judged)
+
+    monkeypatch.setattr(checkpoint_module, "read_tensors", replaced_first)
+    loaded = load_checkpoint(path, device="cpu")
+    assert loaded.training == {"steps": 1} and len(calls) == 2
+    assert torch.equal(loaded.model.tok_embed.weight, other.model.tok_embed.weight)
+
+
+def test_a_file_replaced_after_judging_by_one_over_the_budget_is_judged_again(wide, tmp_path, monkeypatch):
+    """The swap cannot smuggle a model past the budget: the new file is judged before any of its data is read."""
+    hostile = with_config(wide, tmp_path / "hostile.safetensors", max_len=10**8)
+    original, calls = checkpoint_module.read_tensors, []
+
+    def swapped(p, judged=None):
+        calls.append(p)
+        os.replace(hostile, wide)
+        return original(p, judged)
+
+    monkeypatch.setattr(checkpoint_module, "read_tensors", swapped)
+    refused(wide, "wide.safetensors: config.max_len is 100,000,000: more than")
+    assert len(calls) == 1
+
+
+def test_a_file_that_never_stops_changing_gets_a_clear_message(saved, monkeypatch):
+    path, ckpt = saved
+    original = checkpoint_module.read_tensors
+
+    def rewritten(p, judged=None):
+        save_checkpoint(path, ckpt.model, ckpt.tokenizer, TRAINING)
+        return original(p, judged)
+
+    monkeypatch.setattr(checkpoint_module, "read_tensors", rewritten)
+    refused(path, "tiny.safetensors kept changing while it was read (8 tries); is something still writing it?")
+
+
+def test_a_header_read_does_not_fail_on_a_file_replaced_by_another_size(saved, tmp_path, monkeypatch):
+    """safetensors maps a file's data through a second open by name; a rename in between is read again, not refused."""
+    path, _ = saved
+    small = rewrite(path, metadata={**read_raw(path)[0], "training": "{}"}, out=tmp_path / "small.safetensors")
+    original, calls = checkpoint_module.safe_open, []
+
+    def renamed_in_between(name, **kwargs):
+        calls.append(name)
+        if len(calls) == 1:
+            os.replace(small, path)
+        return original(name, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "safe_open", renamed_in_between)
+    metadata, _ = checkpoint_module.read_header(path)
+    assert metadata["training"] == "{}" and len(calls) == 2

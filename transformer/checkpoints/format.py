@@ -14,9 +14,11 @@ import json
 import os
 import struct
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import safe_open
@@ -32,6 +34,7 @@ from transformer.model.network import TransformerModel
 FORMAT = "attnviz-checkpoint/1"
 REQUIRED_METADATA = ("format", "config", "tokenizer", "training")
 MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; a larger claim means a corrupted file
+READ_ATTEMPTS = 8  # reads of a file that a training run keeps replacing (after 1, 2, 4 … 64 ms), before giving up
 
 TensorInfo = tuple[tuple[int, ...], torch.dtype | str]  # a tensor's (shape, dtype), known before its data is read
 # The dtypes a safetensors header names; one not listed stays a string (and is refused as not floating point).
@@ -53,6 +56,9 @@ FLOAT_NAMES = "float32, float16, bfloat16 or float64"
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be loaded; the message says why."""
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,36 @@ def atomic_save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
     return path
 
 
+def _identity(path: Path) -> tuple[int, ...]:
+    """What changes when a file is replaced (a rename gives a new inode) or rewritten in place."""
+    st = path.stat()
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def read_whole(path: Path, read: Callable[[], T]) -> T:
+    """`read()`, done again until the file at `path` is the same file before and after it.
+
+    Training runs replace their checkpoints, snapshots and state files (a rename) while the app
+    reads them. A read opens the file by name more than once: the header is judged before the
+    tensors are read, and safetensors maps the data through a second open. A read that spans a
+    rename could mix two versions, or fail on a size that belongs to the other one; such a read is
+    thrown away, error or not, and done again.
+    """
+    for attempt in range(READ_ATTEMPTS):
+        if attempt:
+            time.sleep(0.001 * 2 ** (attempt - 1))  # let the writer finish its next rename
+        before = _identity(path)
+        try:
+            result = read()
+        except CheckpointError:
+            if _identity(path) == before:
+                raise
+            continue
+        if _identity(path) == before:
+            return result
+    raise CheckpointError(f"{path.name} kept changing while it was read ({READ_ATTEMPTS} tries); is something still writing it?")
+
+
 def _check_header_bytes(path: Path) -> None:
     """Refuse what is not a safetensors file at all (a pickle, text, a truncated download) from its first bytes."""
     size = path.stat().st_size
@@ -128,33 +164,56 @@ def read_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
     safetensors checks here that the header's offsets cover the file exactly, so a truncated
     download is refused before anything is read.
     """
+    return read_whole(path, lambda: _read_header(path))
+
+
+def _read_header(path: Path) -> tuple[dict[str, str], dict[str, TensorInfo]]:
     _check_header_bytes(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
-            layout = {}
-            for k in f.keys():
-                info = f.get_slice(k)  # a lazy view: shape and dtype from the header
-                dtype = info.get_dtype()
-                layout[k] = (tuple(info.get_shape()), SAFETENSORS_DTYPES.get(dtype, dtype))
+            layout = _layout_of(f)
     except Exception as e:  # SafetensorError and friends: a corrupted header or truncated data
         raise CheckpointError(f"{path.name} is not a valid safetensors file: {e}") from e
     return metadata, layout
 
 
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file, read into memory: only once its header has been judged."""
+def _layout_of(f: Any) -> dict[str, TensorInfo]:
+    """Each tensor's (shape, dtype) from an open safetensors file's header: lazy views, no data read."""
+    layout = {}
+    for k in f.keys():
+        info = f.get_slice(k)
+        dtype = info.get_dtype()
+        layout[k] = (tuple(info.get_shape()), SAFETENSORS_DTYPES.get(dtype, dtype))
+    return layout
+
+
+def read_tensors(path: Path, judged: dict[str, TensorInfo] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, read into memory: only once its header has been judged.
+
+    With `judged` (the layout `read_header` gave), a file that no longer has that layout is refused
+    before any tensor is allocated: it was replaced after it was judged. Callers inside `read_whole`
+    then read it again from its new header.
+    """
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
+            if judged is not None and _layout_of(f) != judged:
+                raise CheckpointError(f"{path.name} changed after its header was judged")
             return {k: f.get_tensor(k) for k in f.keys()}
+    except CheckpointError:
+        raise
     except Exception as e:
         raise CheckpointError(f"{path.name} is not a valid safetensors file: {e}") from e
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """A safetensors file's metadata and every tensor, for callers that check what they read afterwards."""
-    metadata, _ = read_header(path)
-    return metadata, read_tensors(path)
+    """A safetensors file's metadata and every tensor, both from one version of the file."""
+
+    def read() -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+        metadata, layout = read_header(path)
+        return metadata, read_tensors(path, layout)
+
+    return read_whole(path, read)
 
 
 def read_tagged(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -200,6 +259,10 @@ def read_checkpoint_parts(
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
+    return read_whole(path, lambda: _read_checkpoint_parts(path, budget))
+
+
+def _read_checkpoint_parts(path: Path, budget: Budget | None) -> tuple[ModelConfig, Tokenizer, dict, dict[str, torch.Tensor]]:
     if path.suffix in (".pt", ".bin", ".pth"):
         metadata, tensors = _read_legacy(path)
         layout = None
@@ -235,7 +298,7 @@ def read_checkpoint_parts(
             raise CheckpointError(f"{path.name}: its decoding settings are unusable: {e}") from e
     check_budget(config, path.name, budget)
     check_layout(expected_shapes(config, path.name), _layout(tensors, path.name) if layout is None else layout, path.name)
-    return config, tokenizer, training, read_tensors(path) if tensors is None else tensors
+    return config, tokenizer, training, read_tensors(path, layout) if tensors is None else tensors
 
 
 def check_budget(config: ModelConfig, where: str, budget: Budget | None = None) -> None:

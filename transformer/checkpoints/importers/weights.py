@@ -129,11 +129,13 @@ def open_weights(folder: Path, files: WeightFiles) -> tuple[dict[str, TensorInfo
     layout: dict[str, TensorInfo] = {}
     seen: dict[str, str] = {}
     if files.safetensors:
+        headers = {}
         for shard in files.shards:
-            header = read_header(folder / shard)[1]
-            _agree(files, shard, set(header), seen)
-            layout.update(header)
-        return layout, lambda: {k: v for shard in files.shards for k, v in read_tensors(folder / shard).items()}
+            headers[shard] = read_header(folder / shard)[1]
+            _agree(files, shard, set(headers[shard]), seen)
+            layout.update(headers[shard])
+        # A shard replaced since its header was judged is refused, not read.
+        return layout, lambda: {k: v for shard in files.shards for k, v in read_tensors(folder / shard, headers[shard]).items()}
     tensors: dict[str, Tensor] = {}
     for shard in files.shards:
         part = _load_pickled(folder / shard)
