@@ -402,7 +402,7 @@ def test_the_budget_is_judged_before_reading_or_building(wide, tmp_path, monkeyp
 
 
 def test_a_header_that_disagrees_with_the_config_is_refused_before_the_data_is_read(wide, tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint_module, "read_tensors", lambda path: pytest.fail("tensor data was read"))
+    monkeypatch.setattr(checkpoint_module, "read_tensors", lambda path, judged: pytest.fail("tensor data was read"))
     refused(
         with_config(wide, tmp_path / "d.safetensors", d_ff=128),
         "d.safetensors: shape of decoder.layers.0.feed_forward.up.weight is (64, 256), config says (128, 256)",
@@ -479,7 +479,7 @@ def test_a_file_replaced_between_its_header_and_its_tensors_is_read_again(saved,
     newer = save_checkpoint(path.with_name("newer.safetensors"), other.model, other.tokenizer, {"steps": 1})
     original, calls = checkpoint_module.read_tensors, []
 
-    def replaced_first(p, judged=None):
+    def replaced_first(p, judged):
         calls.append(p)
         if len(calls) == 1:
             os.replace(newer, path)  # a training run's rename, after the header was read
@@ -496,7 +496,7 @@ def test_a_file_replaced_after_judging_by_one_over_the_budget_is_judged_again(wi
     hostile = with_config(wide, tmp_path / "hostile.safetensors", max_len=10**8)
     original, calls = checkpoint_module.read_tensors, []
 
-    def swapped(p, judged=None):
+    def swapped(p, judged):
         calls.append(p)
         os.replace(hostile, wide)
         return original(p, judged)
@@ -510,7 +510,7 @@ def test_a_file_that_never_stops_changing_gets_a_clear_message(saved, monkeypatc
     path, ckpt = saved
     original = checkpoint_module.read_tensors
 
-    def rewritten(p, judged=None):
+    def rewritten(p, judged):
         save_checkpoint(path, ckpt.model, ckpt.tokenizer, TRAINING)
         return original(p, judged)
 

@@ -188,16 +188,16 @@ def _layout_of(f: Any) -> dict[str, TensorInfo]:
     return layout
 
 
-def read_tensors(path: Path, judged: dict[str, TensorInfo] | None = None) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path, judged: dict[str, TensorInfo]) -> dict[str, torch.Tensor]:
     """Every tensor of a safetensors file, read into memory: only once its header has been judged.
 
-    With `judged` (the layout `read_header` gave), a file that no longer has that layout is refused
-    before any tensor is allocated: it was replaced after it was judged. Callers inside `read_whole`
-    then read it again from its new header.
+    `judged` is the layout its header gave: a file that no longer has it is refused before any tensor
+    is allocated (it was replaced after it was judged). Callers inside `read_whole` then read it again
+    from its new header.
     """
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            if judged is not None and _layout_of(f) != judged:
+            if _layout_of(f) != judged:
                 raise CheckpointError(f"{path.name} changed after its header was judged")
             return {k: f.get_tensor(k) for k in f.keys()}
     except CheckpointError:
@@ -210,7 +210,7 @@ def read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor
     """A safetensors file's metadata and every tensor, both from one version of the file."""
 
     def read() -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-        metadata, layout = read_header(path)
+        metadata, layout = _read_header(path)  # read_whole's one loop covers the header and the tensors
         return metadata, read_tensors(path, layout)
 
     return read_whole(path, read)
@@ -267,7 +267,7 @@ def _read_checkpoint_parts(path: Path, budget: Budget | None) -> tuple[ModelConf
         metadata, tensors = _read_legacy(path)
         layout = None
     else:
-        (metadata, layout), tensors = read_header(path), None
+        (metadata, layout), tensors = _read_header(path), None  # inside read_whole
     missing = [k for k in REQUIRED_METADATA if k not in metadata]
     if missing:
         raise CheckpointError(
